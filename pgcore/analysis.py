@@ -1,0 +1,67 @@
+"""From per-seed results to the numbers a figure states: mean, 95% CI, best sparsity."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% Student-t confidence interval of the mean (NaN for one value)."""
+    values = np.asarray(values, dtype=float)
+    n = len(values)
+    if n < 2:
+        return float("nan")
+    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+
+
+def summarize(df: pd.DataFrame, metric: str = "error", by: tuple[str, ...] = ("level", "sparsity", "epochs_total")) -> pd.DataFrame:
+    """Mean, 95% CI and seed count of ``metric`` per ``by`` group and metric source."""
+    keys = [k for k in (*by, "source") if k in df.columns]
+    g = df.groupby(keys, sort=True)[metric]
+    out = g.agg(mean="mean", ci=ci95, n="count").reset_index()
+    return out
+
+
+def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> int:
+    """The level with the lowest mean ``metric`` on ``select_on`` (the validation split, so the
+    choice is honest); falls back to ``test`` when there is no validation data."""
+    sel = df[df.source == select_on]
+    if sel.empty or sel[metric].isna().all():
+        sel = df[df.source == "test"]
+    means = sel.groupby("level")[metric].mean()
+    return int(means.idxmin())
+
+
+def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> dict[str, float]:
+    """Test ``metric`` of the dense model (level 0) and of the best level chosen on
+    ``select_on``; the paired per-seed difference with its 95% CI. Negative = pruning helped."""
+    test = df[df.source == "test"].pivot_table(index="seed", columns="level", values=metric)
+    best = best_level(df, select_on, metric)
+    dense, pruned = test[0], test[best]
+    diff = (pruned - dense).to_numpy()
+    sparsity = float(df.loc[df.level == best, "sparsity"].iloc[0])
+    return {
+        "best_level": best, "best_sparsity": sparsity, "seeds": len(test),
+        "dense_mean": float(dense.mean()), "dense_ci": ci95(dense.to_numpy()),
+        "best_mean": float(pruned.mean()), "best_ci": ci95(pruned.to_numpy()),
+        "diff_mean": float(diff.mean()), "diff_ci": ci95(diff),
+    }
+
+
+def verdict(c: dict[str, float], metric: str = "test error") -> str:
+    """One sentence on whether pruning lowered ``metric``, judged by the paired 95% CI."""
+    lo, hi = c["diff_mean"] - c["diff_ci"], c["diff_mean"] + c["diff_ci"]
+    head = (f"Dense {metric} {c['dense_mean']:.3f} ± {c['dense_ci']:.3f}; best sparsity on validation "
+            f"{c['best_sparsity']:.1%} (level {c['best_level']}) has {c['best_mean']:.3f} ± {c['best_ci']:.3f} "
+            f"(mean ± 95% CI over {c['seeds']} seeds). Paired difference {c['diff_mean']:+.3f} ± {c['diff_ci']:.3f}: ")
+    if c["best_level"] == 0:
+        return head + "no pruned level beat the dense model on validation, so pruning did not help at this scale."
+    if np.isnan(c["diff_ci"]):
+        return head + "too few seeds for a confidence interval; no claim either way."
+    if hi < 0:
+        return head + "pruning lowered the error, and the interval excludes zero."
+    if lo > 0:
+        return head + "pruning raised the error at the sparsity chosen on validation."
+    return head + "the interval includes zero, so no significant change from pruning at this scale."

@@ -1,0 +1,246 @@
+"""Experiment configuration: frozen dataclasses, validation, and the config hash.
+
+A run is fully described by a :class:`RunConfig`. Its hash (of every field that can
+change a number, see :meth:`RunConfig.science_dict`) names the run's directory in the
+store, so a finished run is found and reused and an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "svhn")
+MODELS = ("mlp", "cnn1d", "lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
+PROTOCOLS = ("imp", "extended_dense", "train")
+# Bump when a change to the engine makes old cached results incomparable.
+HASH_VERSION = 1
+
+
+class ConfigError(ValueError):
+    """A configuration value is unknown, out of range or unreadable."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "mnist1d"
+    num_samples: int = 5000  # MNIST-1D only: examples generated in total (80% train, 20% test)
+    data_seed: int = 42  # MNIST-1D generator seed (42 is the published dataset) and val-split seed
+    val_fraction: float = 0.0  # carved from train, for choosing the best sparsity honestly
+    noisy_fraction: float = 0.0  # fraction of training labels replaced by a different class
+    noise_seed: int = 0  # the noisy set is fixed by this seed, the same for every training seed
+    augment: bool | None = None  # None: random crop + flip for image datasets, nothing for MNIST-1D
+    data_dir: str = "data"  # where torchvision datasets live (not part of the hash)
+    download: bool = False  # fetch missing torchvision files (needs a network; not part of the hash)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "mlp"
+    width: int | None = None  # hidden units (mlp), channels (cnn1d), first-stage width (resnet)
+    depth: int | None = None  # hidden layers (mlp) or conv layers (cnn1d)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    schedule: str = "cosine"  # cosine | step | constant
+    milestones: tuple[int, ...] = ()  # epochs where a step schedule multiplies lr by gamma
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0  # linear warm-up from 0, counted in epochs
+    eval_every: int = 1  # evaluate every this many epochs (the last epoch is always evaluated)
+
+
+@dataclass(frozen=True)
+class PruneConfig:
+    levels: int = 20  # pruning levels after the dense run; level k has sparsity 1 - (1-rate)^k
+    rate: float = 0.2  # fraction of the remaining prunable weights removed per level
+    method: str = "magnitude"  # magnitude | random
+    scope: str = "global"  # global | layerwise
+    retrain: str = "lrr"  # lrr (learning-rate rewinding) | rewind (weight rewinding) | finetune
+    rewind_epoch: int = 0  # weight rewinding: epoch whose weights the survivors are reset to
+    prunable: tuple[str, ...] = ("conv", "linear")  # module kinds whose weights are pruned
+    ignore: tuple[str, ...] = ()  # parameter names never pruned, e.g. "fc.weight"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    protocol: str = "imp"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _plain(dataclasses.asdict(self))
+
+    def science_dict(self) -> dict[str, Any]:
+        """The fields that can change a result: paths and download switches are left out,
+        and so are pruning settings a protocol never reads."""
+        d = self.to_dict()
+        d["data"].pop("data_dir")
+        d["data"].pop("download")
+        if self.protocol == "extended_dense":
+            d["prune"] = {"levels": self.prune.levels}
+        elif self.protocol == "train":
+            d.pop("prune")
+        d["hash_version"] = HASH_VERSION
+        return d
+
+    def hash(self) -> str:
+        """Stable 12-hex-digit hash of :meth:`science_dict`."""
+        blob = json.dumps(self.science_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return dataclasses.replace(self, **changes)
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prune": PruneConfig}
+
+
+def _plain(x: Any) -> Any:
+    """Tuples to lists, recursively, so configs round-trip through JSON and YAML."""
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_plain(v) for v in x]
+    return x
+
+
+def _unknown(key: str, known: list[str], where: str) -> ConfigError:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f" Did you mean '{close[0]}'?" if close else ""
+    return ConfigError(f"unknown key '{key}' in {where}.{hint} Known keys: {', '.join(sorted(known))}.")
+
+
+def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
+    values = dict(values or {})
+    known = {f.name: f for f in fields(cls)}
+    for key in values:
+        if key not in known:
+            raise _unknown(key, list(known), where)
+    for key, f in known.items():
+        if key in values and isinstance(values[key], list):
+            values[key] = tuple(values[key])
+    return cls(**values)
+
+
+# Keys of a parameter file that are not part of one run's config.
+EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress")
+
+
+def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
+    """Build a validated :class:`RunConfig` from nested plain data (a parsed YAML file or
+    papermill parameters). Keys in :data:`EXPERIMENT_KEYS` are ignored here."""
+    if not isinstance(d, Mapping):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
+    top = {"protocol", "seed", *SECTIONS}
+    for key in d:
+        if key not in top and key not in EXPERIMENT_KEYS:
+            raise _unknown(key, sorted(top | set(EXPERIMENT_KEYS)), "the config")
+    kwargs: dict[str, Any] = {name: _section(cls, d.get(name), name) for name, cls in SECTIONS.items()}
+    kwargs["protocol"] = d.get("protocol", "imp")
+    kwargs["seed"] = d.get("seed", 0) if seed is None else seed
+    return RunConfig(**kwargs)
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a parameter/config YAML file into plain data, with a clear error if unreadable."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
+    try:
+        d = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if not isinstance(d, dict):
+        raise ConfigError(f"config file {path} must hold a mapping (section: values), not {type(d).__name__}")
+    return d
+
+
+def set_value(d: dict[str, Any], assignment: str) -> None:
+    """Apply one ``key.sub=value`` override (value parsed as YAML) to nested plain data."""
+    if "=" not in assignment:
+        raise ConfigError(f"override '{assignment}' must look like section.key=value, e.g. train.epochs=10")
+    key, raw = assignment.split("=", 1)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"cannot parse value in override '{assignment}': {e}") from e
+    parts = key.strip().split(".")
+    node = d
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override '{assignment}': '{p}' is not a section")
+    node[parts[-1]] = value
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ConfigError(msg)
+
+
+def _choice(value: str, options: tuple[str, ...], what: str) -> None:
+    if value not in options:
+        close = difflib.get_close_matches(str(value), options, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"unknown {what} '{value}'.{hint} Choose one of: {', '.join(options)}.")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def validate(cfg: RunConfig) -> None:
+    """Raise :class:`ConfigError` for any value that would fail or mislead later."""
+    d, m, t, p = cfg.data, cfg.model, cfg.train, cfg.prune
+    _choice(cfg.protocol, PROTOCOLS, "protocol")
+    _choice(d.name, DATASETS, "dataset")
+    _choice(m.name, MODELS, "model")
+    _check(_is_int(cfg.seed) and cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed!r}")
+    _check(_is_int(d.num_samples) and d.num_samples >= 50, f"data.num_samples must be an integer >= 50, got {d.num_samples!r}")
+    _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
+    _check(0.0 <= d.noisy_fraction <= 1.0, f"data.noisy_fraction must be in [0, 1], got {d.noisy_fraction!r}")
+    for name in ("width", "depth"):
+        v = getattr(m, name)
+        _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")
+    _check(_is_int(t.epochs) and t.epochs >= 1, f"train.epochs must be a positive integer, got {t.epochs!r}")
+    _check(_is_int(t.batch_size) and t.batch_size >= 1, f"train.batch_size must be a positive integer, got {t.batch_size!r}")
+    _check(t.lr > 0, f"train.lr must be positive, got {t.lr!r}")
+    _check(0.0 <= t.momentum < 1.0, f"train.momentum must be in [0, 1), got {t.momentum!r}")
+    _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay!r}")
+    _choice(t.schedule, ("cosine", "step", "constant"), "train.schedule")
+    _check(all(_is_int(e) and 0 < e < t.epochs for e in t.milestones),
+           f"train.milestones must be epochs strictly between 0 and train.epochs={t.epochs}, got {list(t.milestones)}")
+    _check(0.0 <= t.warmup_epochs <= t.epochs, f"train.warmup_epochs must be in [0, epochs], got {t.warmup_epochs!r}")
+    _check(_is_int(t.eval_every) and t.eval_every >= 1, f"train.eval_every must be a positive integer, got {t.eval_every!r}")
+    _check(_is_int(p.levels) and p.levels >= 0, f"prune.levels must be a non-negative integer, got {p.levels!r}")
+    _check(0.0 < p.rate < 1.0, f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
+    _choice(p.method, ("magnitude", "random"), "prune.method")
+    _choice(p.scope, ("global", "layerwise"), "prune.scope")
+    _choice(p.retrain, ("lrr", "rewind", "finetune"), "prune.retrain")
+    _check(_is_int(p.rewind_epoch) and 0 <= p.rewind_epoch < t.epochs,
+           f"prune.rewind_epoch must be in [0, train.epochs={t.epochs}), got {p.rewind_epoch!r}")
+    for kind in p.prunable:
+        _choice(kind, ("conv", "linear"), "prune.prunable kind")
+    _check(len(p.prunable) > 0, "prune.prunable must name at least one module kind (conv, linear)")

@@ -1,0 +1,72 @@
+"""Figures in one consistent seaborn style, saved as PDF and PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .analysis import compare_to_dense, summarize
+
+PALETTE = {"imp": "#1f77b4", "dense": "#7f7f7f", "extended_dense": "#d62728", "random": "#2ca02c"}
+
+
+def style() -> None:
+    """The project's plotting style (call once per notebook)."""
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
+    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
+
+
+def _remaining_axis(ax: plt.Axes, sparsities: np.ndarray) -> None:
+    """x axis = percent of weights remaining, log scale, dense on the left (as in the paper)."""
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    remaining = 100 * (1 - np.asarray(sparsities))
+    ticks = [t for t in (100, 51.2, 26.2, 13.4, 6.9, 3.5, 1.8, 0.9, 0.5, 0.2, 0.1) if remaining.min() * 0.99 <= t]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("weights remaining (%)")
+
+
+def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "error", source: str = "test",
+                  label: str = "IMP", color: str | None = None, select_on: str = "val") -> plt.Axes:
+    """``metric`` on ``source`` vs sparsity: mean ± 95% CI over seeds, the dense model (level 0)
+    as a horizontal band, and the best sparsity (chosen on ``select_on``) starred."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 4))
+    color = color or PALETTE["imp"]
+    s = summarize(df, metric)
+    s = s[s.source == source].sort_values("level")
+    remaining = 100 * (1 - s.sparsity.to_numpy())
+    mean, ci = s["mean"].to_numpy(), np.nan_to_num(s["ci"].to_numpy())
+    dense = s[s.level == 0].iloc[0]
+    dci = 0.0 if np.isnan(dense.ci) else dense.ci
+    ax.axhspan(dense["mean"] - dci, dense["mean"] + dci, color=PALETTE["dense"], alpha=0.25, lw=0)
+    ax.axhline(dense["mean"], color=PALETTE["dense"], lw=1, ls="--", label="dense (level 0)")
+    ax.plot(remaining, mean, "o-", color=color, ms=3.5, lw=1.5, label=label)
+    ax.fill_between(remaining, mean - ci, mean + ci, color=color, alpha=0.2, lw=0)
+    c = compare_to_dense(df, select_on, metric)
+    best = s[s.level == c["best_level"]].iloc[0]
+    ax.plot(100 * (1 - best.sparsity), best["mean"], "*", color="black", ms=13,
+            label=f"best on {select_on}: {best.sparsity:.1%} sparse")
+    _remaining_axis(ax, s.sparsity.to_numpy())
+    ax.set_ylabel(f"{source} {metric}")
+    ax.legend(frameon=False, fontsize="small")
+    return ax
+
+
+def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> list[Path]:
+    """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png``; returns the paths."""
+    out = Path(figures_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.pdf", out / f"{name}.png"]
+    for p in paths:
+        # A fixed creation date keeps the PDF byte-identical when the numbers are.
+        fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else {"Software": None})
+    return paths

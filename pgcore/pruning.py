@@ -1,0 +1,99 @@
+"""Masks and unstructured pruning: magnitude or random, global or layerwise.
+
+A mask is a dict ``parameter name -> bool tensor`` over the prunable weights (by default
+every conv and linear weight; biases and BatchNorm stay dense, as in OpenLTH). Pruning
+removes a fraction of the weights that still survive, so level k of iterative pruning at
+rate r has sparsity ``1 - (1 - r)^k``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+Mask = dict[str, torch.Tensor]
+
+_KINDS = {"conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "linear": (nn.Linear,)}
+
+
+def prunable_names(model: nn.Module, kinds: Iterable[str] = ("conv", "linear"), ignore: Iterable[str] = ()) -> list[str]:
+    """Names of the weight tensors of the module kinds in ``kinds``, minus ``ignore``."""
+    types = tuple(t for k in kinds for t in _KINDS[k])
+    ignore = set(ignore)
+    names = [f"{mod_name}.weight" if mod_name else "weight"
+             for mod_name, mod in model.named_modules() if isinstance(mod, types)]
+    unknown = ignore - set(names)
+    if unknown:
+        raise ValueError(f"prune.ignore names {sorted(unknown)}, which are not prunable weights of this model; "
+                         f"prunable: {names}")
+    return [n for n in names if n not in ignore]
+
+
+def dense_mask(model: nn.Module, kinds: Iterable[str] = ("conv", "linear"), ignore: Iterable[str] = ()) -> Mask:
+    params = dict(model.named_parameters())
+    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_names(model, kinds, ignore)}
+
+
+def prune(scores: dict[str, torch.Tensor], mask: Mask, rate: float, scope: str = "global") -> Mask:
+    """Remove the ``rate`` fraction of surviving weights with the lowest ``scores``.
+
+    ``global`` ranks all surviving prunable weights together; ``layerwise`` removes
+    ``rate`` of each tensor's survivors. Exactly ``round(rate * survivors)`` weights are
+    removed (ties broken by position), so sparsity follows ``1 - (1-rate)^k`` to rounding.
+    """
+    if not 0.0 < rate < 1.0:
+        raise ValueError(f"pruning rate must be in (0, 1), got {rate}")
+    if scope == "layerwise":
+        return {n: prune({n: scores[n]}, {n: mask[n]}, rate, "global")[n] for n in mask}
+    if scope != "global":
+        raise ValueError(f"unknown pruning scope '{scope}' (global | layerwise)")
+    names = list(mask)
+    flat = torch.cat([torch.where(mask[n], scores[n].float(), torch.inf).flatten() for n in names])
+    alive = int(sum(int(mask[n].sum()) for n in names))
+    n_prune = int(round(rate * alive))
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    if n_prune > 0:
+        # Stable sort: equal scores are pruned in index order, so the result is deterministic.
+        order = torch.sort(flat, stable=True).indices
+        keep[order[:n_prune]] = False
+    out, start = {}, 0
+    for n in names:
+        size = mask[n].numel()
+        out[n] = keep[start:start + size].view_as(mask[n]) & mask[n]
+        start += size
+    return out
+
+
+def magnitude_scores(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:
+    params = dict(model.named_parameters())
+    return {n: params[n].detach().abs() for n in mask}
+
+
+def random_scores(mask: Mask, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    return {n: torch.rand(m.shape, generator=generator).to(m.device) for n, m in mask.items()}
+
+
+@torch.no_grad()
+def apply(model: nn.Module, mask: Mask) -> None:
+    """Zero the pruned weights in place."""
+    params = dict(model.named_parameters())
+    for n, m in mask.items():
+        params[n].mul_(m)
+
+
+def sparsity(mask: Mask) -> float:
+    """Fraction of prunable weights that are pruned."""
+    total = sum(m.numel() for m in mask.values())
+    alive = sum(int(m.sum()) for m in mask.values())
+    return 1.0 - alive / total if total else 0.0
+
+
+def layer_sparsity(mask: Mask) -> dict[str, float]:
+    return {n: 1.0 - int(m.sum()) / m.numel() for n, m in mask.items()}
+
+
+def expected_sparsity(level: int, rate: float = 0.2) -> float:
+    """Sparsity after ``level`` rounds of pruning ``rate`` of the survivors."""
+    return 1.0 - (1.0 - rate) ** level

@@ -1,0 +1,166 @@
+"""One training run: SGD with momentum and weight decay under a learning-rate schedule.
+
+The hot loop is plain: index a shuffled batch out of the on-device dataset, augment it
+as a whole, step, and keep pruned weights at exactly zero (their gradients are masked,
+so momentum and weight decay never move them, and they are re-zeroed after the step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+from .data import Data, augment_batch
+from .pruning import Mask
+
+EVAL_BATCH = 2048
+SOURCES = ("train", "train_clean", "train_noisy", "val", "test")
+
+
+def lr_at(epoch: float, cfg: TrainConfig) -> float:
+    """Learning rate at a (fractional) epoch of the schedule: warm-up, then step/cosine/constant."""
+    if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
+        return cfg.lr * epoch / cfg.warmup_epochs
+    if cfg.schedule == "constant":
+        return cfg.lr
+    if cfg.schedule == "step":
+        return cfg.lr * cfg.gamma ** sum(epoch >= m for m in cfg.milestones)
+    # cosine from the end of warm-up to the end of training
+    span = max(cfg.epochs - cfg.warmup_epochs, 1e-12)
+    progress = min(max((epoch - cfg.warmup_epochs) / span, 0.0), 1.0)
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def final_lr(cfg: TrainConfig) -> float:
+    """The learning rate at the start of the schedule's last epoch (what fine-tuning trains at)."""
+    return lr_at(cfg.epochs - 1, cfg)
+
+
+def generator(seed: int, stream: int) -> torch.Generator:
+    """CPU generator for one training call; ``stream`` separates levels of one run."""
+    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(stream))
+
+
+@torch.no_grad()
+def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-example cross-entropy and correctness, in eval mode, without augmentation."""
+    was_training = model.training
+    model.eval()
+    losses, correct = [], []
+    for i in range(0, len(y), EVAL_BATCH):
+        out = model(x[i:i + EVAL_BATCH]).float()
+        losses.append(F.cross_entropy(out, y[i:i + EVAL_BATCH], reduction="none"))
+        correct.append(out.argmax(1) == y[i:i + EVAL_BATCH])
+    model.train(was_training)
+    if not losses:
+        return torch.zeros(0, device=x.device), torch.zeros(0, dtype=torch.bool, device=x.device)
+    return torch.cat(losses), torch.cat(correct)
+
+
+def _stats(loss: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
+    if len(loss) == 0:
+        return {"loss": float("nan"), "accuracy": float("nan")}
+    return {"loss": loss.mean().item(), "accuracy": correct.float().mean().item()}
+
+
+def evaluate(model: nn.Module, data: Data) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
+    """Loss and accuracy on every metric source, and the per-example training losses.
+
+    Training examples are scored against the labels they were trained with, so
+    ``train_noisy`` accuracy is memorization of the noisy labels.
+    """
+    tr_loss, tr_correct = per_example(model, data.x_train, data.y_train)
+    clean = ~data.noisy
+    metrics = {
+        "train": _stats(tr_loss, tr_correct),
+        "train_clean": _stats(tr_loss[clean], tr_correct[clean]),
+        "train_noisy": _stats(tr_loss[data.noisy], tr_correct[data.noisy]),
+        "val": _stats(*per_example(model, data.x_val, data.y_val)),
+        "test": _stats(*per_example(model, data.x_test, data.y_test)),
+    }
+    return metrics, tr_loss.detach().cpu()
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, float]]  # one record per evaluation
+    final: dict[str, dict[str, float]]  # every source's loss/accuracy after the last epoch
+    per_example_loss: torch.Tensor  # final training loss of each example (CPU), with its training label
+
+
+def train(
+    model: nn.Module,
+    data: Data,
+    cfg: TrainConfig,
+    *,
+    seed: int,
+    stream: int = 0,
+    mask: Mask | None = None,
+    start_epoch: int = 0,
+    constant_lr: float | None = None,
+    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> TrainResult:
+    """Train ``model`` in place from ``start_epoch`` to ``cfg.epochs`` of the schedule.
+
+    ``constant_lr`` replaces the schedule (fine-tuning). ``on_epoch_end(epoch, model)`` is
+    called before training and after each epoch with the number of epochs completed. The
+    history has one record per evaluation: epoch, learning rate, mean minibatch loss and
+    every source's loss/accuracy; the last epoch is always evaluated.
+    """
+    device = data.x_train.device
+    g = generator(seed, stream)
+    params = dict(model.named_parameters())
+    masked = [(params[n], m.to(device=device, dtype=params[n].dtype)) for n, m in (mask or {}).items()]
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                          nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+    n = len(data.y_train)
+    steps = math.ceil(n / cfg.batch_size)
+    history: list[dict[str, float]] = []
+    metrics, example_loss = {}, torch.zeros(0)
+    if on_epoch_end is not None:
+        on_epoch_end(start_epoch, model)
+    model.train()
+    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, leave=False, disable=not progress)
+    for epoch in bar:
+        order = torch.randperm(n, generator=g).to(device)
+        running = torch.zeros((), device=device)
+        for step in range(steps):
+            lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x, y = data.x_train[idx], data.y_train[idx]
+            if data.augment:
+                x = augment_batch(x, g)
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if masked:
+                with torch.no_grad():
+                    torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
+            opt.step()
+            if masked:
+                with torch.no_grad():
+                    torch._foreach_mul_([p for p, _ in masked], [m for _, m in masked])
+            running += loss.detach()
+        done = epoch + 1
+        if on_epoch_end is not None:
+            on_epoch_end(done, model)
+        if done % cfg.eval_every == 0 or done == cfg.epochs:
+            metrics, example_loss = evaluate(model, data)
+            record = {"epoch": done, "lr": lr, "minibatch_loss": (running / steps).item()}
+            record.update({f"{src}_{k}": v for src, m in metrics.items() for k, v in m.items()})
+            history.append(record)
+            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
+    if not history:  # nothing left to train (start_epoch == epochs): still report where we are
+        metrics, example_loss = evaluate(model, data)
+    return TrainResult(history, metrics, example_loss)
