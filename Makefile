@@ -1,0 +1,62 @@
+# pruning-generalization: `make figures` and `make test` set everything up on first use.
+PYTHON  ?= python3
+VENV    ?= .venv
+PROFILE ?= small
+KERNEL  ?= pgcore
+# The torch build to install; GPU users pick the wheel for their CUDA, e.g.
+#   make setup TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu128"
+TORCH   ?= torch==2.14.1 torchvision==0.29.1
+
+BIN       := $(VENV)/bin
+STAMP     := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
+EXECUTED  := build/executed/$(PROFILE)
+
+.PHONY: setup figures test unit lab notebooks clean-results help
+
+help:
+	@echo "make figures [PROFILE=small|smoke|paper]  run every notebook with papermill, write figures/"
+	@echo "make test                                  unit tests + nbval on the notebooks (smoke scale)"
+	@echo "make lab                                   JupyterLab on the project"
+	@echo "make notebooks                             re-execute notebooks/ in place at smoke scale (their committed outputs)"
+	@echo "make setup                                 only create the environment ($(VENV))"
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(TORCH)
+	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m ipykernel install --user --name $(KERNEL) --display-name "Python (pgcore)"
+	-git rev-parse --git-dir >/dev/null 2>&1 && $(BIN)/nbdime config-git --enable
+	touch $@
+
+setup: $(STAMP)
+
+figures: $(STAMP)
+	@mkdir -p $(EXECUTED)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb ($(PROFILE))"; \
+	  $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks -f params/$(PROFILE).yaml \
+	    $$nb $(EXECUTED)/$$(basename $$nb) || exit 1; \
+	done
+	@echo "figures written to figures/ (executed notebooks in $(EXECUTED)/)"
+
+# Unit tests, then nbval on the committed notebooks (their parameter cells hold the smoke
+# profile). Results and figures of the test run go to build/, never to results/ or figures/.
+test: $(STAMP)
+	rm -rf build/test-store
+	PGCORE_STORE=$(CURDIR)/build/test-store $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest tests
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=.
+
+notebooks: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  PGCORE_STORE=$(CURDIR)/build/smoke-store $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks \
+	    -f params/smoke.yaml $$nb $$nb || exit 1; \
+	done
+
+clean-results:
+	rm -rf results build
