@@ -104,8 +104,11 @@ class RunConfig:
         return d
 
     def hash(self) -> str:
-        """Stable 12-hex-digit hash of :meth:`science_dict`."""
-        blob = json.dumps(self.science_dict(), sort_keys=True, separators=(",", ":"))
+        """Stable 12-hex-digit hash of :meth:`science_dict` without the seed: the seeds of
+        one experiment share it and live side by side (``<protocol>-<hash>/seed<k>``)."""
+        d = self.science_dict()
+        d.pop("seed")
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def replace(self, **changes: Any) -> "RunConfig":

@@ -9,7 +9,7 @@ def test_default_config_hash_is_pinned():
     # Pinned: if this changes, every cached result silently stops being found.
     # Bump HASH_VERSION on purpose when the engine's numbers change, then update this value.
     assert RunConfig().hash() == RunConfig().hash()
-    assert RunConfig().hash() == "7a8bc6525022"
+    assert RunConfig().hash() == "7c3a0ffc5306"
 
 
 def _changed(value):
@@ -43,11 +43,16 @@ def test_hash_changes_with_every_hyperparameter(section):
     assert changed_any >= 2
 
 
-def test_hash_ignores_paths_and_changes_with_seed_and_protocol():
+def test_hash_ignores_paths_and_seed_and_changes_with_protocol(tmp_path):
+    from pgcore.store import Run
+
     base = RunConfig()
     moved = base.replace(data=dataclasses.replace(base.data, data_dir="/elsewhere", download=True))
     assert moved.hash() == base.hash()
-    assert base.replace(seed=1).hash() != base.hash()
+    # Seeds of one experiment share the hash and sit side by side.
+    assert base.replace(seed=1).hash() == base.hash()
+    assert Run(base.replace(seed=1), tmp_path).path.parent == Run(base, tmp_path).path.parent
+    assert Run(base.replace(seed=1), tmp_path).path != Run(base, tmp_path).path
     assert base.replace(protocol="extended_dense").hash() != base.hash()
 
 
