@@ -26,8 +26,8 @@ def _remaining_axis(ax: plt.Axes, sparsities: np.ndarray) -> None:
     """x axis = percent of weights remaining, log scale, dense on the left (as in the paper)."""
     ax.set_xscale("log")
     ax.invert_xaxis()
-    remaining = 100 * (1 - np.asarray(sparsities))
-    ticks = [t for t in (100, 51.2, 26.2, 13.4, 6.9, 3.5, 1.8, 0.9, 0.5, 0.2, 0.1) if remaining.min() * 0.99 <= t]
+    remaining = np.unique(np.round(100 * (1 - np.asarray(sparsities)), 1))[::-1]
+    ticks = remaining[:: max(1, int(np.ceil(len(remaining) / 8)))]
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t:g}" for t in ticks])
     ax.minorticks_off()
@@ -59,6 +59,17 @@ def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "e
     ax.set_ylabel(f"{source} {metric}")
     ax.legend(frameon=False, fontsize="small")
     return ax
+
+
+def figures_dir(profile: str, override: str | Path | None = None) -> Path:
+    """Where a notebook saves its figures: ``figures/`` of the checkout, except that the
+    ``smoke`` profile (CI, quick checks) writes to ``build/figures-smoke/`` so it never
+    overwrites the committed figures."""
+    if override is not None:
+        return Path(override)
+    from .store import project_dir
+
+    return project_dir() / ("build/figures-smoke" if profile == "smoke" else "figures")
 
 
 def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> list[Path]:

@@ -40,15 +40,16 @@ class CorruptResultError(RuntimeError):
     """A result file exists but cannot be trusted."""
 
 
-def default_root() -> Path:
-    """``$PGCORE_STORE`` if set, else ``results/`` in the project checkout (or the working directory)."""
-    env = os.environ.get(DEFAULT_ROOT_ENV)
-    if env:
-        return Path(env).expanduser()
+def project_dir() -> Path:
+    """The checkout pgcore is installed from (editable install), else the working directory."""
     repo = Path(__file__).resolve().parent.parent
-    if (repo / "pyproject.toml").exists():
-        return repo / "results"
-    return Path.cwd() / "results"
+    return repo if (repo / "pyproject.toml").exists() else Path.cwd()
+
+
+def default_root() -> Path:
+    """``$PGCORE_STORE`` if set, else ``results/`` in the project checkout."""
+    env = os.environ.get(DEFAULT_ROOT_ENV)
+    return Path(env).expanduser() if env else project_dir() / "results"
 
 
 def git_commit() -> str:
