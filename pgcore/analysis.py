@@ -24,13 +24,17 @@ def summarize(df: pd.DataFrame, metric: str = "error", by: tuple[str, ...] = ("l
     return out
 
 
+def selection_source(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> str:
+    """``select_on`` if it has data, else ``test`` (a run without a validation split)."""
+    sel = df[df.source == select_on]
+    return select_on if len(sel) and not sel[metric].isna().all() else "test"
+
+
 def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> int:
     """The level with the lowest mean ``metric`` on ``select_on`` (the validation split, so the
     choice is honest); falls back to ``test`` when there is no validation data."""
-    sel = df[df.source == select_on]
-    if sel.empty or sel[metric].isna().all():
-        sel = df[df.source == "test"]
-    means = sel.groupby("level")[metric].mean()
+    source = selection_source(df, select_on, metric)
+    means = df[df.source == source].groupby("level")[metric].mean()
     return int(means.idxmin())
 
 
@@ -44,6 +48,7 @@ def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "er
     sparsity = float(df.loc[df.level == best, "sparsity"].iloc[0])
     return {
         "best_level": best, "best_sparsity": sparsity, "seeds": len(test),
+        "selected_on": selection_source(df, select_on, metric),
         "dense_mean": float(dense.mean()), "dense_ci": ci95(dense.to_numpy()),
         "best_mean": float(pruned.mean()), "best_ci": ci95(pruned.to_numpy()),
         "diff_mean": float(diff.mean()), "diff_ci": ci95(diff),
@@ -53,11 +58,12 @@ def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "er
 def verdict(c: dict[str, float], metric: str = "test error") -> str:
     """One sentence on whether pruning lowered ``metric``, judged by the paired 95% CI."""
     lo, hi = c["diff_mean"] - c["diff_ci"], c["diff_mean"] + c["diff_ci"]
-    head = (f"Dense {metric} {c['dense_mean']:.3f} ± {c['dense_ci']:.3f}; best sparsity on validation "
+    where = "validation" if c["selected_on"] == "val" else "test itself (no validation split: optimistic)"
+    head = (f"Dense {metric} {c['dense_mean']:.3f} ± {c['dense_ci']:.3f}; best sparsity on {where} "
             f"{c['best_sparsity']:.1%} (level {c['best_level']}) has {c['best_mean']:.3f} ± {c['best_ci']:.3f} "
             f"(mean ± 95% CI over {c['seeds']} seeds). Paired difference {c['diff_mean']:+.3f} ± {c['diff_ci']:.3f}: ")
     if c["best_level"] == 0:
-        return head + "no pruned level beat the dense model on validation, so pruning did not help at this scale."
+        return head + "no pruned level beat the dense model, so pruning did not help at this scale."
     if np.isnan(c["diff_ci"]):
         return head + "too few seeds for a confidence interval; no claim either way."
     if hi < 0:

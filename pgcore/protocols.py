@@ -42,6 +42,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
+def _deterministic(dev: torch.device) -> None:
+    """Same config and seed give the same numbers on the same machine: no autotuned kernels."""
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+
 def init_model(cfg: RunConfig, data: data_mod.Data) -> torch.nn.Module:
     """The seed's initial model; the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
@@ -64,6 +71,7 @@ def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.devi
     if store.is_done():
         return store
     dev = resolve_device(device)
+    _deterministic(dev)
     store.open(dev)
     if data is None:
         data = data_mod.load(cfg.data, dev)

@@ -1,0 +1,38 @@
+import pandas as pd
+import pytest
+
+from pgcore import analysis
+
+
+def _frame(val, test):
+    """Rows for 3 seeds x len(val) levels; val/test give per-level errors, seed adds 0.01*seed."""
+    rows = []
+    for seed in range(3):
+        for level, (v, t) in enumerate(zip(val, test)):
+            for source, e in (("val", v), ("test", t)):
+                rows.append({"seed": seed, "level": level, "sparsity": 1 - 0.8 ** level, "epochs_total": level + 1,
+                             "source": source, "error": e + 0.01 * seed, "loss": e})
+    return pd.DataFrame(rows)
+
+
+def test_ci95_is_the_student_t_interval():
+    # mean 2, sd 1, n 3: t_{0.975, 2} = 4.3027 -> 4.3027 / sqrt(3)
+    assert analysis.ci95([1.0, 2.0, 3.0]) == pytest.approx(2.4841, abs=1e-4)
+    assert pd.isna(analysis.ci95([1.0]))
+
+
+def test_best_sparsity_is_chosen_on_validation_and_reported_on_test():
+    df = _frame(val=[0.30, 0.20, 0.25], test=[0.30, 0.28, 0.10])
+    c = analysis.compare_to_dense(df)
+    assert c["best_level"] == 1 and c["selected_on"] == "val"  # not level 2, the best on test
+    assert c["diff_mean"] == pytest.approx(-0.02)
+    assert c["diff_ci"] == pytest.approx(0.0, abs=1e-12)
+    assert "lowered the error" in analysis.verdict(c)
+
+
+def test_without_validation_selection_falls_back_to_test_and_says_so():
+    df = _frame(val=[float("nan")] * 3, test=[0.30, 0.35, 0.40])
+    c = analysis.compare_to_dense(df)
+    assert c["best_level"] == 0 and c["selected_on"] == "test"
+    text = analysis.verdict(c)
+    assert "optimistic" in text and "did not help" in text
