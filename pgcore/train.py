@@ -95,6 +95,49 @@ class TrainResult:
     per_example_loss: torch.Tensor  # final training loss of each example (CPU), with its training label
 
 
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
+    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
+
+
+def masked_params(model: nn.Module, mask: Mask | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(parameter, float mask) pairs on the parameters' device and dtype."""
+    params = dict(model.named_parameters())
+    return [(params[n], m.to(device=params[n].device, dtype=params[n].dtype)) for n, m in (mask or {}).items()]
+
+
+def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: Data, cfg: TrainConfig, epoch: int,
+                g: torch.Generator, masked: list[tuple[torch.Tensor, torch.Tensor]] = (),
+                constant_lr: float | None = None) -> tuple[torch.Tensor, float]:
+    """One pass over the shuffled training set; returns (summed minibatch loss on device, last lr)."""
+    device = data.x_train.device
+    n = len(data.y_train)
+    steps = math.ceil(n / cfg.batch_size)
+    order = torch.randperm(n, generator=g).to(device)
+    running = torch.zeros((), device=device)
+    lr = cfg.lr
+    for step in range(steps):
+        lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        x, y = data.x_train[idx], data.y_train[idx]
+        if data.augment:
+            x = augment_batch(x, g)
+        loss = F.cross_entropy(model(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if masked:
+            with torch.no_grad():
+                torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
+        opt.step()
+        if masked:
+            with torch.no_grad():
+                torch._foreach_mul_([p for p, _ in masked], [m for _, m in masked])
+        running += loss.detach()
+    return running, lr
+
+
 def train(
     model: nn.Module,
     data: Data,
@@ -116,14 +159,10 @@ def train(
     history has one record per evaluation: epoch, learning rate, mean minibatch loss and
     every source's loss/accuracy; the last epoch is always evaluated.
     """
-    device = data.x_train.device
     g = generator(seed, stream)
-    params = dict(model.named_parameters())
-    masked = [(params[n], m.to(device=device, dtype=params[n].dtype)) for n, m in (mask or {}).items()]
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                          nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
-    n = len(data.y_train)
-    steps = math.ceil(n / cfg.batch_size)
+    masked = masked_params(model, mask)
+    opt = make_optimizer(model, cfg)
+    steps = math.ceil(len(data.y_train) / cfg.batch_size)
     history: list[dict[str, float]] = []
     metrics, example_loss = {}, torch.zeros(0)
     if on_epoch_end is not None:
@@ -131,27 +170,7 @@ def train(
     model.train()
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, leave=False, disable=not progress)
     for epoch in bar:
-        order = torch.randperm(n, generator=g).to(device)
-        running = torch.zeros((), device=device)
-        for step in range(steps):
-            lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = data.x_train[idx], data.y_train[idx]
-            if data.augment:
-                x = augment_batch(x, g)
-            loss = F.cross_entropy(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if masked:
-                with torch.no_grad():
-                    torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
-            opt.step()
-            if masked:
-                with torch.no_grad():
-                    torch._foreach_mul_([p for p, _ in masked], [m for _, m in masked])
-            running += loss.detach()
+        running, lr = train_epoch(model, opt, data, cfg, epoch, g, masked, constant_lr)
         done = epoch + 1
         if on_epoch_end is not None:
             on_epoch_end(done, model)
