@@ -94,17 +94,19 @@ def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.devi
         rewind_state = ckpt.get("rewind")
         epochs_total = store.load_metrics(start - 1)["epochs_total"]
 
+    def keep_rewind_point(epoch: int, m: torch.nn.Module) -> None:
+        nonlocal rewind_state
+        if epoch == p.rewind_epoch:
+            rewind_state = _state(m)
+
     last = num_levels(cfg)
     levels = tqdm(range(start, last + 1), desc=f"{cfg.protocol} seed {cfg.seed}", disable=not progress,
                   initial=start, total=last + 1)
     for level in levels:
         tic = time.perf_counter()
-        start_epoch, constant_lr, on_epoch_end = 0, None, None
-        if level == 0 and cfg.protocol == "imp" and p.retrain == "rewind":
-            def on_epoch_end(epoch: int, m: torch.nn.Module) -> None:
-                nonlocal rewind_state
-                if epoch == p.rewind_epoch:
-                    rewind_state = _state(m)
+        start_epoch, constant_lr = 0, None
+        rewinding = level == 0 and cfg.protocol == "imp" and p.retrain == "rewind"
+        on_epoch_end = keep_rewind_point if rewinding else None
         if level > 0 and cfg.protocol == "imp":
             if p.method == "magnitude":
                 scores = pruning.magnitude_scores(model, mask)
