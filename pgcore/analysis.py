@@ -71,3 +71,36 @@ def verdict(c: dict[str, float], metric: str = "test error") -> str:
     if lo > 0:
         return head + "pruning raised the error at the sparsity chosen on validation."
     return head + "the interval includes zero, so no significant change from pruning at this scale."
+
+
+def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
+    """Per level, the paired per-seed difference ``a - b`` of ``metric`` on ``source``, with
+    its 95% CI and a word for it: ``lower`` / ``higher`` when the interval excludes zero,
+    ``same`` when it includes it. Levels and seeds present in both frames only."""
+    cols = ["seed", "level", metric]
+    left = a[a.source == source][cols + ["sparsity", "epochs_total"]]
+    right = b[b.source == source][cols].rename(columns={metric: f"{metric}_b"})
+    m = left.merge(right, on=["seed", "level"])
+    m["diff"] = m[metric] - m[f"{metric}_b"]
+    out = m.groupby("level").agg(sparsity=("sparsity", "mean"), epochs_total=("epochs_total", "mean"),
+                                 a=(metric, "mean"), b=(f"{metric}_b", "mean"),
+                                 diff=("diff", "mean"), diff_ci=("diff", ci95), n=("diff", "count")).reset_index()
+    lo, hi = out["diff"] - out["diff_ci"], out["diff"] + out["diff_ci"]
+    out["verdict"] = np.where(hi < 0, "lower", np.where(lo > 0, "higher", "same"))
+    return out
+
+
+def level_ranges(levels: pd.Series, sparsity: pd.Series) -> str:
+    """Sparsities of ``levels`` as short ranges of percentages, e.g. ``20.0–48.8%, 89.3%``."""
+    pairs = sorted(zip(levels, sparsity))
+    if not pairs:
+        return "none"
+    runs, current = [], [pairs[0]]
+    for lv, sp in pairs[1:]:
+        if lv == current[-1][0] + 1:
+            current.append((lv, sp))
+        else:
+            runs.append(current)
+            current = [(lv, sp)]
+    runs.append(current)
+    return ", ".join(f"{r[0][1]:.1%}" if len(r) == 1 else f"{r[0][1]:.1%}–{r[-1][1]:.1%}" for r in runs)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import ConfigError, from_dict, load_yaml, set_value
+from .config import PROTOCOLS, ConfigError, from_dict, load_yaml, set_value
 from .store import CorruptResultError
 
 EPILOG = """examples:
@@ -92,10 +92,10 @@ def parser() -> argparse.ArgumentParser:
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     r = sub.add_parser("run", help="run a protocol from a config/parameter YAML file, for each of its seeds",
-                       description="Run a protocol (imp, extended_dense, train) for each seed; prints where results are and a summary.")
+                       description="Run a protocol (" + ", ".join(PROTOCOLS) + ") for each seed; prints where results are and a summary.")
     r.add_argument("config", help="YAML file with sections data/model/train/prune (e.g. params/small.yaml)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value, e.g. train.epochs=10 (repeatable)")
-    r.add_argument("--protocol", choices=["imp", "extended_dense", "train"], help="override the file's protocol (default imp)")
+    r.add_argument("--protocol", choices=PROTOCOLS, help="override the file's protocol (default imp)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the file's seeds)")
     r.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")

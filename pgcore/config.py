@@ -19,7 +19,7 @@ import yaml
 
 DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn1d", "lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
-PROTOCOLS = ("imp", "extended_dense", "train")
+PROTOCOLS = ("imp", "extended_dense", "train", "reinit", "extended_oneshot")
 # Bump when a change to the engine makes old cached results incomparable.
 HASH_VERSION = 1
 
@@ -39,6 +39,7 @@ class DataConfig:
     augment: bool | None = None  # None: random crop + flip for image datasets, nothing for MNIST-1D
     data_dir: str = "data"  # where torchvision datasets live (not part of the hash)
     download: bool = False  # fetch missing torchvision files (needs a network; not part of the hash)
+    exclude: tuple[int, ...] = ()  # training examples left out (indices into the training split, after the val split)
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,15 @@ class RunConfig:
         d = self.to_dict()
         d["data"].pop("data_dir")
         d["data"].pop("download")
+        if not d["data"]["exclude"]:  # absent when unused, so hashes from before the field existed still hold
+            d["data"].pop("exclude")
         if self.protocol == "extended_dense":
             d["prune"] = {"levels": self.prune.levels}
         elif self.protocol == "train":
             d.pop("prune")
+        elif self.protocol == "extended_oneshot":  # prunes once by magnitude, from extended dense checkpoints
+            for key in ("method", "retrain", "rewind_epoch"):
+                d["prune"].pop(key)
         d["hash_version"] = HASH_VERSION
         return d
 
@@ -146,7 +152,8 @@ def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
 
 
 # Keys of a parameter file that are not part of one run's config.
-EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress")
+EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress",
+                   "variants", "noise_fractions", "tie_fraction")
 
 
 def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
@@ -224,6 +231,8 @@ def validate(cfg: RunConfig) -> None:
     _check(_is_int(d.num_samples) and d.num_samples >= 50, f"data.num_samples must be an integer >= 50, got {d.num_samples!r}")
     _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
     _check(0.0 <= d.noisy_fraction <= 1.0, f"data.noisy_fraction must be in [0, 1], got {d.noisy_fraction!r}")
+    _check(all(_is_int(i) and i >= 0 for i in d.exclude) and len(set(d.exclude)) == len(d.exclude),
+           "data.exclude must list distinct non-negative training-example indices")
     for name in ("width", "depth"):
         v = getattr(m, name)
         _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")

@@ -7,8 +7,10 @@ with zero padding, horizontal flip) works on whole batches there. No DataLoader,
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -52,6 +54,19 @@ class Data:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.x_train.shape[1:])
+
+    def without(self, exclude: "Sequence[int]") -> "Data":
+        """The same data with the training examples at ``exclude`` left out."""
+        if not len(exclude):
+            return self
+        n = len(self.y_train)
+        bad = [i for i in exclude if not 0 <= i < n]
+        if bad:
+            raise ValueError(f"data.exclude has indices {bad[:5]} outside the {n} training examples")
+        keep = torch.ones(n, dtype=torch.bool, device=self.y_train.device)
+        keep[torch.as_tensor(list(exclude), device=keep.device)] = False
+        return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep],
+                                   y_train_clean=self.y_train_clean[keep], noisy=self.noisy[keep])
 
     def summary(self) -> str:
         return (f"{self.name}: train {len(self.y_train)} ({int(self.noisy.sum())} noisy), "
@@ -170,11 +185,13 @@ def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
     if augment and xtr.dim() != 4:
         raise ValueError(f"data.augment=true needs image data; {cfg.name} has inputs of shape {tuple(xtr.shape[1:])}")
     dev = torch.device(device)
-    return Data(
+    full = Data(
         name=cfg.name, x_train=xtr.to(dev), y_train=y_noisy.to(dev), y_train_clean=ytr.to(dev),
         noisy=is_noisy.to(dev), x_val=xval.to(dev), y_val=yval.to(dev), x_test=xte.to(dev),
         y_test=yte.to(dev), num_classes=num_classes, augment=augment,
     )
+    # Left-out examples go after the noise draw, so the kept ones carry the labels of the full set.
+    return full.without(cfg.exclude)
 
 
 def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:

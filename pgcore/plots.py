@@ -13,7 +13,8 @@ import seaborn as sns
 
 from .analysis import compare_to_dense, summarize
 
-PALETTE = {"imp": "#1f77b4", "dense": "#7f7f7f", "extended_dense": "#d62728", "random": "#2ca02c"}
+PALETTE = {"imp": "#1f77b4", "dense": "#7f7f7f", "extended_dense": "#d62728", "random": "#2ca02c",
+           "reinit": "#9467bd", "extended_oneshot": "#ff7f0e", "rewind": "#17becf", "finetune": "#8c564b"}
 
 
 def style() -> None:
@@ -25,7 +26,8 @@ def style() -> None:
 def _remaining_axis(ax: plt.Axes, sparsities: np.ndarray) -> None:
     """x axis = percent of weights remaining, log scale, dense on the left (as in the paper)."""
     ax.set_xscale("log")
-    ax.invert_xaxis()
+    if not ax.xaxis_inverted():  # several curves share the axis
+        ax.invert_xaxis()
     remaining = np.unique(np.round(100 * (1 - np.asarray(sparsities)), 1))[::-1]
     ticks = remaining[:: max(1, int(np.ceil(len(remaining) / 8)))]
     ax.set_xticks(ticks)
@@ -41,24 +43,44 @@ def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "e
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     color = color or PALETTE["imp"]
+    dense_band(df, ax, metric, source)
+    curve(df, ax, metric, source, label, color)
     s = summarize(df, metric)
-    s = s[s.source == source].sort_values("level")
-    remaining = 100 * (1 - s.sparsity.to_numpy())
-    mean, ci = s["mean"].to_numpy(), np.nan_to_num(s["ci"].to_numpy())
-    dense = s[s.level == 0].iloc[0]
-    dci = 0.0 if np.isnan(dense.ci) else dense.ci
-    ax.axhspan(dense["mean"] - dci, dense["mean"] + dci, color=PALETTE["dense"], alpha=0.25, lw=0)
-    ax.axhline(dense["mean"], color=PALETTE["dense"], lw=1, ls="--", label="dense (level 0)")
-    ax.plot(remaining, mean, "o-", color=color, ms=3.5, lw=1.5, label=label)
-    ax.fill_between(remaining, mean - ci, mean + ci, color=color, alpha=0.2, lw=0)
+    s = s[s.source == source]
     c = compare_to_dense(df, select_on, metric)
     best = s[s.level == c["best_level"]].iloc[0]
     ax.plot(100 * (1 - best.sparsity), best["mean"], "*", color="black", ms=13,
             label=f"best on {select_on}: {best.sparsity:.1%} sparse")
-    _remaining_axis(ax, s.sparsity.to_numpy())
-    ax.set_ylabel(f"{source} {metric}")
     ax.legend(frameon=False, fontsize="small")
     return ax
+
+
+def curve(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: str = "test", label: str = "",
+          color: str | None = None, x: str = "remaining", marker: str = "o", ls: str = "-") -> plt.Axes:
+    """One mean ± 95% CI line of ``metric`` on ``source`` over levels. ``x``: ``remaining``
+    (percent of weights left, log scale, dense on the left) or ``epochs`` (total epochs trained)."""
+    s = summarize(df, metric)
+    s = s[s.source == source].sort_values("level")
+    xs = 100 * (1 - s.sparsity.to_numpy()) if x == "remaining" else s.epochs_total.to_numpy()
+    mean, ci = s["mean"].to_numpy(), np.nan_to_num(s["ci"].to_numpy())
+    ax.plot(xs, mean, marker=marker, ls=ls, color=color, ms=3.5, lw=1.5, label=label)
+    ax.fill_between(xs, mean - ci, mean + ci, color=color, alpha=0.18, lw=0)
+    if x == "remaining":
+        _remaining_axis(ax, s.sparsity.to_numpy())
+    else:
+        ax.set_xlabel("epochs trained in total")
+    ax.set_ylabel(f"{source.replace('_', ' ')} {metric}")
+    return ax
+
+
+def dense_band(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: str = "test",
+               label: str = "dense (level 0)") -> None:
+    """The dense model (level 0 of ``df``) as a horizontal line with its 95% CI band."""
+    s = summarize(df, metric)
+    d = s[(s.source == source) & (s.level == 0)].iloc[0]
+    dci = 0.0 if np.isnan(d.ci) else d.ci
+    ax.axhspan(d["mean"] - dci, d["mean"] + dci, color=PALETTE["dense"], alpha=0.25, lw=0)
+    ax.axhline(d["mean"], color=PALETTE["dense"], lw=1, ls="--", label=label)
 
 
 def figures_dir(profile: str, override: str | Path | None = None) -> Path:

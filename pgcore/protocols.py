@@ -7,7 +7,19 @@
   rest of the schedule) or fine-tuning (``finetune``: train at the schedule's final lr).
 - ``extended_dense``: the same repeated learning-rate cycles with no pruning, so level k
   has trained exactly as many epochs as LRR level k.
-- ``train``: one dense run (level 0 only).
+- ``train``: one dense run (level 0 only); with ``data.exclude`` it trains without chosen
+  examples (the top-improved-examples control).
+- ``reinit``: level k takes the mask of the matching ``imp`` run's level k, puts it on a
+  fresh random initialization (the same one at every level, different from the IMP
+  init) and trains one schedule: same sparsity and mask as IMP, none of its extra
+  training time (the size-reduction control).
+- ``extended_oneshot``: level k takes the ``extended_dense`` model after k cycles, prunes
+  it by magnitude in one shot to IMP level k's sparsity and retrains one schedule, so it
+  has both of pruning's ingredients, extended training time ((k+1) schedules) and size
+  reduction, without iterative pruning.
+
+``reinit`` and ``extended_oneshot`` read their source run from the store and run it
+first if it is missing, so runs are shared between figures rather than repeated.
 
 Every level is stored as soon as it finishes; a rerun skips finished runs and resumes an
 interrupted one from its last finished level, with the same numbers as an uninterrupted run.
@@ -49,15 +61,29 @@ def _deterministic(dev: torch.device) -> None:
         torch.backends.cudnn.deterministic = True
 
 
-def init_model(cfg: RunConfig, data: data_mod.Data) -> torch.nn.Module:
-    """The seed's initial model; the global RNG is left as it was."""
+def init_model(cfg: RunConfig, data: data_mod.Data, stream: int = 0) -> torch.nn.Module:
+    """The seed's initial model (``stream`` > 0: another, independent initialization);
+    the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed if stream == 0 else cfg.seed * 1_000_003 + stream)
         return models.build(cfg.model, data.input_shape, data.num_classes)
+
+
+REINIT_STREAM = 1  # the reinit control's initialization
 
 
 def num_levels(cfg: RunConfig) -> int:
     return 0 if cfg.protocol == "train" else cfg.prune.levels
+
+
+def source_config(cfg: RunConfig) -> RunConfig | None:
+    """The run a protocol builds on (``reinit``: IMP's masks; ``extended_oneshot``: the
+    extended dense models), or None."""
+    if cfg.protocol == "reinit":
+        return cfg.replace(protocol="imp")
+    if cfg.protocol == "extended_oneshot":
+        return cfg.replace(protocol="extended_dense")
+    return None
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -75,6 +101,8 @@ def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.devi
     store.open(dev)
     if data is None:
         data = data_mod.load(cfg.data, dev)
+    source_cfg = source_config(cfg)
+    source = run(source_cfg, root, dev, progress, data) if source_cfg is not None else None
     model = init_model(cfg, data).to(dev)
     p, t = cfg.prune, cfg.train
     mask = pruning.dense_mask(model, p.prunable, p.ignore)
@@ -107,7 +135,17 @@ def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.devi
         start_epoch, constant_lr = 0, None
         rewinding = level == 0 and cfg.protocol == "imp" and p.retrain == "rewind"
         on_epoch_end = keep_rewind_point if rewinding else None
-        if level > 0 and cfg.protocol == "imp":
+        if cfg.protocol == "reinit":
+            model = init_model(cfg, data, REINIT_STREAM).to(dev)
+            mask = {n: m.to(dev) for n, m in source.load_checkpoint(level, map_location=dev)["mask"].items()}
+            pruning.apply(model, mask)
+        elif level > 0 and cfg.protocol == "extended_oneshot":
+            model.load_state_dict(source.load_checkpoint(level - 1, map_location=dev)["state"])
+            dense = pruning.dense_mask(model, p.prunable, p.ignore)
+            mask = pruning.prune(pruning.magnitude_scores(model, dense), dense, 1 - (1 - p.rate) ** level, p.scope)
+            epochs_total = source.load_metrics(level - 1)["epochs_total"]
+            pruning.apply(model, mask)
+        elif level > 0 and cfg.protocol == "imp":
             if p.method == "magnitude":
                 scores = pruning.magnitude_scores(model, mask)
             else:
@@ -122,7 +160,7 @@ def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.devi
         result = train(model, data, t, seed=cfg.seed, stream=level, mask=mask, start_epoch=start_epoch,
                        constant_lr=constant_lr, on_epoch_end=on_epoch_end, progress=progress,
                        desc=f"level {level}")
-        epochs_total += t.epochs - start_epoch
+        epochs_total = (0 if cfg.protocol == "reinit" else epochs_total) + t.epochs - start_epoch
         metrics = {
             "level": level, "sparsity": pruning.sparsity(mask), "layer_sparsity": pruning.layer_sparsity(mask),
             "epochs_trained": t.epochs - start_epoch, "epochs_total": epochs_total,
