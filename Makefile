@@ -25,7 +25,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(TORCH)
 	$(BIN)/python -m pip install -e ".[dev]"
-	$(BIN)/python -m ipykernel install --user --name $(KERNEL) --display-name "Python (pgcore)"
+	$(BIN)/python -m ipykernel install --sys-prefix --name $(KERNEL) --display-name "Python (pgcore)"
 	-git rev-parse --git-dir >/dev/null 2>&1 && $(BIN)/nbdime config-git --enable
 	touch $@
 

@@ -55,22 +55,25 @@ def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "er
     }
 
 
-def verdict(c: dict[str, float], metric: str = "test error") -> str:
-    """One sentence on whether pruning lowered ``metric``, judged by the paired 95% CI."""
+def verdict(c: dict[str, float], metric: str = "test error", procedure: str = "pruning") -> str:
+    """One sentence on whether ``procedure`` lowered ``metric`` against the dense model,
+    judged by the paired 95% CI."""
     lo, hi = c["diff_mean"] - c["diff_ci"], c["diff_mean"] + c["diff_ci"]
     where = "validation" if c["selected_on"] == "val" else "test itself (no validation split: optimistic)"
-    head = (f"Dense {metric} {c['dense_mean']:.3f} ± {c['dense_ci']:.3f}; best sparsity on {where} "
-            f"{c['best_sparsity']:.1%} (level {c['best_level']}) has {c['best_mean']:.3f} ± {c['best_ci']:.3f} "
-            f"(mean ± 95% CI over {c['seeds']} seeds). Paired difference {c['diff_mean']:+.3f} ± {c['diff_ci']:.3f}: ")
-    if c["best_level"] == 0:
-        return head + "no pruned level beat the dense model, so pruning did not help at this scale."
+    head = f"Dense {metric} {c['dense_mean']:.3f} ± {c['dense_ci']:.3f}"
+    if c["best_level"] == c.get("dense_level", 0):
+        return (head + f" over {c['seeds']} seeds; no level of {procedure} beat the dense model on {where}, "
+                f"so {procedure} did not help at this scale.")
+    head += (f"; best on {where}: level {c['best_level']} ({c['best_sparsity']:.1%} sparse) with "
+             f"{c['best_mean']:.3f} ± {c['best_ci']:.3f} (mean ± 95% CI over {c['seeds']} seeds). "
+             f"Paired difference {c['diff_mean']:+.3f} ± {c['diff_ci']:.3f}: ")
     if np.isnan(c["diff_ci"]):
         return head + "too few seeds for a confidence interval; no claim either way."
     if hi < 0:
-        return head + "pruning lowered the error, and the interval excludes zero."
+        return head + f"{procedure} lowered the error, and the interval excludes zero."
     if lo > 0:
-        return head + "pruning raised the error at the sparsity chosen on validation."
-    return head + "the interval includes zero, so no significant change from pruning at this scale."
+        return head + f"{procedure} raised the error at the level chosen on validation."
+    return head + f"the interval includes zero, so no significant change from {procedure} at this scale."
 
 
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
@@ -104,3 +107,33 @@ def level_ranges(levels: pd.Series, sparsity: pd.Series) -> str:
             current = [(lv, sp)]
     runs.append(current)
     return ", ".join(f"{r[0][1]:.1%}" if len(r) == 1 else f"{r[0][1]:.1%}–{r[-1][1]:.1%}" for r in runs)
+
+
+def vs_dense(df: pd.DataFrame, metric: str = "loss", source: str = "train") -> pd.DataFrame:
+    """:func:`paired_by_level` of every level against the same seed's dense model (level 0)."""
+    dense = df[df.level == 0]
+    levels = sorted(df.level.unique())
+    ref = pd.concat([dense.assign(level=lv) for lv in levels], ignore_index=True)
+    return paired_by_level(df, ref, metric, source)
+
+
+def matched_sparsity(df: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (e.g. extended dense training) with each level's sparsity set to IMP's at that
+    level, so it can be drawn against the pruned model it is matched with."""
+    by_level = imp.groupby("level")["sparsity"].first()
+    out = df[df.level.isin(by_level.index)].copy()
+    out["sparsity"] = out.level.map(by_level)
+    return out
+
+
+def best_vs_dense(df: pd.DataFrame, dense: pd.DataFrame, select_on: str = "val", metric: str = "error") -> dict[str, float]:
+    """:func:`compare_to_dense` for a procedure ``df`` whose levels are all compared with the
+    dense model of another frame (``dense``'s level 0, paired by seed); level 0 of ``df``
+    competes like any other level."""
+    ref = dense[dense.level == 0].assign(level=-1, sparsity=0.0)
+    both = pd.concat([ref, df], ignore_index=True)
+    both["level"] = both["level"] + 1  # the dense reference becomes level 0
+    c = compare_to_dense(both, select_on, metric)
+    c["best_level"] = c["best_level"] - 1
+    c["dense_level"] = -1  # the reference itself was best
+    return c

@@ -205,6 +205,23 @@ def set_value(d: dict[str, Any], assignment: str) -> None:
     node[parts[-1]] = value
 
 
+def override(params: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of nested plain ``params`` with dotted-key ``changes`` applied, e.g.
+    ``override(params, {"data.noisy_fraction": 0.1, "prune.method": "random"})``."""
+    import copy
+
+    out = copy.deepcopy(dict(params))
+    for key, value in changes.items():
+        parts = key.split(".")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{key}': '{part}' is not a section")
+        node[parts[-1]] = copy.deepcopy(value)
+    return out
+
+
 def _check(cond: bool, msg: str) -> None:
     if not cond:
         raise ConfigError(msg)

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from . import data as data_mod
 from . import models, pruning
-from .config import RunConfig, from_dict
+from .config import RunConfig, from_dict, override
 from .store import Run, frame, provenance
 from .train import final_lr, generator, train
 
@@ -214,3 +214,33 @@ def run_seeds(params: Mapping[str, Any] | RunConfig, seeds: Sequence[int] | None
         for c, _ in todo:
             run(c, root, dev, progress, data=loaded)
     return Experiment(runs)
+
+
+@dataclass
+class Study:
+    """The runs one figure needs, around one base config: ``study.frame("extended_dense",
+    {"data.noisy_fraction": 0.1})`` runs (or reads from the store) that protocol for every
+    seed and returns its tidy frame. Every notebook builds one from its parameter cell."""
+
+    params: dict[str, Any]
+    seeds: Sequence[int]
+    root: str | Path | None = None
+    device: str | torch.device = "auto"
+    progress: bool = True
+
+    @classmethod
+    def from_parameters(cls, ns: Mapping[str, Any]) -> "Study":
+        """From a notebook's parameter variables (``data``, ``model``, ``train``, ``prune``,
+        ``seeds``, and optionally ``store_dir``, ``device``, ``progress``)."""
+        missing = [k for k in ("data", "model", "train", "prune", "seeds") if k not in ns]
+        if missing:
+            raise KeyError(f"parameters lack {missing}; see params/smoke.yaml for the full set")
+        return cls(params={k: ns[k] for k in ("data", "model", "train", "prune")}, seeds=list(ns["seeds"]),
+                   root=ns.get("store_dir"), device=ns.get("device", "auto"), progress=bool(ns.get("progress", True)))
+
+    def run(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> Experiment:
+        return run_seeds(override(self.params, changes or {}), self.seeds, protocol=protocol, root=self.root,
+                         device=self.device, progress=self.progress)
+
+    def frame(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        return self.run(protocol, changes).frame()

@@ -1,0 +1,134 @@
+"""The controls behind figures 3-7: reinit, extended + one-shot, left-out examples, TIE."""
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from pgcore import analysis, pruning, tie
+from pgcore import data as data_mod
+from pgcore.config import ConfigError, from_dict, override
+from pgcore.protocols import Study, run
+from pgcore.store import Run
+
+
+def _run(params, protocol, tmp_path, seed=0):
+    return run(from_dict(override(params, {"protocol": protocol}), seed=seed), tmp_path, "cpu", progress=False)
+
+
+def test_reinit_puts_imp_masks_on_a_fresh_init_for_one_schedule(tiny_params, tmp_path):
+    reinit = _run(tiny_params, "reinit", tmp_path)
+    imp = Run(reinit.cfg.replace(protocol="imp"), tmp_path)
+    assert imp.is_done(), "reinit runs its IMP source first"
+    for level in range(tiny_params["prune"]["levels"] + 1):
+        a, b = reinit.load_checkpoint(level), imp.load_checkpoint(level)
+        assert all(torch.equal(a["mask"][n], b["mask"][n]) for n in b["mask"])
+        assert reinit.load_metrics(level)["epochs_total"] == tiny_params["train"]["epochs"]
+        for n, m in a["mask"].items():
+            assert (a["state"][n][~m] == 0).all()
+    # a fresh initialization: even the dense level differs from IMP's dense model
+    assert not torch.equal(reinit.load_checkpoint(0)["state"]["hidden.0.weight"], imp.load_checkpoint(0)["state"]["hidden.0.weight"])
+
+
+def test_extended_oneshot_prunes_extended_dense_models_once_by_magnitude(tiny_params, tmp_path):
+    both = _run(tiny_params, "extended_oneshot", tmp_path)
+    ext = Run(both.cfg.replace(protocol="extended_dense"), tmp_path)
+    imp = _run(tiny_params, "imp", tmp_path)
+    epochs = tiny_params["train"]["epochs"]
+    for level in range(1, tiny_params["prune"]["levels"] + 1):
+        m = both.load_metrics(level)
+        assert m["epochs_total"] == (level + 1) * epochs == imp.load_metrics(level)["epochs_total"]
+        assert m["sparsity"] == pytest.approx(imp.load_metrics(level)["sparsity"], abs=1e-3)
+        # the mask is exactly a one-shot magnitude prune of the extended dense model after `level` cycles
+        model_state = ext.load_checkpoint(level - 1)["state"]
+        dense = {n: torch.ones_like(v, dtype=torch.bool) for n, v in both.load_checkpoint(level)["mask"].items()}
+        scores = {n: model_state[n].abs() for n in dense}
+        expected = pruning.prune(scores, dense, 1 - 0.8 ** level, "global")
+        got = both.load_checkpoint(level)["mask"]
+        assert all(torch.equal(expected[n], got[n]) for n in got)
+
+
+def test_excluded_examples_leave_the_training_set_and_keep_their_labels(tiny_params):
+    full = data_mod.load(from_dict(tiny_params).data)
+    noisy = override(tiny_params, {"data.noisy_fraction": 0.3})
+    full_noisy = data_mod.load(from_dict(noisy).data)
+    cut = data_mod.load(from_dict(override(noisy, {"data.exclude": [0, 5, 7]})).data)
+    assert len(cut.y_train) == len(full.y_train) - 3
+    keep = torch.ones(len(full.y_train), dtype=torch.bool)
+    keep[[0, 5, 7]] = False
+    assert torch.equal(cut.y_train, full_noisy.y_train[keep]) and torch.equal(cut.noisy, full_noisy.noisy[keep])
+    assert torch.equal(cut.x_test, full.x_test)
+    with pytest.raises(ValueError, match="outside the"):
+        data_mod.load(from_dict(override(tiny_params, {"data.exclude": [10**6]})).data)
+    with pytest.raises(ConfigError, match="distinct"):
+        from_dict(override(tiny_params, {"data.exclude": [1, 1]}))
+
+
+def test_exclude_changes_the_hash_only_when_used(tiny_params):
+    base = from_dict(tiny_params)
+    assert "exclude" not in base.science_dict()["data"]
+    assert from_dict(override(tiny_params, {"data.exclude": [3]})).hash() != base.hash()
+
+
+def test_top_improved_and_random_subsets():
+    gain = torch.tensor([0.1, 5.0, -1.0, 3.0, 0.0, 2.0, 0.5, 0.2, 0.3, 4.0])
+    assert tie.top_improved(gain, 0.3) == [1, 3, 9]
+    r = tie.random_subset(10, 3, seed=0)
+    assert r == tie.random_subset(10, 3, seed=0) and len(set(r)) == 3 and r != tie.random_subset(10, 3, seed=1)
+    with pytest.raises(ValueError):
+        tie.top_improved(gain, 1.5)
+
+
+def test_run_tie_trains_without_top_improved_and_random_examples(tiny_params, tmp_path):
+    study = Study(tiny_params, seeds=[0, 1], root=tmp_path, device="cpu", progress=False)
+    exp = study.run("imp")
+    df = tie.run_tie(exp.runs, level=2, fraction=0.1, root=tmp_path, device="cpu", progress=False)
+    test = df[df.source == "test"]
+    assert sorted(test.removed.unique()) == ["random", "top-improved"] and len(test) == 4
+    means = test.groupby("removed").mean_improvement_removed.mean()
+    assert means["top-improved"] > means["random"]
+    n_train = len(data_mod.load(from_dict(tiny_params).data).y_train)
+    left_out = [from_dict(json.loads(p.read_text())["config"]).data.exclude for p in tmp_path.glob("train-*/seed*/config.json")]
+    assert len(left_out) == 4 and all(len(e) == round(0.1 * n_train) for e in left_out)
+    again = tie.run_tie(exp.runs, level=2, fraction=0.1, root=tmp_path, device="cpu", progress=False)
+    pd.testing.assert_frame_equal(df, again)  # read back from the store, not retrained
+
+
+def _rows(values_a, values_b):
+    rows = []
+    for seed, (a, b) in enumerate(zip(values_a, values_b)):
+        for level, (va, vb) in enumerate(zip(a, b)):
+            rows.append({"seed": seed, "level": level, "sparsity": 1 - 0.8 ** level, "epochs_total": level + 1,
+                         "source": "test", "error": va, "loss": vb})
+    return pd.DataFrame(rows)
+
+
+def test_paired_by_level_and_vs_dense():
+    a = _rows([[0.3, 0.2, 0.5], [0.31, 0.21, 0.5], [0.32, 0.22, 0.52]], [[0] * 3] * 3)
+    b = _rows([[0.3, 0.3, 0.5], [0.31, 0.31, 0.49], [0.32, 0.32, 0.50]], [[0] * 3] * 3)
+    out = analysis.paired_by_level(a, b).set_index("level")
+    assert out.loc[1, "diff"] == pytest.approx(-0.1) and out.loc[1, "verdict"] == "lower"
+    assert out.loc[0, "verdict"] == "same" and out.loc[0, "n"] == 3
+    dense = analysis.vs_dense(a, "error", "test").set_index("level")
+    assert dense.loc[0, "diff"] == 0 and dense.loc[2, "verdict"] == "higher"
+    assert analysis.level_ranges(pd.Series([1, 2, 5]), pd.Series([0.2, 0.36, 0.672])) == "20.0%–36.0%, 67.2%"
+
+
+def test_best_vs_dense_can_pick_the_reference_itself():
+    proc = _rows([[0.4, 0.45], [0.41, 0.46], [0.42, 0.47]], [[0] * 2] * 3)
+    ref = _rows([[0.3, 0.9], [0.31, 0.9], [0.32, 0.9]], [[0] * 2] * 3)
+    proc = pd.concat([proc, proc.assign(source="val")])
+    ref = pd.concat([ref, ref.assign(source="val")])
+    c = analysis.best_vs_dense(proc, ref)
+    assert c["best_level"] == c["dense_level"] == -1
+    assert "did not help" in analysis.verdict(c, procedure="reinit")
+
+
+def test_override_and_study_parameters(tiny_params):
+    changed = override(tiny_params, {"data.noisy_fraction": 0.2, "prune.method": "random"})
+    assert changed["data"]["noisy_fraction"] == 0.2 and "noisy_fraction" not in tiny_params["data"]
+    with pytest.raises(KeyError, match="seeds"):
+        Study.from_parameters(tiny_params)
+    s = Study.from_parameters({**tiny_params, "seeds": [3], "progress": False})
+    assert s.seeds == [3] and s.root is None
