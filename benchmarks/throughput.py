@@ -4,6 +4,8 @@
     torchvision transforms, a DataLoader, fp32, masks re-applied to ``weight.data`` after each step.
 (b) ``pgcore``: the engine's own epoch loop (``pgcore.train.train_epoch``): data resident on the
     device, batched on-device augmentation, masked gradients.
+(c) ``pgcore xK``: K models in lockstep (``pgcore.batched.Ensemble``, torch.func vmap), each with its
+    own mask and data order; throughput counts the images of all K models.
 
 Both train the same model with the same 50%-sparse mask on the same synthetic data (CIFAR-shaped
 tensors for ResNet-20, generated MNIST-1D for the MLP). One warm-up epoch is excluded; CUDA timings
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from pgcore import models, pruning
+from pgcore.batched import Ensemble
 from pgcore.config import DataConfig, TrainConfig
 from pgcore.data import Data, load
 from pgcore.protocols import resolve_device
@@ -113,6 +116,24 @@ def bench_pgcore(model, data: Data, mask, dev, epochs: int, cfg: TrainConfig) ->
     return epochs * len(data.y_train) / (time.perf_counter() - tic)
 
 
+def bench_lockstep(build, mask, data: Data, dev, epochs: int, cfg: TrainConfig, k: int) -> float:
+    ms = []
+    for i in range(k):
+        torch.manual_seed(i)
+        m = build().to(dev)
+        pruning.apply(m, mask)
+        ms.append(m)
+    ens = Ensemble(ms, [mask] * k, cfg, dev)
+    gens = [generator(i, 0) for i in range(k)]
+    ens.train_epoch(data, 0, gens)  # warm-up
+    _sync(dev)
+    tic = time.perf_counter()
+    for epoch in range(epochs):
+        ens.train_epoch(data, epoch, gens)
+    _sync(dev)
+    return k * epochs * len(data.y_train) / (time.perf_counter() - tic)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -120,9 +141,11 @@ def main() -> None:
     ap.add_argument("--cifar-n", type=int, default=None, help="CIFAR-shaped images (default 50000 on GPU, 2560 on CPU)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers for the baseline")
     ap.add_argument("--only", choices=["mlp", "resnet20"], default=None)
+    ap.add_argument("--models", type=int, default=None, help="K for the lockstep variant (default 8 on GPU, 4 on CPU)")
     ap.add_argument("--out", default="build/throughput.csv")
     args = ap.parse_args()
     dev = resolve_device(args.device)
+    k = args.models or (8 if dev.type == "cuda" else 4)
     cfg = TrainConfig(batch_size=128, lr=0.05)
     rows = []
 
@@ -147,6 +170,8 @@ def main() -> None:
         record("mlp512", "baseline", base, base)
         m.load_state_dict(base_model.state_dict())
         record("mlp512", "pgcore", bench_pgcore(m, data, mask, dev, args.epochs * 5, cfg), base)
+        build = lambda: models.build("mlp", data.input_shape, 10, width=512)  # noqa: E731
+        record("mlp512", f"pgcore x{k}", bench_lockstep(build, mask, data, dev, args.epochs * 5, cfg, k), base)
 
     if args.only in (None, "resnet20"):
         n = args.cifar_n or (50000 if dev.type == "cuda" else 2560)
@@ -163,6 +188,8 @@ def main() -> None:
         record("resnet20", "baseline", base, base)
         m.load_state_dict(base_model.state_dict())
         record("resnet20", "pgcore", bench_pgcore(m, data, mask, dev, args.epochs, cfg), base)
+        build = lambda: models.build("resnet20", (3, 32, 32), 10)  # noqa: E731
+        record("resnet20", f"pgcore x{k}", bench_lockstep(build, mask, data, dev, args.epochs, cfg, k), base)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .data import Data, augment_batch
 from .pruning import Mask
-from .train import TrainResult, evaluate, generator, lr_at
+from .train import TrainResult, autocast, evaluate, generator, lr_at
 
 
 def _write_back(models: Sequence[nn.Module], params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> None:
@@ -35,6 +35,59 @@ def _write_back(models: Sequence[nn.Module], params: dict[str, torch.Tensor], bu
                 p.copy_(params[name][k])
             for name, b in model.named_buffers():
                 b.copy_(buffers[name][k])
+
+
+class Ensemble:
+    """K same-architecture models as stacked tensors, trained one epoch at a time."""
+
+    def __init__(self, models: Sequence[nn.Module], masks: Sequence[Mask | None] | None, cfg: TrainConfig,
+                 device: torch.device | str):
+        self.models, self.cfg, self.K = list(models), cfg, len(models)
+        masks = list(masks) if masks is not None else [None] * self.K
+        self.template = self.models[0]
+        for m in self.models:
+            m.train()
+        self.params, self.buffers = stack_module_state(self.models)
+        self.names = list(self.params)
+        self.masks = {}
+        for name in sorted(set().union(*[set(m or {}) for m in masks])):
+            ones = torch.ones_like(self.params[name][0], dtype=torch.bool)
+            stacked = torch.stack([(m or {}).get(name, ones).to(device) for m in masks])
+            self.masks[name] = stacked.to(self.params[name].dtype)
+        self.momentum = {n: torch.zeros_like(p) for n, p in self.params.items()}
+
+        def loss_one(p, b, x, y):
+            return F.cross_entropy(functional_call(self.template, (p, b), (x,)), y)
+
+        self._loss = vmap(loss_one, in_dims=(0, 0, 0, 0), randomness="error")
+
+    def train_epoch(self, data: Data, epoch: int, gens: Sequence[torch.Generator],
+                    constant_lr: float | None = None) -> tuple[torch.Tensor, float]:
+        """One pass over the training set for every model (each in its own generator's
+        order); returns (summed minibatch loss per model, on device; last lr)."""
+        cfg, device = self.cfg, data.x_train.device
+        n = len(data.y_train)
+        steps = math.ceil(n / cfg.batch_size)
+        orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+        running = torch.zeros(self.K, device=device)
+        lr = cfg.lr
+        for step in range(steps):
+            lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
+            idx = orders[:, step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            x, y = data.x_train[idx], data.y_train[idx]
+            if data.augment:
+                x = torch.stack([augment_batch(x[k], gens[k]) for k in range(self.K)])
+            with autocast(cfg, device):
+                losses = self._loss(self.params, self.buffers, x, y)
+            grads = torch.autograd.grad(losses.sum(), [self.params[nm] for nm in self.names])
+            with torch.no_grad():
+                _sgd_step(self.params, self.names, list(grads), self.momentum, self.masks, lr, cfg)
+            running += losses.detach()
+        return running, lr
+
+    def write_back(self) -> None:
+        """Copy the stacked state into each model (for evaluation, callbacks and the caller)."""
+        _write_back(self.models, self.params, self.buffers)
 
 
 def train_many(
@@ -59,64 +112,33 @@ def train_many(
         return []
     if len(seeds) != K:
         raise ValueError(f"train_many needs one seed per model: {K} models, {len(seeds)} seeds")
-    masks = list(masks) if masks is not None else [None] * K
-    template = models[0]
-    device = data.x_train.device
-    for m in models:
-        m.train()
-    params, buffers = stack_module_state(list(models))
-    names = list(params)
-    masked = sorted(set().union(*[set(m or {}) for m in masks]))
-    mask_stack = {}
-    for name in masked:
-        ones = torch.ones_like(params[name][0], dtype=torch.bool)
-        mask_stack[name] = torch.stack([(m or {}).get(name, ones).to(device) for m in masks]).to(params[name].dtype)
-    momentum = {n: torch.zeros_like(p) for n, p in params.items()}
+    ens = Ensemble(models, masks, cfg, data.x_train.device)
     gens = [generator(s, stream) for s in seeds]
-    n = len(data.y_train)
-    steps = math.ceil(n / cfg.batch_size)
-
-    def loss_one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(functional_call(template, (p, b), (x,)), y)
-
-    batched_loss = vmap(loss_one, in_dims=(0, 0, 0, 0), randomness="error")
+    steps = math.ceil(len(data.y_train) / cfg.batch_size)
     histories: list[list[dict[str, float]]] = [[] for _ in range(K)]
     results: list[tuple[dict, torch.Tensor]] = [({}, torch.zeros(0))] * K
 
     def callback(epoch: int) -> None:
         if on_epoch_end is not None:
-            _write_back(models, params, buffers)
+            ens.write_back()
             for k, m in enumerate(models):
                 on_epoch_end(k, epoch, m)
 
     callback(start_epoch)
     bar = tqdm(range(start_epoch, cfg.epochs), desc=f"{desc} x{K}", leave=False, disable=not progress)
     for epoch in bar:
-        orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
-        running = torch.zeros(K, device=device)
-        lr = cfg.lr
-        for step in range(steps):
-            lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
-            idx = orders[:, step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            x, y = data.x_train[idx], data.y_train[idx]
-            if data.augment:
-                x = torch.stack([augment_batch(x[k], gens[k]) for k in range(K)])
-            losses = batched_loss(params, buffers, x, y)
-            grads = torch.autograd.grad(losses.sum(), [params[nm] for nm in names])
-            with torch.no_grad():
-                _sgd_step(params, names, list(grads), momentum, mask_stack, lr, cfg)
-            running += losses.detach()
+        running, lr = ens.train_epoch(data, epoch, gens, constant_lr)
         done = epoch + 1
         callback(done)
         if done % cfg.eval_every == 0 or done == cfg.epochs:
-            _write_back(models, params, buffers)
+            ens.write_back()
             for k, m in enumerate(models):
                 metrics, example_loss = evaluate(m, data)
                 record = {"epoch": done, "lr": lr, "minibatch_loss": (running[k] / steps).item()}
                 record.update({f"{src}_{key}": v for src, mm in metrics.items() for key, v in mm.items()})
                 histories[k].append(record)
                 results[k] = (metrics, example_loss)
-    _write_back(models, params, buffers)
+    ens.write_back()
     out = []
     for k, m in enumerate(models):
         if not histories[k]:

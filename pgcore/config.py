@@ -62,6 +62,8 @@ class TrainConfig:
     gamma: float = 0.1
     warmup_epochs: float = 0.0  # linear warm-up from 0, counted in epochs
     eval_every: int = 1  # evaluate every this many epochs (the last epoch is always evaluated)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; GPU speed, slightly different numbers)
+    compile: bool = False  # torch.compile the model (falls back to eager, with a warning, if it fails)
 
 
 @dataclass(frozen=True)
@@ -97,8 +99,13 @@ class RunConfig:
         d = self.to_dict()
         d["data"].pop("data_dir")
         d["data"].pop("download")
-        if not d["data"]["exclude"]:  # absent when unused, so hashes from before the field existed still hold
+        # Settings absent when at their default, so hashes from before they existed still hold.
+        if not d["data"]["exclude"]:
             d["data"].pop("exclude")
+        if d["train"]["precision"] == "fp32":
+            d["train"].pop("precision")
+        if not d["train"]["compile"]:
+            d["train"].pop("compile")
         if self.protocol == "extended_dense":
             d["prune"] = {"levels": self.prune.levels}
         elif self.protocol == "train":
@@ -262,6 +269,8 @@ def validate(cfg: RunConfig) -> None:
     _check(all(_is_int(e) and 0 < e < t.epochs for e in t.milestones),
            f"train.milestones must be epochs strictly between 0 and train.epochs={t.epochs}, got {list(t.milestones)}")
     _check(0.0 <= t.warmup_epochs <= t.epochs, f"train.warmup_epochs must be in [0, epochs], got {t.warmup_epochs!r}")
+    _choice(t.precision, ("fp32", "bf16"), "train.precision")
+    _check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
     _check(_is_int(t.eval_every) and t.eval_every >= 1, f"train.eval_every must be a positive integer, got {t.eval_every!r}")
     _check(_is_int(p.levels) and p.levels >= 0, f"prune.levels must be a non-negative integer, got {p.levels!r}")
     _check(0.0 < p.rate < 1.0, f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")

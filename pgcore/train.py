@@ -3,11 +3,16 @@
 The hot loop is plain: index a shuffled batch out of the on-device dataset, augment it
 as a whole, step, and keep pruned weights at exactly zero (their gradients are masked,
 so momentum and weight decay never move them, and they are re-zeroed after the step).
+Nothing in the loop waits for the device: the running loss stays a device tensor until
+the epoch's evaluation. On a GPU, image models use channels_last; ``train.precision=bf16``
+runs forward and backward under bfloat16 autocast and ``train.compile`` uses torch.compile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -100,6 +105,33 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
                            nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
 
+def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
+    """bfloat16 autocast when ``cfg.precision == "bf16"``, else nothing."""
+    if cfg.precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class CompiledOrEager(nn.Module):
+    """``torch.compile(model)`` that falls back to the eager model, with one warning, if
+    compiling or running the compiled graph fails (no compiler, unsupported op). Parameters
+    are the model's own, so masks and the optimizer see no difference."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+        self.compiled: Callable | None = torch.compile(model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None:
+            try:
+                return self.compiled(x)
+            except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly", RuntimeWarning)
+                self.compiled = None
+        return self.model(x)
+
+
 def masked_params(model: nn.Module, mask: Mask | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(parameter, float mask) pairs on the parameters' device and dtype."""
     params = dict(model.named_parameters())
@@ -116,6 +148,7 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: Data, cfg: T
     order = torch.randperm(n, generator=g).to(device)
     running = torch.zeros((), device=device)
     lr = cfg.lr
+    amp = autocast(cfg, device)
     for step in range(steps):
         lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
         for group in opt.param_groups:
@@ -124,7 +157,8 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: Data, cfg: T
         x, y = data.x_train[idx], data.y_train[idx]
         if data.augment:
             x = augment_batch(x, g)
-        loss = F.cross_entropy(model(x), y)
+        with amp:
+            loss = F.cross_entropy(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if masked:
@@ -162,6 +196,9 @@ def train(
     g = generator(seed, stream)
     masked = masked_params(model, mask)
     opt = make_optimizer(model, cfg)
+    if data.x_train.is_cuda and data.x_train.dim() == 4:
+        model.to(memory_format=torch.channels_last)
+    step_model = CompiledOrEager(model) if cfg.compile else model
     steps = math.ceil(len(data.y_train) / cfg.batch_size)
     history: list[dict[str, float]] = []
     metrics, example_loss = {}, torch.zeros(0)
@@ -170,7 +207,7 @@ def train(
     model.train()
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, leave=False, disable=not progress)
     for epoch in bar:
-        running, lr = train_epoch(model, opt, data, cfg, epoch, g, masked, constant_lr)
+        running, lr = train_epoch(step_model, opt, data, cfg, epoch, g, masked, constant_lr)
         done = epoch + 1
         if on_epoch_end is not None:
             on_epoch_end(done, model)
