@@ -46,7 +46,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     # Validate every seed's config before any training starts.
     for s in seeds:
         from_dict(params, seed=s)
-    exp = run_seeds(params, seeds, root=args.store, device=args.device, progress=not args.no_progress)
+    lockstep = {"auto": "auto", "on": True, "off": False}[args.lockstep]
+    exp = run_seeds(params, seeds, root=args.store, device=args.device, progress=not args.no_progress, lockstep=lockstep)
     print(f"results ({len(exp.runs)} seed(s)):")
     for r in exp.runs:
         print(f"  {r.path}")
@@ -100,6 +101,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
     r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--lockstep", choices=["auto", "on", "off"], default="auto",
+                   help="train the seeds together as one vectorized model (default auto: on a GPU only)")
     r.set_defaults(func=cmd_run)
     s = sub.add_parser("show", help="print the summary table of a stored run",
                        description="Print a stored run's per-level summary (mean over its seeds).")

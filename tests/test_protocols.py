@@ -150,7 +150,7 @@ def test_cli_run_and_show(tmp_path, capsys, tiny_params):
     path = tmp_path / "exp.yaml"
     path.write_text(yaml.safe_dump(tiny_params))
     store = tmp_path / "cli-store"
-    assert cli.main(["run", str(path), "--set", "prune.levels=1", "--store", str(store), "--no-progress"]) == 0
+    assert cli.main(["run", str(path), "--set", "prune.levels=1", "--store", str(store), "--no-progress", "--lockstep", "on"]) == 0
     out = capsys.readouterr().out
     assert "seed0" in out and "seed1" in out and "test_err" in out
     exp_dir = next(store.iterdir())
