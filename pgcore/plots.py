@@ -13,7 +13,7 @@ import seaborn as sns
 
 from .analysis import compare_to_dense, summarize
 
-PALETTE = {"imp": "#1f77b4", "dense": "#7f7f7f", "extended_dense": "#d62728", "random": "#2ca02c",
+PALETTE = {"imp": "#1f77b4", "lrr": "#1f77b4", "dense": "#7f7f7f", "extended_dense": "#d62728", "random": "#2ca02c",
            "reinit": "#9467bd", "extended_oneshot": "#ff7f0e", "rewind": "#17becf", "finetune": "#8c564b"}
 
 
