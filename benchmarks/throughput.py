@@ -4,12 +4,13 @@
     torchvision transforms, a DataLoader, fp32, masks re-applied to ``weight.data`` after each step.
 (b) ``pgcore``: the engine's own epoch loop (``pgcore.train.train_epoch``): data resident on the
     device, batched on-device augmentation, masked gradients.
+(b') ``pgcore bf16``: the same with ``train.precision: bf16`` (bfloat16 autocast).
 (c) ``pgcore xK``: K models in lockstep (``pgcore.batched.Ensemble``, torch.func vmap), each with its
     own mask and data order; throughput counts the images of all K models.
 
 Both train the same model with the same 50%-sparse mask on the same synthetic data (CIFAR-shaped
-tensors for ResNet-20, generated MNIST-1D for the MLP). One warm-up epoch is excluded; CUDA timings
-are synchronized. Prints images/s and the ratio, and writes a CSV.
+tensors for ResNet-20, generated MNIST-1D for the MLP and the `small` profile's 1D CNN). One warm-up epoch is excluded; CUDA timings
+are synchronized; each number is the median of ``--repeats`` measurements. Prints images/s and the ratio, and writes a CSV.
 
     python benchmarks/throughput.py --out build/throughput.csv
 """
@@ -17,6 +18,7 @@ are synchronized. Prints images/s and the ratio, and writes a CSV.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import csv
 import os
 import platform
@@ -140,14 +142,27 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement (after one warm-up)")
     ap.add_argument("--cifar-n", type=int, default=None, help="CIFAR-shaped images (default 50000 on GPU, 2560 on CPU)")
     ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers for the baseline")
-    ap.add_argument("--only", choices=["mlp", "resnet20"], default=None)
+    ap.add_argument("--only", choices=["mlp", "cnn1d", "resnet20"], default=None)
     ap.add_argument("--models", type=int, default=None, help="K for the lockstep variant (default 8 on GPU, 4 on CPU)")
+    ap.add_argument("--repeats", type=int, default=3, help="measurements per variant; the median is reported")
     ap.add_argument("--out", default="build/throughput.csv")
     args = ap.parse_args()
     dev = resolve_device(args.device)
     k = args.models or (8 if dev.type == "cuda" else 4)
     cfg = TrainConfig(batch_size=128, lr=0.05)
+    bf16 = dataclasses.replace(cfg, precision="bf16")
     rows = []
+
+    def compare(workload: str, variants: dict) -> None:
+        """Measure the variants in turn, ``--repeats`` rounds, so drift in the machine's speed
+        hits all of them alike; record the medians."""
+        runs = {name: [] for name in variants}
+        for _ in range(args.repeats):
+            for name, measure in variants.items():
+                runs[name].append(measure())
+        base = float(np.median(runs["baseline"]))
+        for name, values in runs.items():
+            record(workload, name, float(np.median(values)), base)
 
     def record(workload, variant, ips, base):
         rows.append({"workload": workload, "variant": variant, "images_per_s": round(ips, 1),
@@ -156,22 +171,30 @@ def main() -> None:
                      "torch": torch.__version__, "threads": torch.get_num_threads()})
         print(f"{workload:10s} {variant:10s} {ips:12.1f} img/s   x{ips / base:5.2f} vs baseline", flush=True)
 
-    if args.only in (None, "mlp"):
+    if args.only in (None, "mlp", "cnn1d"):
         data = load(DataConfig(name="mnist1d"), dev)
-        torch.manual_seed(0)
-        base_model = models.build("mlp", data.input_shape, 10, width=512).to(dev)
-        mask = _half_mask(base_model)
         ds = torch.utils.data.TensorDataset(data.x_train.cpu(), data.y_train.cpu())
         loader = torch.utils.data.DataLoader(ds, batch_size=cfg.batch_size, shuffle=True, num_workers=0,
                                              pin_memory=dev.type == "cuda")
-        m = models.build("mlp", data.input_shape, 10, width=512).to(dev)
-        m.load_state_dict(base_model.state_dict())
-        base = bench_baseline(m, loader, mask, dev, args.epochs * 5, cfg)
-        record("mlp512", "baseline", base, base)
-        m.load_state_dict(base_model.state_dict())
-        record("mlp512", "pgcore", bench_pgcore(m, data, mask, dev, args.epochs * 5, cfg), base)
-        build = lambda: models.build("mlp", data.input_shape, 10, width=512)  # noqa: E731
-        record("mlp512", f"pgcore x{k}", bench_lockstep(build, mask, data, dev, args.epochs * 5, cfg, k), base)
+        workloads = {"mlp512": dict(name="mlp", width=512), "cnn1d64": dict(name="cnn1d", width=64)}
+        for workload, spec in workloads.items():
+            if args.only not in (None, spec["name"]):
+                continue
+            build = lambda spec=spec: models.build(spec["name"], data.input_shape, 10, width=spec["width"])  # noqa: E731
+            torch.manual_seed(0)
+            base_model = build().to(dev)
+            mask = _half_mask(base_model)
+            m = build().to(dev)
+            e = args.epochs * 10  # an MNIST-1D epoch is 4,000 examples: time enough of them
+
+            def fresh(model=m, state=base_model.state_dict()):
+                model.load_state_dict(state)
+                return model
+
+            compare(workload, {"baseline": lambda: bench_baseline(fresh(), loader, mask, dev, e, cfg),
+                               "pgcore": lambda: bench_pgcore(fresh(), data, mask, dev, e, cfg),
+                               "pgcore bf16": lambda: bench_pgcore(fresh(), data, mask, dev, e, bf16),
+                               f"pgcore x{k}": lambda: bench_lockstep(build, mask, data, dev, e, cfg, k)})
 
     if args.only in (None, "resnet20"):
         n = args.cifar_n or (50000 if dev.type == "cuda" else 2560)
@@ -183,13 +206,16 @@ def main() -> None:
                                              num_workers=args.workers, pin_memory=dev.type == "cuda",
                                              persistent_workers=args.workers > 0)
         m = models.build("resnet20", (3, 32, 32), 10).to(dev)
-        m.load_state_dict(base_model.state_dict())
-        base = bench_baseline(m, loader, mask, dev, args.epochs, cfg)
-        record("resnet20", "baseline", base, base)
-        m.load_state_dict(base_model.state_dict())
-        record("resnet20", "pgcore", bench_pgcore(m, data, mask, dev, args.epochs, cfg), base)
         build = lambda: models.build("resnet20", (3, 32, 32), 10)  # noqa: E731
-        record("resnet20", f"pgcore x{k}", bench_lockstep(build, mask, data, dev, args.epochs, cfg, k), base)
+
+        def fresh_resnet(model=m, state=base_model.state_dict()):
+            model.load_state_dict(state)
+            return model
+
+        compare("resnet20", {"baseline": lambda: bench_baseline(fresh_resnet(), loader, mask, dev, args.epochs, cfg),
+                             "pgcore": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, args.epochs, cfg),
+                             "pgcore bf16": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, args.epochs, bf16),
+                             f"pgcore x{k}": lambda: bench_lockstep(build, mask, data, dev, args.epochs, cfg, k)})
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
