@@ -5,6 +5,8 @@
 (b) ``pgcore``: the engine's own epoch loop (``pgcore.train.train_epoch``): data resident on the
     device, batched on-device augmentation, masked gradients.
 (b') ``pgcore bf16``: the same with ``train.precision: bf16`` (bfloat16 autocast).
+(b'') ``pgcore compile`` and ``pgcore bf16+compile``: with ``train.compile: true`` (the model and the
+    masked optimizer step through torch.compile; compilation happens in the warm-up epoch).
 (c) ``pgcore xK``: K models in lockstep (``pgcore.batched.Ensemble``, torch.func vmap), each with its
     own mask and data order; throughput counts the images of all K models.
 
@@ -34,7 +36,7 @@ from pgcore.batched import Ensemble
 from pgcore.config import DataConfig, TrainConfig
 from pgcore.data import Data, load
 from pgcore.protocols import resolve_device
-from pgcore.train import generator, make_optimizer, masked_params, train_epoch
+from pgcore.train import CompiledOrEager, MaskedStep, generator, make_optimizer, train_epoch
 
 
 def _sync(dev: torch.device) -> None:
@@ -105,15 +107,15 @@ def bench_baseline(model, loader, mask, dev, epochs: int, cfg: TrainConfig) -> f
 
 
 def bench_pgcore(model, data: Data, mask, dev, epochs: int, cfg: TrainConfig) -> float:
-    opt = make_optimizer(model, cfg)
-    masked = masked_params(model, mask)
+    step = MaskedStep(model, cfg, mask)
     g = generator(0, 0)
     model.train()
-    train_epoch(model, opt, data, cfg, 0, g, masked)  # warm-up
+    run = CompiledOrEager(model) if cfg.compile else model
+    train_epoch(run, step, data, cfg, 0, g)  # warm-up (and compilation)
     _sync(dev)
     tic = time.perf_counter()
     for epoch in range(epochs):
-        train_epoch(model, opt, data, cfg, epoch, g, masked)
+        train_epoch(run, step, data, cfg, epoch, g)
     _sync(dev)
     return epochs * len(data.y_train) / (time.perf_counter() - tic)
 
@@ -145,12 +147,15 @@ def main() -> None:
     ap.add_argument("--only", choices=["mlp", "cnn1d", "resnet20"], default=None)
     ap.add_argument("--models", type=int, default=None, help="K for the lockstep variant (default 8 on GPU, 4 on CPU)")
     ap.add_argument("--repeats", type=int, default=3, help="measurements per variant; the median is reported")
+    ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
     ap.add_argument("--out", default="build/throughput.csv")
     args = ap.parse_args()
     dev = resolve_device(args.device)
     k = args.models or (8 if dev.type == "cuda" else 4)
     cfg = TrainConfig(batch_size=128, lr=0.05)
     bf16 = dataclasses.replace(cfg, precision="bf16")
+    compiled = {} if args.no_compile else {"pgcore compile": dataclasses.replace(cfg, compile=True),
+                                           "pgcore bf16+compile": dataclasses.replace(bf16, compile=True)}
     rows = []
 
     def compare(workload: str, variants: dict) -> None:
@@ -169,7 +174,7 @@ def main() -> None:
                      "speedup_vs_baseline": round(ips / base, 2), "device": str(dev),
                      "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
                      "torch": torch.__version__, "threads": torch.get_num_threads()})
-        print(f"{workload:10s} {variant:10s} {ips:12.1f} img/s   x{ips / base:5.2f} vs baseline", flush=True)
+        print(f"{workload:10s} {variant:20s} {ips:12.1f} img/s   x{ips / base:5.2f} vs baseline", flush=True)
 
     if args.only in (None, "mlp", "cnn1d"):
         data = load(DataConfig(name="mnist1d"), dev)
@@ -191,10 +196,12 @@ def main() -> None:
                 model.load_state_dict(state)
                 return model
 
-            compare(workload, {"baseline": lambda: bench_baseline(fresh(), loader, mask, dev, e, cfg),
-                               "pgcore": lambda: bench_pgcore(fresh(), data, mask, dev, e, cfg),
-                               "pgcore bf16": lambda: bench_pgcore(fresh(), data, mask, dev, e, bf16),
-                               f"pgcore x{k}": lambda: bench_lockstep(build, mask, data, dev, e, cfg, k)})
+            variants = {"baseline": lambda: bench_baseline(fresh(), loader, mask, dev, e, cfg),
+                        "pgcore": lambda: bench_pgcore(fresh(), data, mask, dev, e, cfg),
+                        "pgcore bf16": lambda: bench_pgcore(fresh(), data, mask, dev, e, bf16)}
+            variants.update({name: lambda c=c: bench_pgcore(fresh(), data, mask, dev, e, c) for name, c in compiled.items()})
+            variants[f"pgcore x{k}"] = lambda: bench_lockstep(build, mask, data, dev, e, cfg, k)
+            compare(workload, variants)
 
     if args.only in (None, "resnet20"):
         n = args.cifar_n or (50000 if dev.type == "cuda" else 2560)
@@ -212,10 +219,13 @@ def main() -> None:
             model.load_state_dict(state)
             return model
 
-        compare("resnet20", {"baseline": lambda: bench_baseline(fresh_resnet(), loader, mask, dev, args.epochs, cfg),
-                             "pgcore": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, args.epochs, cfg),
-                             "pgcore bf16": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, args.epochs, bf16),
-                             f"pgcore x{k}": lambda: bench_lockstep(build, mask, data, dev, args.epochs, cfg, k)})
+        e = args.epochs
+        variants = {"baseline": lambda: bench_baseline(fresh_resnet(), loader, mask, dev, e, cfg),
+                    "pgcore": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, e, cfg),
+                    "pgcore bf16": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, e, bf16)}
+        variants.update({name: lambda c=c: bench_pgcore(fresh_resnet(), data, mask, dev, e, c) for name, c in compiled.items()})
+        variants[f"pgcore x{k}"] = lambda: bench_lockstep(build, mask, data, dev, e, cfg, k)
+        compare("resnet20", variants)
 
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,7 +14,7 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -132,15 +132,92 @@ class CompiledOrEager(nn.Module):
         return self.model(x)
 
 
+@torch.no_grad()
+def _masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
+                masks: list[torch.Tensor], masked: tuple[int, ...], lr: torch.Tensor,
+                momentum: float, weight_decay: float, nesterov: bool) -> None:
+    """``torch.optim.SGD``'s update (dampening 0) on lists of tensors, with the gradients and
+    weights at positions ``masked`` multiplied by ``masks``. A plain function of tensors, so one
+    compiled graph serves every optimizer and every level (no guards on object identity)."""
+    torch._foreach_mul_([grads[i] for i in masked], masks)
+    if weight_decay:
+        grads = torch._foreach_add(grads, params, alpha=weight_decay)
+    if momentum:
+        torch._foreach_mul_(bufs, momentum)
+        torch._foreach_add_(bufs, grads)
+        grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
+    torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
+    torch._foreach_mul_([params[i] for i in masked], masks)
+
+
+class MaskedStep:
+    """The update after ``backward``: zero the pruned weights' gradients, take the SGD step,
+    re-zero the pruned weights.
+
+    Eagerly this is ``torch.optim.SGD`` with two fused ``foreach`` multiplies. With
+    ``compile=True`` the whole update is one ``torch.compile``d function of tensors
+    (:func:`_masked_sgd`; its graph is reused by every later level): the learning rate lives in a device
+    tensor that :meth:`set_lr` fills in place, so the schedule changes it without recompiling
+    or syncing. If compiling or running fails, it warns once and runs the same function eagerly.
+    """
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, mask: Mask | None = None):
+        self.cfg = cfg
+        self.params = list(model.parameters())
+        masked = masked_params(model, mask)
+        self.masks = [m for _, m in masked]
+        self.masked_params = [p for p, _ in masked]
+        self.compiled = cfg.compile
+        if self.compiled:
+            index = {id(p): i for i, p in enumerate(self.params)}
+            self.masked = tuple(index[id(p)] for p in self.masked_params)
+            self.bufs = [torch.zeros_like(p) for p in self.params]
+            self.lr = torch.tensor(float(cfg.lr), device=self.params[0].device)
+            self.update: Callable = torch.compile(_masked_sgd)
+        else:
+            self.opt = make_optimizer(model, cfg)
+
+    def set_lr(self, lr: float) -> None:
+        if self.compiled:
+            self.lr.fill_(lr)
+        else:
+            for group in self.opt.param_groups:
+                group["lr"] = lr
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    def __call__(self) -> None:
+        if self.compiled:
+            cfg = self.cfg
+            args = (self.params, [p.grad for p in self.params], self.bufs, self.masks, self.masked, self.lr,
+                    cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)
+            try:
+                return self.update(*args)
+            except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
+                if self.update is _masked_sgd:
+                    raise
+                warnings.warn(f"torch.compile of the optimizer step failed ({type(e).__name__}: {str(e)[:200]}); "
+                              "stepping eagerly", RuntimeWarning)
+                self.update = _masked_sgd
+                return _masked_sgd(*args)
+        with torch.no_grad():
+            if self.masks:
+                torch._foreach_mul_([p.grad for p in self.masked_params], self.masks)
+            self.opt.step()
+            if self.masks:
+                torch._foreach_mul_(self.masked_params, self.masks)
+
+
 def masked_params(model: nn.Module, mask: Mask | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(parameter, float mask) pairs on the parameters' device and dtype."""
     params = dict(model.named_parameters())
     return [(params[n], m.to(device=params[n].device, dtype=params[n].dtype)) for n, m in (mask or {}).items()]
 
 
-def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: Data, cfg: TrainConfig, epoch: int,
-                g: torch.Generator, masked: list[tuple[torch.Tensor, torch.Tensor]] = (),
-                constant_lr: float | None = None) -> tuple[torch.Tensor, float]:
+def train_epoch(model: nn.Module, step: MaskedStep, data: Data, cfg: TrainConfig, epoch: int,
+                g: torch.Generator, constant_lr: float | None = None) -> tuple[torch.Tensor, float]:
     """One pass over the shuffled training set; returns (summed minibatch loss on device, last lr)."""
     device = data.x_train.device
     n = len(data.y_train)
@@ -149,25 +226,18 @@ def train_epoch(model: nn.Module, opt: torch.optim.Optimizer, data: Data, cfg: T
     running = torch.zeros((), device=device)
     lr = cfg.lr
     amp = autocast(cfg, device)
-    for step in range(steps):
-        lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+    for i in range(steps):
+        lr = constant_lr if constant_lr is not None else lr_at(epoch + i / steps, cfg)
+        step.set_lr(lr)
+        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
         x, y = data.x_train[idx], data.y_train[idx]
         if data.augment:
             x = augment_batch(x, g)
         with amp:
             loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
+        step.zero_grad()
         loss.backward()
-        if masked:
-            with torch.no_grad():
-                torch._foreach_mul_([p.grad for p, _ in masked], [m for _, m in masked])
-        opt.step()
-        if masked:
-            with torch.no_grad():
-                torch._foreach_mul_([p for p, _ in masked], [m for _, m in masked])
+        step()
         running += loss.detach()
     return running, lr
 
@@ -194,8 +264,7 @@ def train(
     every source's loss/accuracy; the last epoch is always evaluated.
     """
     g = generator(seed, stream)
-    masked = masked_params(model, mask)
-    opt = make_optimizer(model, cfg)
+    step = MaskedStep(model, cfg, mask)
     if data.x_train.is_cuda and data.x_train.dim() == 4:
         model.to(memory_format=torch.channels_last)
     step_model = CompiledOrEager(model) if cfg.compile else model
@@ -207,7 +276,7 @@ def train(
     model.train()
     bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, leave=False, disable=not progress)
     for epoch in bar:
-        running, lr = train_epoch(step_model, opt, data, cfg, epoch, g, masked, constant_lr)
+        running, lr = train_epoch(step_model, step, data, cfg, epoch, g, constant_lr)
         done = epoch + 1
         if on_epoch_end is not None:
             on_epoch_end(done, model)
