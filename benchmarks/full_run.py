@@ -3,7 +3,7 @@
 Trains ResNet-20 with ``params/paper.yaml``'s training schedule (160 epochs, SGD 0.1 ×0.1 at
 80/120, batch 128, weight decay 1e-4, evaluation every 10 epochs) through ``pgcore.train.train``
 on synthetic tensors of CIFAR-10's shape (50,000 training and 10,000 test images), so no
-download is needed. Then projects one 20-level IMP curve × 3 seeds (21 trainings per seed)
+download is needed, under the same deterministic cuDNN settings as the protocols. Then projects one 20-level IMP curve × 3 seeds (21 trainings per seed)
 from the measured time; with ``--lockstep K`` it also times K models in lockstep.
 
     python benchmarks/full_run.py                                # the paper's 160 epochs (GPU)
@@ -26,7 +26,7 @@ import torch
 from pgcore import models
 from pgcore.batched import train_many
 from pgcore.config import from_dict, load_yaml, set_value
-from pgcore.protocols import resolve_device
+from pgcore.protocols import _deterministic, resolve_device
 from pgcore.store import provenance
 from pgcore.train import train
 
@@ -50,6 +50,7 @@ def main() -> None:
         set_value(params, assignment)
     cfg = from_dict(params)
     dev = resolve_device(args.device)
+    _deterministic(dev)  # the cuDNN settings the protocols train under
     data = synthetic_cifar(args.train_n, args.test_n, dev)
     epochs = args.epochs or cfg.train.epochs
     runs_per_curve = cfg.prune.levels + 1
