@@ -22,7 +22,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .data import Data, augment_batch
+from .data import Data, augmentation_draws, crop_flip
 from .pruning import Mask
 from .train import TrainResult, autocast, evaluate, generator, lr_at
 
@@ -69,14 +69,19 @@ class Ensemble:
         n = len(data.y_train)
         steps = math.ceil(n / cfg.batch_size)
         orders = torch.stack([torch.randperm(n, generator=g) for g in gens]).to(device)
+        # each model's crops and flips, drawn from its own generator as train_epoch draws them
+        shifts = ([torch.stack(t).to(device) for t in zip(*(augmentation_draws(n, cfg.batch_size, g) for g in gens))]
+                  if data.augment else [])
         running = torch.zeros(self.K, device=device)
         lr = cfg.lr
         for step in range(steps):
             lr = constant_lr if constant_lr is not None else lr_at(epoch + step / steps, cfg)
-            idx = orders[:, step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            batch = slice(step * cfg.batch_size, (step + 1) * cfg.batch_size)
+            idx = orders[:, batch]
             x, y = data.x_train[idx], data.y_train[idx]
-            if data.augment:
-                x = torch.stack([augment_batch(x[k], gens[k]) for k in range(self.K)])
+            if shifts:
+                flat = crop_flip(x.flatten(0, 1), *(t[:, batch].flatten() for t in shifts))
+                x = flat.view(x.shape)
             with autocast(cfg, device):
                 losses = self._loss(self.params, self.buffers, x, y)
             grads = torch.autograd.grad(losses.sum(), [self.params[nm] for nm in self.names])

@@ -194,14 +194,29 @@ def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
     return full.without(cfg.exclude)
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and horizontal flip of a whole NCHW batch, on its device."""
+def augmentation_draws(n: int, batch_size: int, generator: torch.Generator, pad: int = 4
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One epoch's crop offsets and flips for ``n`` examples in batches of ``batch_size``:
+    (dy, dx, flip), each of length ``n`` in batch order, drawn batch by batch from ``generator``
+    (on the CPU, so results do not depend on the device) exactly as :func:`augment_batch` draws
+    them. Drawing the epoch at once lets the training loop move them to the device once per
+    epoch rather than once per step (each such copy would wait for the device)."""
+    dy, dx, flip = [], [], []
+    for start in range(0, n, batch_size):
+        b = min(batch_size, n - start)
+        dy.append(torch.randint(0, 2 * pad + 1, (b,), generator=generator))
+        dx.append(torch.randint(0, 2 * pad + 1, (b,), generator=generator))
+        flip.append(torch.rand(b, generator=generator) < 0.5)
+    if not dy:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool)
+    return torch.cat(dy), torch.cat(dx), torch.cat(flip)
+
+
+def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
+    """Crop each image of an NCHW batch at offset (dy, dx) of its zero-padded copy, then flip the
+    ones marked in ``flip`` horizontally; the offsets and flips must be on ``x``'s device."""
     n, c, h, w = x.shape
     dev = x.device
-    # Draw on the generator's device (CPU by default) so results do not depend on where x lives.
-    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
-    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator).to(dev)
-    flip = (torch.rand(n, generator=generator) < 0.5).to(dev)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = (dy[:, None] + torch.arange(h, device=dev))[:, None, :, None]
     cols = (dx[:, None] + torch.arange(w, device=dev))
@@ -209,6 +224,12 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> 
     batch = torch.arange(n, device=dev)[:, None, None, None]
     chan = torch.arange(c, device=dev)[None, :, None, None]
     return padded[batch, chan, rows, cols]
+
+
+def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+    """Random crop (zero padding ``pad``) and horizontal flip of a whole NCHW batch, on its device."""
+    draws = augmentation_draws(len(x), len(x), generator, pad)
+    return crop_flip(x, *(t.to(x.device) for t in draws), pad=pad)
 
 
 def download(name: str, data_dir: str | Path) -> Path:

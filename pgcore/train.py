@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .config import TrainConfig
-from .data import Data, augment_batch
+from .data import Data, augmentation_draws, crop_flip
 from .pruning import Mask
 
 EVAL_BATCH = 2048
@@ -223,16 +223,18 @@ def train_epoch(model: nn.Module, step: MaskedStep, data: Data, cfg: TrainConfig
     n = len(data.y_train)
     steps = math.ceil(n / cfg.batch_size)
     order = torch.randperm(n, generator=g).to(device)
+    shifts = [t.to(device) for t in augmentation_draws(n, cfg.batch_size, g)] if data.augment else []
     running = torch.zeros((), device=device)
     lr = cfg.lr
     amp = autocast(cfg, device)
     for i in range(steps):
         lr = constant_lr if constant_lr is not None else lr_at(epoch + i / steps, cfg)
         step.set_lr(lr)
-        idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        batch = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
+        idx = order[batch]
         x, y = data.x_train[idx], data.y_train[idx]
-        if data.augment:
-            x = augment_batch(x, g)
+        if shifts:
+            x = crop_flip(x, *(t[batch] for t in shifts))
         with amp:
             loss = F.cross_entropy(model(x), y)
         step.zero_grad()

@@ -97,3 +97,19 @@ def test_batch_augmentation_is_a_crop_of_the_padded_image():
         found = any(torch.equal(out[i], cand) or torch.equal(out[i], cand.flip(-1))
                     for dy in range(5) for dx in range(5) for cand in [padded[i, :, dy:dy + 8, dx:dx + 8]])
         assert found
+
+
+def test_epoch_draws_match_batch_by_batch_augmentation():
+    """The training loop draws an epoch's crops and flips at once; the generator must be
+    consumed exactly as augmenting batch by batch would, so results do not change."""
+    x = torch.randn(37, 3, 8, 8)
+    g = torch.Generator().manual_seed(5)
+    expected = []
+    for i in range(0, 37, 10):
+        expected.append(data_mod.augment_batch(x[i:i + 10], g))
+    after_batches = torch.rand(1, generator=g)
+    g = torch.Generator().manual_seed(5)
+    dy, dx, flip = data_mod.augmentation_draws(37, 10, g)
+    assert torch.equal(data_mod.crop_flip(x, dy, dx, flip), torch.cat(expected))
+    assert torch.equal(torch.rand(1, generator=g), after_batches)
+    assert flip.any() and not flip.all() and len(dy.unique()) > 1
