@@ -59,6 +59,13 @@ def main() -> None:
     def build() -> torch.nn.Module:
         return models.build(cfg.model, data.input_shape, data.num_classes).to(dev)
 
+    # untimed warm-up of both paths on a few batches (allocator, kernels, any compilation)
+    warm = synthetic_cifar(min(args.train_n, 4 * cfg.train.batch_size), 64, dev)
+    one_epoch = dataclasses.replace(cfg.train, epochs=1)
+    train(build(), warm, one_epoch, seed=0, progress=False)
+    if args.lockstep:
+        train_many([build() for _ in range(args.lockstep)], warm, one_epoch, seeds=list(range(args.lockstep)), progress=False)
+
     torch.manual_seed(0)
     model = build()
     _sync(dev)

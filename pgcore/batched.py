@@ -5,7 +5,7 @@ Small networks leave a large GPU mostly idle. ``train_many`` stacks K models' pa
 ``torch.func.vmap`` over ``functional_call``, and applies SGD to the stacked tensors. Each
 model keeps everything that makes it a separate run: its own seed's data order and
 augmentation (its own generator, drawn in the same order as :func:`pgcore.train.train`),
-its own mask, momentum and weight decay. On CPU in float32 the result equals K separate
+its own mask, momentum and weight decay; the update is :func:`pgcore.train.masked_sgd` on the stacked tensors. On CPU in float32 the result equals K separate
 calls of :func:`pgcore.train.train` to float tolerance (the order of floating-point
 additions inside vectorized kernels differs), which the tests check.
 """
@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .config import TrainConfig
 from .data import Data, augmentation_draws, crop_flip
 from .pruning import Mask
-from .train import TrainResult, autocast, evaluate, generator, lr_at
+from .train import TrainResult, autocast, evaluate, generator, lr_at, masked_sgd
 
 
 def _write_back(models: Sequence[nn.Module], params: dict[str, torch.Tensor], buffers: dict[str, torch.Tensor]) -> None:
@@ -54,7 +54,9 @@ class Ensemble:
             ones = torch.ones_like(self.params[name][0], dtype=torch.bool)
             stacked = torch.stack([(m or {}).get(name, ones).to(device) for m in masks])
             self.masks[name] = stacked.to(self.params[name].dtype)
-        self.momentum = {n: torch.zeros_like(p) for n, p in self.params.items()}
+        self.momentum = [torch.zeros_like(p) for p in self.params.values()]
+        self._masked = tuple(i for i, name in enumerate(self.names) if name in self.masks)
+        self._mask_list = [self.masks[self.names[i]] for i in self._masked]
 
         def loss_one(p, b, x, y):
             return F.cross_entropy(functional_call(self.template, (p, b), (x,)), y)
@@ -84,9 +86,10 @@ class Ensemble:
                 x = flat.view(x.shape)
             with autocast(cfg, device):
                 losses = self._loss(self.params, self.buffers, x, y)
-            grads = torch.autograd.grad(losses.sum(), [self.params[nm] for nm in self.names])
-            with torch.no_grad():
-                _sgd_step(self.params, self.names, list(grads), self.momentum, self.masks, lr, cfg)
+            params = [self.params[nm] for nm in self.names]
+            grads = torch.autograd.grad(losses.sum(), params)
+            masked_sgd(params, list(grads), self.momentum, self._mask_list, self._masked, lr,
+                       cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)
             running += losses.detach()
         return running, lr
 
@@ -151,21 +154,3 @@ def train_many(
         out.append(TrainResult(histories[k], *results[k]))
     return out
 
-
-def _sgd_step(params: dict[str, torch.Tensor], names: list[str], grads: list[torch.Tensor],
-              momentum: dict[str, torch.Tensor], masks: dict[str, torch.Tensor], lr: float, cfg: TrainConfig) -> None:
-    """``torch.optim.SGD`` (momentum, dampening 0, weight decay, optional Nesterov) on stacked
-    tensors, with masked gradients and masked weights, as :func:`pgcore.train.train_epoch` does."""
-    for name, g in zip(names, grads):
-        p = params[name]
-        if name in masks:
-            g = g * masks[name]
-        if cfg.weight_decay:
-            g = g.add(p, alpha=cfg.weight_decay)
-        if cfg.momentum:
-            buf = momentum[name]
-            buf.mul_(cfg.momentum).add_(g)
-            g = g.add(buf, alpha=cfg.momentum) if cfg.nesterov else buf
-        p.sub_(g, alpha=lr)
-        if name in masks:
-            p.mul_(masks[name])

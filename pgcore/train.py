@@ -14,7 +14,7 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import nn
@@ -133,13 +133,15 @@ class CompiledOrEager(nn.Module):
 
 
 @torch.no_grad()
-def _masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
-                masks: list[torch.Tensor], masked: tuple[int, ...], lr: torch.Tensor,
-                momentum: float, weight_decay: float, nesterov: bool) -> None:
+def masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
+               masks: list[torch.Tensor], masked: tuple[int, ...], lr: torch.Tensor | float,
+               momentum: float, weight_decay: float, nesterov: bool) -> None:
     """``torch.optim.SGD``'s update (dampening 0) on lists of tensors, with the gradients and
-    weights at positions ``masked`` multiplied by ``masks``. A plain function of tensors, so one
-    compiled graph serves every optimizer and every level (no guards on object identity)."""
-    torch._foreach_mul_([grads[i] for i in masked], masks)
+    weights at positions ``masked`` multiplied by ``masks``; ``bufs`` are the momentum buffers
+    (zeros at the start). A plain function of tensors, so one compiled graph serves every level
+    (no guards on object identity); lockstep training applies it to stacked tensors."""
+    if masked:
+        torch._foreach_mul_([grads[i] for i in masked], masks)
     if weight_decay:
         grads = torch._foreach_add(grads, params, alpha=weight_decay)
     if momentum:
@@ -147,7 +149,8 @@ def _masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: lis
         torch._foreach_add_(bufs, grads)
         grads = torch._foreach_add(grads, bufs, alpha=momentum) if nesterov else bufs
     torch._foreach_add_(params, torch._foreach_mul(grads, -lr))
-    torch._foreach_mul_([params[i] for i in masked], masks)
+    if masked:
+        torch._foreach_mul_([params[i] for i in masked], masks)
 
 
 class MaskedStep:
@@ -156,7 +159,7 @@ class MaskedStep:
 
     Eagerly this is ``torch.optim.SGD`` with two fused ``foreach`` multiplies. With
     ``compile=True`` the whole update is one ``torch.compile``d function of tensors
-    (:func:`_masked_sgd`; its graph is reused by every later level): the learning rate lives in a device
+    (:func:`masked_sgd`; its graph is reused by every later level): the learning rate lives in a device
     tensor that :meth:`set_lr` fills in place, so the schedule changes it without recompiling
     or syncing. If compiling or running fails, it warns once and runs the same function eagerly.
     """
@@ -173,7 +176,7 @@ class MaskedStep:
             self.masked = tuple(index[id(p)] for p in self.masked_params)
             self.bufs = [torch.zeros_like(p) for p in self.params]
             self.lr = torch.tensor(float(cfg.lr), device=self.params[0].device)
-            self.update: Callable = torch.compile(_masked_sgd)
+            self.update: Callable = torch.compile(masked_sgd)
         else:
             self.opt = make_optimizer(model, cfg)
 
@@ -196,12 +199,12 @@ class MaskedStep:
             try:
                 return self.update(*args)
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-                if self.update is _masked_sgd:
+                if self.update is masked_sgd:
                     raise
                 warnings.warn(f"torch.compile of the optimizer step failed ({type(e).__name__}: {str(e)[:200]}); "
                               "stepping eagerly", RuntimeWarning)
-                self.update = _masked_sgd
-                return _masked_sgd(*args)
+                self.update = masked_sgd
+                return masked_sgd(*args)
         with torch.no_grad():
             if self.masks:
                 torch._foreach_mul_([p.grad for p in self.masked_params], self.masks)

@@ -31,7 +31,7 @@ def test_full_run_records_time_and_projection(tmp_path):
     rec = json.loads(out.read_text())
     assert rec["epochs_timed"] == 1 and rec["train"]["epochs"] == 4 and rec["model"]["width"] == 4
     assert rec["seconds"] > 0
-    assert rec["projected_full_run_s"] >= rec["seconds"] * 4 * 0.99
+    assert abs(rec["projected_full_run_s"] - rec["seconds"] * 4) < 0.25
     # 3 runs per seed (dense + 2 levels) x 3 seeds
     assert abs(rec["projected_curve_x_seeds_s"] - rec["projected_full_run_s"] * 9) < 1
     assert rec["lockstep_models"] == 2 and rec["lockstep_speedup"] > 0
