@@ -26,7 +26,7 @@ import torch
 from pgcore import models
 from pgcore.batched import train_many
 from pgcore.config import from_dict, load_yaml, set_value
-from pgcore.protocols import _deterministic, resolve_device
+from pgcore.protocols import deterministic_kernels, resolve_device
 from pgcore.store import provenance
 from pgcore.train import train
 
@@ -50,7 +50,7 @@ def main() -> None:
         set_value(params, assignment)
     cfg = from_dict(params)
     dev = resolve_device(args.device)
-    _deterministic(dev)  # the cuDNN settings the protocols train under
+    deterministic_kernels(dev)  # the cuDNN settings the protocols train under
     data = synthetic_cifar(args.train_n, args.test_n, dev)
     epochs = args.epochs or cfg.train.epochs
     runs_per_curve = cfg.prune.levels + 1

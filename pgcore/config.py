@@ -7,6 +7,7 @@ store, so a finished run is found and reused and an interrupted one resumes.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import hashlib
@@ -63,7 +64,7 @@ class TrainConfig:
     warmup_epochs: float = 0.0  # linear warm-up from 0, counted in epochs
     eval_every: int = 1  # evaluate every this many epochs (the last epoch is always evaluated)
     precision: str = "fp32"  # fp32 | bf16 (autocast; GPU speed, slightly different numbers)
-    compile: bool = False  # torch.compile the model (falls back to eager, with a warning, if it fails)
+    compile: bool = False  # torch.compile the model and the masked update (falls back to eager, with a warning)
 
 
 @dataclass(frozen=True)
@@ -215,8 +216,6 @@ def set_value(d: dict[str, Any], assignment: str) -> None:
 def override(params: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
     """A deep copy of nested plain ``params`` with dotted-key ``changes`` applied, e.g.
     ``override(params, {"data.noisy_fraction": 0.1, "prune.method": "random"})``."""
-    import copy
-
     out = copy.deepcopy(dict(params))
     for key, value in changes.items():
         parts = key.split(".")

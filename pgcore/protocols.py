@@ -55,7 +55,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def _deterministic(dev: torch.device) -> None:
+def deterministic_kernels(dev: torch.device) -> None:
     """Same config and seed give the same numbers on the same machine: no autotuned kernels."""
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = False
@@ -194,7 +194,7 @@ def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, devi
     if len({c.hash() for c, _ in todo}) > 1:
         raise ValueError("run_lockstep runs the seeds of one config; these configs differ in more than the seed")
     dev = resolve_device(device)
-    _deterministic(dev)
+    deterministic_kernels(dev)
     if data is None:
         data = data_mod.load(todo[0][0].data, dev)
     sources: list[Run | None] = [None] * len(todo)
