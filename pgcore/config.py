@@ -12,17 +12,24 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
 
-DATASETS = ("mnist1d", "mnist", "cifar10", "cifar100", "svhn")
+from .plans import PROTOCOLS as PLANS
+
+DATASETS = ("mnist1d", "mnist5k", "mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn1d", "lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
-PROTOCOLS = ("imp", "extended_dense", "train", "reinit", "extended_oneshot")
-# Bump when a change to the engine makes old cached results incomparable.
-HASH_VERSION = 1
+PROTOCOLS = tuple(PLANS)  # what each one does, and the settings in its hash: pgcore.plans
+EXECUTIONS = ("sequential", "lockstep")
+# Bump when a change to the engine makes old cached results incomparable. (Code that computes
+# numbers is also fingerprinted with every run: pgcore.store.numerics_digest.)
+HASH_VERSION = 2
 
 
 class ConfigError(ValueError):
@@ -71,24 +78,30 @@ class TrainConfig:
 class PruneConfig:
     levels: int = 20  # pruning levels after the dense run; level k has sparsity 1 - (1-rate)^k
     rate: float = 0.2  # fraction of the remaining prunable weights removed per level
-    method: str = "magnitude"  # magnitude | random
+    method: str = "magnitude"  # magnitude | random (imp, reinit); snip too for pai
     scope: str = "global"  # global | layerwise
     retrain: str = "lrr"  # lrr (learning-rate rewinding) | rewind (weight rewinding) | finetune
     rewind_epoch: int = 0  # weight rewinding: epoch whose weights the survivors are reset to
     prunable: tuple[str, ...] = ("conv", "linear")  # module kinds whose weights are pruned
-    ignore: tuple[str, ...] = ()  # parameter names never pruned, e.g. "fc.weight"
+    ignore: tuple[str, ...] | None = None  # parameter names never pruned; None: the model's own rule (models.DENSE_BY_DEFAULT)
 
 
 @dataclass(frozen=True)
 class RunConfig:
     protocol: str = "imp"
     seed: int = 0
+    execution: str = "sequential"  # sequential | lockstep (K seeds as one vectorized model; other float rounding)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
 
     def __post_init__(self) -> None:
+        if self.prune.ignore is None:  # the model's own rule: which layers its framework leaves dense
+            from .models import DENSE_BY_DEFAULT
+
+            ignore = DENSE_BY_DEFAULT.get(self.model.name, ())
+            object.__setattr__(self, "prune", dataclasses.replace(self.prune, ignore=ignore))
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,13 +120,13 @@ class RunConfig:
             d["train"].pop("precision")
         if not d["train"]["compile"]:
             d["train"].pop("compile")
-        if self.protocol == "extended_dense":
-            d["prune"] = {"levels": self.prune.levels}
-        elif self.protocol == "train":
+        if self.execution == "sequential":
+            d.pop("execution")
+        # Only the pruning settings the protocol reads (never the number of levels: level k
+        # does not depend on how many follow, so a run can be extended).
+        d["prune"] = {k: v for k, v in d["prune"].items() if k in PLANS[self.protocol]["prune"]}
+        if not d["prune"]:
             d.pop("prune")
-        elif self.protocol == "extended_oneshot":  # prunes once by magnitude, from extended dense checkpoints
-            for key in ("method", "retrain", "rewind_epoch"):
-                d["prune"].pop(key)
         d["hash_version"] = HASH_VERSION
         return d
 
@@ -147,21 +160,71 @@ def _unknown(key: str, known: list[str], where: str) -> ConfigError:
     return ConfigError(f"unknown key '{key}' in {where}.{hint} Known keys: {', '.join(sorted(known))}.")
 
 
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """``value`` as the field type ``tp``. YAML reads ``1e-3`` and ``"0.1"`` as strings, so a
+    string that spells a number is accepted for a numeric field; a value of another type
+    (``lr: true``, ``epochs: ten``) is an error."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(_coerce(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, got {value!r}")
+        return value
+    number = _number(value)
+    if tp is float and number is not None:
+        # An int stays an int, so configs written as ``lr: 1`` keep their hash.
+        return number
+    if tp is int and number is not None and float(number).is_integer():
+        return int(number)
+    kind = "an integer" if tp is int else "a number"
+    raise ConfigError(f"{where} must be {kind}, got {value!r}")
+
+
+def _number(value: Any) -> int | float | None:
+    """An int or float given as such or as a string (``"5e-4"``); None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            try:
+                return float(value.strip())
+            except ValueError:
+                return None
+    return None
+
+
 def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
-    values = dict(values or {})
+    if values is None:
+        values = {}
+    if not isinstance(values, Mapping):
+        raise ConfigError(f"section '{where}' must be a mapping of keys to values, e.g. "
+                          f"'{where}: {{...}}', got {values!r}")
     known = {f.name: f for f in fields(cls)}
+    types_ = typing.get_type_hints(cls)
     for key in values:
         if key not in known:
             raise _unknown(key, list(known), where)
-    for key, f in known.items():
-        if key in values and isinstance(values[key], list):
-            values[key] = tuple(values[key])
-    return cls(**values)
+    return cls(**{key: _coerce(v, types_[key], f"{where}.{key}") for key, v in values.items()})
 
 
 # Keys of a parameter file that are not part of one run's config.
-EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress",
-                   "variants", "noise_fractions", "tie_fraction")
+EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress", "lockstep", "cluster",
+                   "variants", "noise_fractions", "noise_levels", "stretched_levels", "pai_methods",
+                   "tie_fraction", "tie_levels")
 
 
 def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
@@ -169,13 +232,14 @@ def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
     papermill parameters). Keys in :data:`EXPERIMENT_KEYS` are ignored here."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
-    top = {"protocol", "seed", *SECTIONS}
+    top = {"protocol", "seed", "execution", *SECTIONS}
     for key in d:
         if key not in top and key not in EXPERIMENT_KEYS:
             raise _unknown(key, sorted(top | set(EXPERIMENT_KEYS)), "the config")
     kwargs: dict[str, Any] = {name: _section(cls, d.get(name), name) for name, cls in SECTIONS.items()}
-    kwargs["protocol"] = d.get("protocol", "imp")
-    kwargs["seed"] = d.get("seed", 0) if seed is None else seed
+    kwargs["protocol"] = _coerce(d.get("protocol", "imp"), str, "protocol")
+    kwargs["seed"] = _coerce(d.get("seed", 0) if seed is None else seed, int, "seed")
+    kwargs["execution"] = _coerce(d.get("execution", "sequential"), str, "execution")
     return RunConfig(**kwargs)
 
 
@@ -187,11 +251,16 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
     try:
-        d = yaml.safe_load(text) or {}
+        d = yaml.safe_load(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    if d is None:
+        raise ConfigError(f"config file {path} is empty; start from params/smoke.yaml")
     if not isinstance(d, dict):
         raise ConfigError(f"config file {path} must hold a mapping (section: values), not {type(d).__name__}")
+    if not any(name in d for name in SECTIONS):
+        raise ConfigError(f"config file {path} has none of the sections {', '.join(SECTIONS)}, so it would "
+                          f"train the defaults; start from params/smoke.yaml")
     return d
 
 
@@ -253,7 +322,9 @@ def validate(cfg: RunConfig) -> None:
     _check(_is_int(cfg.seed) and cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed!r}")
     _check(_is_int(d.num_samples) and d.num_samples >= 50, f"data.num_samples must be an integer >= 50, got {d.num_samples!r}")
     _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
-    _check(0.0 <= d.noisy_fraction <= 1.0, f"data.noisy_fraction must be in [0, 1], got {d.noisy_fraction!r}")
+    _check(0.0 <= d.noisy_fraction < 1.0,
+           f"data.noisy_fraction must be in [0, 1), got {d.noisy_fraction!r}: noisy labels are measured against "
+           f"the clean ones, and at 1.0 no training label is clean")
     _check(all(_is_int(i) and i >= 0 for i in d.exclude) and len(set(d.exclude)) == len(d.exclude),
            "data.exclude must list distinct non-negative training-example indices")
     for name in ("width", "depth"):
@@ -261,9 +332,11 @@ def validate(cfg: RunConfig) -> None:
         _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")
     _check(_is_int(t.epochs) and t.epochs >= 1, f"train.epochs must be a positive integer, got {t.epochs!r}")
     _check(_is_int(t.batch_size) and t.batch_size >= 1, f"train.batch_size must be a positive integer, got {t.batch_size!r}")
-    _check(t.lr > 0, f"train.lr must be positive, got {t.lr!r}")
+    _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a finite positive number, got {t.lr!r}")
     _check(0.0 <= t.momentum < 1.0, f"train.momentum must be in [0, 1), got {t.momentum!r}")
-    _check(t.weight_decay >= 0, f"train.weight_decay must be >= 0, got {t.weight_decay!r}")
+    _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0,
+           f"train.weight_decay must be a finite number >= 0, got {t.weight_decay!r}")
+    _check(math.isfinite(t.gamma) and t.gamma > 0, f"train.gamma must be a finite positive number, got {t.gamma!r}")
     _choice(t.schedule, ("cosine", "step", "constant"), "train.schedule")
     _check(all(_is_int(e) and 0 < e < t.epochs for e in t.milestones),
            f"train.milestones must be epochs strictly between 0 and train.epochs={t.epochs}, got {list(t.milestones)}")
@@ -273,7 +346,8 @@ def validate(cfg: RunConfig) -> None:
     _check(_is_int(t.eval_every) and t.eval_every >= 1, f"train.eval_every must be a positive integer, got {t.eval_every!r}")
     _check(_is_int(p.levels) and p.levels >= 0, f"prune.levels must be a non-negative integer, got {p.levels!r}")
     _check(0.0 < p.rate < 1.0, f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
-    _choice(p.method, ("magnitude", "random"), "prune.method")
+    _choice(p.method, PLANS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"), f"prune.method for protocol {cfg.protocol}")
+    _choice(cfg.execution, EXECUTIONS, "execution")
     _choice(p.scope, ("global", "layerwise"), "prune.scope")
     _choice(p.retrain, ("lrr", "rewind", "finetune"), "prune.retrain")
     _check(_is_int(p.rewind_epoch) and 0 <= p.rewind_epoch < t.epochs,
@@ -281,3 +355,62 @@ def validate(cfg: RunConfig) -> None:
     for kind in p.prunable:
         _choice(kind, ("conv", "linear"), "prune.prunable kind")
     _check(len(p.prunable) > 0, "prune.prunable must name at least one module kind (conv, linear)")
+    _check_training_set_size(d)
+
+
+# Training examples before the validation split; MNIST-1D keeps 80% of num_samples for training.
+TRAIN_SIZES = {"mnist5k": 4_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}
+MIN_EXAMPLES_PER_CLASS = 10
+
+
+def _check_training_set_size(d: DataConfig) -> None:
+    """Refuse a validation split or exclusion list that leaves too few examples to learn from."""
+    total = int(d.num_samples * 0.8) if d.name == "mnist1d" else TRAIN_SIZES.get(d.name)
+    if total is None:
+        return
+    n_val = int(round(d.val_fraction * total))
+    left = total - n_val - len(d.exclude)
+    classes = 100 if d.name == "cifar100" else 10
+    _check(left >= MIN_EXAMPLES_PER_CLASS * classes,
+           f"only {left} training examples are left ({total} minus {n_val} for data.val_fraction={d.val_fraction} "
+           f"and {len(d.exclude)} in data.exclude); at least {MIN_EXAMPLES_PER_CLASS * classes} "
+           f"({MIN_EXAMPLES_PER_CLASS} per class) are needed for a meaningful run")
+
+
+OVERRIDES = "overrides"  # the notebook parameter holding dotted overrides
+
+
+def check_notebook_parameters(ns: Mapping[str, Any], known: set[str] | None = None) -> dict[str, Any]:
+    """A notebook's parameters, checked, with their dotted overrides applied.
+
+    papermill injects each ``-p name value`` as a global variable, so a name the notebook
+    does not read (``-p epochs 3``) would be silently ignored: it is an error here. One
+    setting inside a section is changed through the ``overrides`` parameter, a mapping of
+    dotted keys to values: ``papermill -p overrides '{"train.epochs": 3}'`` or
+    ``-y 'overrides: {train.epochs: 3}'``. ``ns`` holds the injected names (the globals the
+    parameters cells defined); ``known`` defaults to every key a parameter file may hold.
+    """
+    known = set(known) if known is not None else {"protocol", "seed", "lockstep", *SECTIONS, *EXPERIMENT_KEYS}
+    unknown = sorted(k for k in ns if k not in known and k != OVERRIDES)
+    if unknown:
+        name = unknown[0]
+        section = next((sec for sec, cls in SECTIONS.items() if name in {f.name for f in fields(cls)}), None)
+        example = f"{section}.{name}" if section else "train.epochs"
+        close = difflib.get_close_matches(name, sorted(known), n=1)
+        hint = f" Did you mean '{close[0]}'?" if close and not section else ""
+        raise ConfigError(f"unknown notebook parameter(s) {', '.join(unknown)}.{hint} Parameters are whole "
+                          f"sections and experiment keys ({', '.join(sorted(known))}); change one setting with "
+                          f"-p {OVERRIDES} '{{\"{example}\": <value>}}'")
+    changes = ns.get(OVERRIDES) or {}
+    if isinstance(changes, str):  # papermill -p passes a JSON mapping as a string
+        try:
+            changes = yaml.safe_load(changes) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"parameter '{OVERRIDES}' is not a valid mapping: {e}") from e
+    if not isinstance(changes, Mapping):
+        raise ConfigError(f"parameter '{OVERRIDES}' must map dotted keys to values, "
+                          f"e.g. {{\"train.epochs\": 3}}, got {changes!r}")
+    for key in changes:
+        if str(key).split(".")[0] not in known:
+            raise ConfigError(f"'{OVERRIDES}' key '{key}' must start with a parameter name, e.g. train.epochs")
+    return override({k: v for k, v in ns.items() if k != OVERRIDES}, changes)

@@ -1,7 +1,14 @@
-"""The models of the paper and of the MNIST-1D default, behind one ``build`` entry point.
+"""The models of the paper and of the MNIST-1D profile, behind one ``build`` entry point.
 
 CIFAR ResNets follow He et al. (2016) as in OpenLTH (``cifar_resnet_20`` has ~0.27 M
 parameters); CIFAR VGGs are OpenLTH's (BatchNorm after every conv, one linear head).
+The paper's models (LeNet-300-100, ResNets, VGGs) are initialized as OpenLTH initializes
+them: kaiming-normal conv and linear weights, BatchNorm weights uniform in [0, 1) and
+BatchNorm biases zero; other biases keep PyTorch's default. The MNIST-1D models keep
+PyTorch's default initialization.
+
+Which weights are prunable is also the model's own rule, as in OpenLTH: every conv and
+linear weight, except the output layer of VGG and LeNet (:data:`DENSE_BY_DEFAULT`).
 """
 
 from __future__ import annotations
@@ -118,6 +125,28 @@ class CifarVGG(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
+# Parameters a model's framework leaves dense by default (``prune.ignore: null`` picks this).
+# OpenLTH prunes ResNets' output layer (``fc.weight``) but not VGG's or LeNet's.
+DENSE_BY_DEFAULT: dict[str, tuple[str, ...]] = {
+    "lenet_300_100": ("fc3.weight",),
+    "vgg11": ("fc.weight",),
+    "vgg16": ("fc.weight",),
+}
+OPENLTH_INIT = ("lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
+
+
+@torch.no_grad()
+def openlth_init(model: nn.Module) -> nn.Module:
+    """OpenLTH's initialization: kaiming-normal conv/linear weights, BatchNorm weight U[0, 1), bias 0."""
+    for m in model.modules():
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.kaiming_normal_(m.weight)
+        elif isinstance(m, nn.BatchNorm2d):
+            m.weight.copy_(torch.rand(m.weight.shape))
+            m.bias.zero_()
+    return model
+
+
 def build(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classes: int, **overrides) -> nn.Module:
     """Build a model by name for inputs of ``input_shape`` (without the batch dimension).
 
@@ -126,6 +155,11 @@ def build(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classes: int
     """
     if isinstance(cfg, str):
         cfg = ModelConfig(name=cfg, **overrides)
+    model = _build(cfg, input_shape, num_classes)
+    return openlth_init(model) if cfg.name in OPENLTH_INIT else model
+
+
+def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     name, w, d = cfg.name, cfg.width, cfg.depth
     flat = 1
     for s in input_shape:

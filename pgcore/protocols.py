@@ -1,33 +1,24 @@
-"""The paper's protocols: iterative magnitude pruning and its controls.
+"""Carrying out protocols: every level of every seed is a :class:`pgcore.plans.LevelPlan`
+turned into a model, a mask and a training call.
 
-- ``imp``: train dense (level 0), then at each level prune ``rate`` of the surviving
-  weights (by magnitude, or at random for the size-reduction control) and retrain by
-  learning-rate rewinding (``lrr``: keep weights, replay the whole schedule), weight
-  rewinding (``rewind``: reset survivors to their epoch-``rewind_epoch`` values, train the
-  rest of the schedule) or fine-tuning (``finetune``: train at the schedule's final lr).
-- ``extended_dense``: the same repeated learning-rate cycles with no pruning, so level k
-  has trained exactly as many epochs as LRR level k.
-- ``train``: one dense run (level 0 only); with ``data.exclude`` it trains without chosen
-  examples (the top-improved-examples control).
-- ``reinit``: level k takes the mask of the matching ``imp`` run's level k, puts it on a
-  fresh random initialization (the same one at every level, different from the IMP
-  init) and trains one schedule: same sparsity and mask as IMP, none of its extra
-  training time (the size-reduction control).
-- ``extended_oneshot``: level k takes the ``extended_dense`` model after k cycles, prunes
-  it by magnitude in one shot to IMP level k's sparsity and retrains one schedule, so it
-  has both of pruning's ingredients, extended training time ((k+1) schedules) and size
-  reduction, without iterative pruning.
-
-``reinit`` and ``extended_oneshot`` read their source run from the store and run it
-first if it is missing, so runs are shared between figures rather than repeated.
+The executor knows nothing of protocols: it reads a plan, starts the level where the plan
+says (initialization, previous level, rewind point, a source run), makes the mask the plan
+asks for, trains the part of the schedule the plan names and stores the level. Seeds run one
+after the other (``sequential``) or together as one vectorized model (``lockstep``); the
+execution mode is part of a run's hash, since lockstep rounds floats differently.
 
 Every level is stored as soon as it finishes; a rerun skips finished runs and resumes an
 interrupted one from its last finished level, with the same numbers as an uninterrupted run.
+A run is trained under its own lock, so two processes (or cluster workers) that reach the
+same run never both train it: the second waits and then reads it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import dataclasses
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,14 +26,16 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from . import data as data_mod
 from . import models, pruning
-from .config import RunConfig, from_dict, override
-from .store import Run, frame, provenance
 from .batched import train_many
-from .train import TrainResult, final_lr, generator, train
+from .config import RunConfig, from_dict
+from .plans import LevelPlan, last_level, plan, source_protocol, stretched
+from .progress import bar
+from .seeds import derive, generator
+from .store import Run, frame, provenance
+from .train import TrainResult, final_lr, train
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -56,192 +49,219 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def deterministic_kernels(dev: torch.device) -> None:
-    """Same config and seed give the same numbers on the same machine: no autotuned kernels."""
+    """Same config and seed give the same numbers on the same machine: on CUDA, deterministic
+    algorithms only (cuDNN without autotuning, cuBLAS with a fixed workspace)."""
     if dev.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
+        torch.use_deterministic_algorithms(True)
 
 
-def init_model(cfg: RunConfig, data: data_mod.Data, stream: int = 0) -> torch.nn.Module:
-    """The seed's initial model (``stream`` > 0: another, independent initialization);
-    the global RNG is left as it was."""
+def init_model(cfg: RunConfig, data: data_mod.Data, stream: str = "init") -> torch.nn.Module:
+    """The seed's initial model (``stream="reinit"``: the independent initialization of the
+    reinit control); the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed if stream == 0 else cfg.seed * 1_000_003 + stream)
+        torch.manual_seed(derive(cfg.seed, stream))
         return models.build(cfg.model, data.input_shape, data.num_classes)
-
-
-REINIT_STREAM = 1  # the reinit control's initialization
-
-
-def num_levels(cfg: RunConfig) -> int:
-    return 0 if cfg.protocol == "train" else cfg.prune.levels
-
-
-def source_config(cfg: RunConfig) -> RunConfig | None:
-    """The run a protocol builds on (``reinit``: IMP's masks; ``extended_oneshot``: the
-    extended dense models), or None."""
-    if cfg.protocol == "reinit":
-        return cfg.replace(protocol="imp")
-    if cfg.protocol == "extended_oneshot":
-        return cfg.replace(protocol="extended_dense")
-    return None
 
 
 def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 
-class _Runner:
-    """One seed's run, level by level: :meth:`prepare` sets up the model for a level (prune,
-    rewind, reinitialize ...), training happens outside (alone or in lockstep with other
-    seeds), :meth:`finish` stores the level."""
+SALIENCY_BATCH = 1024  # examples a saliency score (SNIP) is measured on
+
+
+def scores(kind: str, model: torch.nn.Module, mask: pruning.Mask, cfg: RunConfig, data: data_mod.Data,
+           level: int) -> dict[str, torch.Tensor]:
+    """How a plan ranks weights: ``magnitude``, ``random`` (stream ``prune``) or ``snip``
+    (|g ⊙ w| on a batch drawn from stream ``saliency``)."""
+    if kind == "magnitude":
+        return pruning.magnitude_scores(model, mask)
+    if kind == "random":
+        return pruning.random_scores(mask, generator(cfg.seed, "prune", level))
+    n = len(data.y_train)
+    idx = torch.randperm(n, generator=generator(cfg.seed, "saliency", level))[:SALIENCY_BATCH].to(data.x_train.device)
+    return pruning.snip_scores(model, mask, data.x_train[idx], data.y_train[idx])
+
+
+class _Seed:
+    """One seed's run, carried out level by level: :meth:`start` sets up a level from its
+    plan, training happens outside (alone or in lockstep), :meth:`finish` stores it."""
 
     def __init__(self, cfg: RunConfig, store: Run, dev: torch.device, data: data_mod.Data, source: Run | None):
         self.cfg, self.store, self.dev, self.data, self.source = cfg, store, dev, data, source
-        p = cfg.prune
         self.model = init_model(cfg, data).to(dev)
-        self.mask = pruning.dense_mask(self.model, p.prunable, p.ignore)
-        self.rewind_state: dict[str, torch.Tensor] | None = None
-        self.epochs_total = 0
+        self.dense = pruning.dense_mask(self.model, cfg.prune.prunable, cfg.prune.ignore)
+        self.mask, self.rewind_state = self.dense, None
         done = store.finished_levels()
         if done != list(range(len(done))):
-            raise RuntimeError(f"{store.path} has levels {done}, not a contiguous run from 0; "
-                               f"delete the stray level files to recompute them")
+            missing = sorted(set(range(max(done) + 1)) - set(done))
+            raise RuntimeError(f"{store.path} lacks level {missing[0]} but has later ones; "
+                               f"run `pgcore repair {store.path}` to drop them, then run again")
         self.next_level = len(done)
-        if self.next_level > 0:  # resume from the last finished level
-            ckpt = store.load_checkpoint(self.next_level - 1, map_location=dev)
-            self.model.load_state_dict(ckpt["state"])
-            self.mask = {n: m.to(dev) for n, m in ckpt["mask"].items()}
-            self.rewind_state = ckpt.get("rewind")
-            self.epochs_total = store.load_metrics(self.next_level - 1)["epochs_total"]
-        self.last_level = num_levels(cfg)
-        self.start_epoch, self.constant_lr, self.tic = 0, None, 0.0
+        if done:  # resume from the last finished level
+            self._load(store.load_checkpoint(done[-1], map_location=dev))
+        self.last_level = last_level(cfg)
+        self.tic = 0.0
+
+    def _load(self, ckpt: dict[str, Any]) -> None:
+        self.model.load_state_dict(ckpt["state"])
+        self.mask = {n: m.to(self.dev) for n, m in ckpt["mask"].items()}
+        self.rewind_state = ckpt.get("rewind")
 
     @property
     def finished(self) -> bool:
         return self.next_level > self.last_level
 
-    def keeps_rewind_point(self) -> bool:
-        p = self.cfg.prune
-        return self.next_level == 0 and self.cfg.protocol == "imp" and p.retrain == "rewind"
+    def plan(self) -> LevelPlan:
+        return plan(self.cfg, self.next_level)
 
-    def on_epoch_end(self, epoch: int, model: torch.nn.Module) -> None:
-        if epoch == self.cfg.prune.rewind_epoch and self.keeps_rewind_point():
-            self.rewind_state = _state(model)
-
-    def prepare(self) -> None:
-        """Set up the model, mask and schedule for ``next_level``."""
-        cfg, p, t, dev, level = self.cfg, self.cfg.prune, self.cfg.train, self.dev, self.next_level
+    def start(self, p: LevelPlan) -> None:
+        """The model and mask the level trains: its starting weights and its mask, per the plan."""
         self.tic = time.perf_counter()
-        self.start_epoch, self.constant_lr = 0, None
-        if cfg.protocol == "reinit":
-            self.model = init_model(cfg, self.data, REINIT_STREAM).to(dev)
-            self.mask = {n: m.to(dev) for n, m in self.source.load_checkpoint(level, map_location=dev)["mask"].items()}
-            self.epochs_total = 0
-        elif level > 0 and cfg.protocol == "extended_oneshot":
-            self.model.load_state_dict(self.source.load_checkpoint(level - 1, map_location=dev)["state"])
-            dense = pruning.dense_mask(self.model, p.prunable, p.ignore)
-            self.mask = pruning.prune(pruning.magnitude_scores(self.model, dense), dense, 1 - (1 - p.rate) ** level, p.scope)
-            self.epochs_total = self.source.load_metrics(level - 1)["epochs_total"]
-        elif level > 0 and cfg.protocol == "imp":
-            if p.method == "magnitude":
-                scores = pruning.magnitude_scores(self.model, self.mask)
-            else:
-                scores = pruning.random_scores(self.mask, generator(cfg.seed, 500_000 + level))
-            self.mask = pruning.prune(scores, self.mask, p.rate, p.scope)
-            if p.retrain == "rewind":
-                self.model.load_state_dict(self.rewind_state)
-                self.start_epoch = p.rewind_epoch
-            elif p.retrain == "finetune":
-                self.constant_lr = final_lr(t)
+        cfg = self.cfg
+        if p.mask == "prune":  # ranked on the previous level's trained weights
+            ranked = scores(p.scores, self.model, self.mask, cfg, self.data, p.level)
+            self.mask = pruning.prune(ranked, self.mask, cfg.prune.rate, cfg.prune.scope)
+        if p.weights in ("init", "reinit"):
+            self.model = init_model(cfg, self.data, p.weights).to(self.dev)
+        elif p.weights == "rewind":
+            self.model.load_state_dict(self.rewind_state)
+        elif p.weights == "source":
+            self.model.load_state_dict(self.source.load_checkpoint(p.source_level, map_location=self.dev)["state"])
+        if p.mask == "dense":
+            self.mask = self.dense
+        elif p.mask == "source":
+            src = self.source.load_checkpoint(p.source_level, map_location=self.dev)["mask"]
+            self.mask = {n: src.get(n, m).to(self.dev) for n, m in self.dense.items()}
+        elif p.mask == "oneshot":  # ranked on the starting weights
+            ranked = scores(p.scores, self.model, self.dense, cfg, self.data, p.level)
+            self.mask = pruning.prune(ranked, self.dense, p.sparsity, cfg.prune.scope) if p.sparsity > 0 else self.dense
         pruning.apply(self.model, self.mask)
 
-    def finish(self, result: TrainResult, batched: int = 1) -> dict[str, Any]:
-        """Store the level just trained; returns its metrics."""
-        level, t = self.next_level, self.cfg.train
-        self.epochs_total += t.epochs - self.start_epoch
+    def on_epoch_end(self, p: LevelPlan, epoch: int, model: torch.nn.Module) -> None:
+        if epoch == p.rewind_at:
+            self.rewind_state = _state(model)
+
+    def finish(self, p: LevelPlan, result: TrainResult, batched: int) -> None:
+        """Store the level just trained."""
         metrics = {
-            "level": level, "sparsity": pruning.sparsity(self.mask), "layer_sparsity": pruning.layer_sparsity(self.mask),
-            "epochs_trained": t.epochs - self.start_epoch, "epochs_total": self.epochs_total,
+            "level": p.level, "sparsity": pruning.sparsity(self.mask), "layer_sparsity": pruning.layer_sparsity(self.mask),
+            "epochs_trained": p.epochs - p.start_epoch, "epochs_total": p.epochs_total, "plan": dataclasses.asdict(p),
             "final": result.final, "history": result.history, "wall_s": time.perf_counter() - self.tic,
-            "models_in_lockstep": batched, "provenance": provenance(self.dev),
+            "execution": self.cfg.execution, "models_in_lockstep": batched, "provenance": provenance(self.dev),
         }
         checkpoint = {"state": _state(self.model), "mask": {n: m.cpu() for n, m in self.mask.items()},
                       "rewind": self.rewind_state, "per_example_loss": result.per_example_loss}
-        self.store.save_level(level, metrics, checkpoint)
+        self.store.save_level(p.level, metrics, checkpoint)
+        self._advance()
+
+    def adopt(self, p: LevelPlan, dense: Run) -> None:
+        """The level is the seed's dense run: store a reference to it and continue from it."""
+        self.store.save_reference(p.level, dense, 0, plan=dataclasses.asdict(p))
+        self._load(dense.load_checkpoint(0, map_location=self.dev))
+        self.mask = self.dense
+        self._advance()
+
+    def _advance(self) -> None:
         self.next_level += 1
         if self.finished:
             self.store.mark_done()
-        return metrics
+
+
+def _train_group(group: list[_Seed], p: LevelPlan, lockstep: bool, progress: bool) -> list[TrainResult]:
+    """Train the seeds of ``group`` (all at the same plan) for the level, alone or in lockstep."""
+    cfg = stretched(group[0].cfg.train, p.epochs)
+    kwargs = dict(stream=p.level, start_epoch=p.start_epoch, progress=progress, desc=f"level {p.level}",
+                  constant_lr=final_lr(cfg) if p.lr == "final" else None)
+    if lockstep:
+        return train_many([s.model for s in group], group[0].data, cfg, seeds=[s.cfg.seed for s in group],
+                          masks=[s.mask for s in group], **kwargs,
+                          on_epoch_end=lambda k, epoch, m: group[k].on_epoch_end(p, epoch, m))
+    (s,) = group
+    return [train(s.model, s.data, cfg, seed=s.cfg.seed, mask=s.mask, **kwargs,
+                  on_epoch_end=lambda epoch, m: s.on_epoch_end(p, epoch, m))]
+
+
+def _level(group: list[_Seed], dense: dict[int, Run], lockstep: bool, progress: bool) -> None:
+    """Carry out the next level of every seed in ``group`` (all at the same level)."""
+    p = group[0].plan()
+    if p.reuse == "dense":
+        for s in group:
+            s.adopt(p, dense[s.cfg.seed])
+        return
+    for s in group:
+        s.start(p)
+    for s, result in zip(group, _train_group(group, p, lockstep, progress)):
+        s.finish(p, result, batched=len(group) if lockstep else 1)
 
 
 def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.device = "auto",
         progress: bool = True, data: data_mod.Data | None = None) -> Run:
     """Run (or finish, or just find) one protocol for one seed; returns its stored :class:`Run`."""
-    return run_lockstep([cfg], root, device, progress, data, lockstep=False)[0]
+    return run_lockstep([cfg], root, device, progress, data, lockstep=cfg.execution == "lockstep")[0]
 
 
 def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, device: str | torch.device = "auto",
                  progress: bool = True, data: data_mod.Data | None = None, lockstep: bool = True) -> list[Run]:
-    """Run several configs that differ only in their seed. With ``lockstep``, the seeds that
-    are at the same level train together as one vectorized model (:func:`pgcore.batched.train_many`);
-    without it, one after the other (:func:`pgcore.train.train`). Each seed is stored as its own
-    run either way, resumes on its own, and can be read by the other mode."""
+    """Run several configs that differ only in their seed, one after the other or in lockstep.
+    Each seed is stored as its own run and resumes on its own. The runs a protocol builds on
+    (its source run, the dense run its level 0 reuses) are run first."""
+    execution = "lockstep" if lockstep else "sequential"
+    cfgs = [c.replace(execution=execution) for c in cfgs]
     stores = [Run(c, root) for c in cfgs]
-    todo = [(c, s) for c, s in zip(cfgs, stores) if not s.is_done()]
+    todo = [i for i, s in enumerate(stores) if not s.is_done()]
+    for s in stores:
+        s.check_numerics()
     if not todo:
         return stores
-    if len({c.hash() for c, _ in todo}) > 1:
+    if len({cfgs[i].hash() for i in todo}) > 1:
         raise ValueError("run_lockstep runs the seeds of one config; these configs differ in more than the seed")
     dev = resolve_device(device)
     deterministic_kernels(dev)
     if data is None:
-        data = data_mod.load(todo[0][0].data, dev)
+        data = data_mod.load(cfgs[todo[0]].data, dev)
+    todo_cfgs = [cfgs[i] for i in todo]
     sources: list[Run | None] = [None] * len(todo)
-    if source_config(todo[0][0]) is not None:
-        sources = run_lockstep([source_config(c) for c, _ in todo], root, dev, progress, data, lockstep)
-    runners = []
-    for (c, s), src in zip(todo, sources):
-        s.open(dev)
-        runners.append(_Runner(c, s, dev, data, src))
-    if not lockstep:
-        for r in runners:
-            _run_alone(r, progress)
-        return stores
-    first = min(r.next_level for r in runners)
-    last = max(r.last_level for r in runners)
-    cfg0 = runners[0].cfg
-    levels = tqdm(range(first, last + 1), desc=f"{cfg0.protocol} seeds {[r.cfg.seed for r in runners]}",
-                  disable=not progress, initial=first, total=last + 1)
-    for level in levels:
-        active = [r for r in runners if r.next_level == level]
-        for r in active:
-            r.prepare()
-        # Runners at the same level share the schedule (start epoch, constant lr) by construction.
-        groups: dict[tuple, list[_Runner]] = {}
-        for r in active:
-            groups.setdefault((r.start_epoch, r.constant_lr), []).append(r)
-        for (start_epoch, constant_lr), group in groups.items():
-            results = train_many([r.model for r in group], data, cfg0.train, seeds=[r.cfg.seed for r in group],
-                                 stream=level, masks=[r.mask for r in group], start_epoch=start_epoch,
-                                 constant_lr=constant_lr, progress=progress, desc=f"level {level}",
-                                 on_epoch_end=lambda k, epoch, m, g=group: g[k].on_epoch_end(epoch, m))
-            for r, res in zip(group, results):
-                r.finish(res, batched=len(group))
+    if source_protocol(todo_cfgs[0]):
+        sources = run_lockstep([c.replace(protocol=source_protocol(c)) for c in todo_cfgs], root, dev, progress,
+                               data, lockstep)
+    dense: dict[int, Run] = {}
+    if plan(todo_cfgs[0], 0).reuse == "dense" and any(not stores[i].finished_levels() for i in todo):
+        dense_runs = run_lockstep([c.replace(protocol="train") for c in todo_cfgs], root, dev, progress, data, lockstep)
+        dense = {r.cfg.seed: r for r in dense_runs}
+    with contextlib.ExitStack() as held:
+        for i in sorted(todo, key=lambda i: str(stores[i].path)):  # one order everywhere: no deadlock
+            held.enter_context(stores[i].lock())
+        seeds = []
+        for i, src in zip(todo, sources):
+            if stores[i].is_done():  # finished by another process while this one waited
+                continue
+            stores[i].open(dev)
+            seeds.append(_Seed(cfgs[i], stores[i], dev, data, src))
+        _execute(seeds, dense, lockstep, progress)
     return stores
 
 
-def _run_alone(r: _Runner, progress: bool) -> None:
-    levels = tqdm(range(r.next_level, r.last_level + 1), desc=f"{r.cfg.protocol} seed {r.cfg.seed}",
-                  disable=not progress, initial=r.next_level, total=r.last_level + 1)
-    for level in levels:
-        r.prepare()
-        result = train(r.model, r.data, r.cfg.train, seed=r.cfg.seed, stream=level, mask=r.mask,
-                       start_epoch=r.start_epoch, constant_lr=r.constant_lr,
-                       on_epoch_end=r.on_epoch_end if r.keeps_rewind_point() else None,
-                       progress=progress, desc=f"level {level}")
-        m = r.finish(result)
-        levels.set_postfix(sparsity=f"{m['sparsity']:.3f}", test_err=f"{1 - result.final['test']['accuracy']:.3f}")
+def _execute(seeds: list[_Seed], dense: dict[int, Run], lockstep: bool, progress: bool) -> None:
+    if not seeds:
+        return
+    cfg0 = seeds[0].cfg
+    if not lockstep:
+        for s in seeds:
+            levels = bar(range(s.next_level, s.last_level + 1), desc=f"{cfg0.protocol} seed {s.cfg.seed}",
+                         disable=not progress, initial=s.next_level, total=s.last_level + 1)
+            for _ in levels:
+                _level([s], dense, False, progress)
+        return
+    first, last = min(s.next_level for s in seeds), max(s.last_level for s in seeds)
+    for level in bar(range(first, last + 1), desc=f"{cfg0.protocol} seeds {[s.cfg.seed for s in seeds]}",
+                     disable=not progress, initial=first, total=last + 1):
+        active = [s for s in seeds if s.next_level == level and not s.finished]
+        if active:
+            _level(active, dense, True, progress)
 
 
 @dataclass
@@ -258,20 +278,29 @@ class Experiment:
         return pd.concat([r.history() for r in self.runs], ignore_index=True)
 
 
+def choose_execution(cfgs: Sequence[RunConfig], root: str | Path | None, dev: torch.device,
+                     lockstep: bool | str) -> bool:
+    """``lockstep`` resolved: ``auto`` continues whichever mode the store already holds these
+    runs in (so nothing is recomputed for a mode change) and otherwise uses lockstep on a GPU
+    with several seeds, one after the other on the CPU (where vectorizing gains little)."""
+    if isinstance(lockstep, bool):
+        return lockstep
+    if lockstep != "auto":
+        raise ValueError(f"lockstep must be True, False or 'auto', got {lockstep!r}")
+    for mode in ("sequential", "lockstep"):
+        if any(Run(c.replace(execution=mode), root).path.exists() for c in cfgs):
+            return mode == "lockstep"
+    return dev.type == "cuda" and len(cfgs) > 1
+
+
 def run_seeds(params: Mapping[str, Any] | RunConfig, seeds: Sequence[int] | None = None, *,
               protocol: str | None = None, root: str | Path | None = None, device: str | torch.device = "auto",
               progress: bool = True, lockstep: bool | str = "auto") -> Experiment:
     """Run a config (a :class:`RunConfig` or plain nested data such as a parameter file) for
     every seed, reusing whatever the store already holds. The config is validated for all
     seeds before any training starts, and the dataset is loaded once for all of them.
-
-    ``lockstep``: train the seeds together as one vectorized model (True), one after the
-    other (False), or ``auto``: together on a GPU, one after the other on the CPU, where
-    vectorizing gains little and the sequential numbers are the reference."""
-    if isinstance(params, RunConfig):
-        base = params.to_dict()
-    else:
-        base = copy.deepcopy(dict(params))
+    ``lockstep``: True, False or ``auto`` (:func:`choose_execution`)."""
+    base = params.to_dict() if isinstance(params, RunConfig) else copy.deepcopy(dict(params))
     if protocol is not None:
         base["protocol"] = protocol
     if seeds is None:
@@ -279,45 +308,6 @@ def run_seeds(params: Mapping[str, Any] | RunConfig, seeds: Sequence[int] | None
     if isinstance(seeds, int) or not len(seeds):
         raise ValueError(f"seeds must be a non-empty list of integers, got {seeds!r}")
     cfgs = [from_dict(base, seed=int(s)) for s in seeds]
-    runs = [Run(c, root) for c in cfgs]
-    todo = [(c, r) for c, r in zip(cfgs, runs) if not r.is_done()]
-    if todo:
-        dev = resolve_device(device)
-        if lockstep == "auto":
-            lockstep = dev.type == "cuda" and len(todo) > 1
-        elif not isinstance(lockstep, bool):
-            raise ValueError(f"lockstep must be True, False or 'auto', got {lockstep!r}")
-        run_lockstep([c for c, _ in todo], root, dev, progress, lockstep=lockstep)
-    return Experiment(runs)
-
-
-@dataclass
-class Study:
-    """The runs one figure needs, around one base config: ``study.frame("extended_dense",
-    {"data.noisy_fraction": 0.1})`` runs (or reads from the store) that protocol for every
-    seed and returns its tidy frame. Every notebook builds one from its parameter cell."""
-
-    params: dict[str, Any]
-    seeds: Sequence[int]
-    root: str | Path | None = None
-    device: str | torch.device = "auto"
-    progress: bool = True
-    lockstep: bool | str = "auto"
-
-    @classmethod
-    def from_parameters(cls, ns: Mapping[str, Any]) -> "Study":
-        """From a notebook's parameter variables (``data``, ``model``, ``train``, ``prune``,
-        ``seeds``, and optionally ``store_dir``, ``device``, ``progress``)."""
-        missing = [k for k in ("data", "model", "train", "prune", "seeds") if k not in ns]
-        if missing:
-            raise KeyError(f"parameters lack {missing}; see params/smoke.yaml for the full set")
-        return cls(params={k: ns[k] for k in ("data", "model", "train", "prune")}, seeds=list(ns["seeds"]),
-                   root=ns.get("store_dir"), device=ns.get("device", "auto"), progress=bool(ns.get("progress", True)),
-                   lockstep=ns.get("lockstep", "auto"))
-
-    def run(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> Experiment:
-        return run_seeds(override(self.params, changes or {}), self.seeds, protocol=protocol, root=self.root,
-                         device=self.device, progress=self.progress, lockstep=self.lockstep)
-
-    def frame(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        return self.run(protocol, changes).frame()
+    dev = resolve_device(device)
+    mode = choose_execution(cfgs, root, dev, lockstep)
+    return Experiment(run_lockstep(cfgs, root, dev, progress, lockstep=mode))

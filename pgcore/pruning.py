@@ -97,3 +97,17 @@ def layer_sparsity(mask: Mask) -> dict[str, float]:
 def expected_sparsity(level: int, rate: float = 0.2) -> float:
     """Sparsity after ``level`` rounds of pruning ``rate`` of the survivors."""
     return 1.0 - (1.0 - rate) ** level
+
+
+def snip_scores(model: nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """SNIP's saliency |dL/dw ⊙ w| (Lee et al. 2019) of the cross-entropy on the batch (x, y),
+    computed on a copy of the model so its BatchNorm statistics are untouched."""
+    import copy
+
+    import torch.nn.functional as F
+
+    probe = copy.deepcopy(model).train()
+    params = dict(probe.named_parameters())
+    loss = F.cross_entropy(probe(x), y)
+    grads = torch.autograd.grad(loss, [params[n] for n in mask])
+    return {n: (g * params[n]).detach().abs() for n, g in zip(mask, grads)}

@@ -8,6 +8,15 @@ Layout of one run (one protocol, one seed)::
         level_000.json       metrics of level 0; written last, with the .pt file's sha256
         ...
         done.json            present once every level is finished
+    <root>/<protocol>-<hash>/seed<k>.lock   held (flock) while a process trains the run
+
+A level that is exactly another run's level (above all the dense run, level 0 of most
+protocols) is stored once: its JSON copies that level's metrics and names it under
+``reference``, and its checkpoint is read from there.
+
+config.json records the digest of the code that computes numbers (:func:`numerics_digest`);
+a run whose digest differs from the running code's is not used or resumed silently
+(:class:`StaleResultError` says how to recompute it or to keep it knowingly).
 
 A level counts as finished only when its JSON exists, and the JSON is written (atomically)
 after the checkpoint it vouches for, so a killed run never leaves a half level that looks
@@ -22,8 +31,10 @@ import io
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -38,6 +49,37 @@ DEFAULT_ROOT_ENV = "PGCORE_STORE"
 
 class CorruptResultError(RuntimeError):
     """A result file exists but cannot be trusted."""
+
+
+class StaleResultError(CorruptResultError):
+    """A result was computed by code whose numerics differ from the running code's."""
+
+
+# The modules whose code decides a number (comments and docstrings aside).
+NUMERICS_MODULES = ("data", "models", "pruning", "seeds", "plans", "train", "batched", "protocols")
+_DIGEST: str | None = None
+
+
+def numerics_digest() -> str:
+    """A 12-hex digest of the code that computes results: the syntax trees of
+    :data:`NUMERICS_MODULES` without docstrings (so comments, docstrings and formatting do
+    not count; any change to a statement does)."""
+    global _DIGEST
+    if _DIGEST is None:
+        import ast
+
+        h = hashlib.sha256()
+        here = Path(__file__).resolve().parent
+        for name in NUMERICS_MODULES:
+            tree = ast.parse((here / f"{name}.py").read_text())
+            for node in ast.walk(tree):
+                body = getattr(node, "body", None)
+                if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+            h.update(name.encode() + ast.dump(tree).encode())
+        _DIGEST = h.hexdigest()[:12]
+    return _DIGEST
 
 
 def project_dir() -> Path:
@@ -89,30 +131,80 @@ def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     return info
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _atomic_write(path: Path, payload: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Write ``payload`` to a temporary file beside ``path``, fsync it, rename it over ``path``.
+    The file gets the permissions the umask gives new files (mkstemp alone gives 0600, which
+    shuts out the group of a shared store). An OSError names ``path``."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(path)) from e
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
 def write_json(path: Path, obj: Any) -> None:
-    _atomic_write(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    """Strict JSON only: NaN or infinity (a diverged run's loss) is refused, never stored."""
+    try:
+        text = json.dumps(obj, indent=1, sort_keys=True, allow_nan=False)
+    except ValueError as e:
+        raise ValueError(f"refusing to write {path}: it holds NaN or infinity, which strict JSON cannot "
+                         f"store (a diverged run?)") from e
+    _atomic_write(path, (text + "\n").encode())
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"it holds {name}, which strict JSON does not allow")
 
 
 def read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CorruptResultError(f"result file {path} is corrupt ({e}); delete it (and the run's later levels) "
-                                 f"to recompute, or delete the run directory {path.parent}") from e
+        return json.loads(path.read_text(), parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
+        raise CorruptResultError(f"result file {path} is corrupt ({e}); run `pgcore repair {_run_dir(path)}` "
+                                 f"to drop it and what depends on it, then run again to recompute") from e
+
+
+def _run_dir(path: Path) -> Path:
+    """The run directory a result file belongs to."""
+    return path.parent
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a stored run: ``level`` is the first level that must be recomputed
+    (None when only the run's config.json is affected)."""
+
+    level: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def _what(e: Exception) -> str:
+    """What an error says is wrong, without the fix it suggests (after its first '; ')."""
+    return str(e).split("; ")[0]
+
+
+_LEVEL_FILE = re.compile(r"level_(\d{3,})\.(json|pt)")
 
 
 def _sha256(data: bytes) -> str:
@@ -132,26 +224,79 @@ class Run:
 
     # -- config -------------------------------------------------------------------------
     def open(self, device: torch.device | str | None = None) -> None:
-        """Create the run directory and its config.json, or check an existing one matches."""
+        """Create the run directory and its config.json, or check an existing one matches
+        (config and numerics digest)."""
         cfg_path = self.path / "config.json"
         if cfg_path.exists():
             stored = read_json(cfg_path)
             if stored.get("science") != self.cfg.science_dict():
                 raise CorruptResultError(f"{cfg_path} describes a different config than its hash says; "
                                          f"delete {self.path} to recompute")
+            self.check_numerics(stored)
             return
         write_json(cfg_path, {"config": self.cfg.to_dict(), "science": self.cfg.science_dict(),
-                              "hash": self.cfg.hash(), "provenance": provenance(device)})
+                              "hash": self.cfg.hash(), "numerics": numerics_digest(),
+                              "provenance": provenance(device)})
+
+    def check_numerics(self, stored: dict[str, Any] | None = None) -> None:
+        """Raise :class:`StaleResultError` if the run was computed by code with other numerics."""
+        if stored is None:
+            cfg_path = self.path / "config.json"
+            if not cfg_path.exists():
+                return
+            stored = read_json(cfg_path)
+        digest = stored.get("numerics")
+        if digest != numerics_digest():
+            raise StaleResultError(
+                f"{self.path} was computed by other code (numerics digest {digest}, this code "
+                f"{numerics_digest()}), so its numbers may differ from what this code computes. "
+                f"Recompute it: delete {self.path}; or keep it knowingly: `pgcore accept {self.path}`")
+
+    def accept_numerics(self) -> str | None:
+        """Mark the run as computed by the running code (after checking that a code change did
+        not change numbers); the digest it had is kept under ``accepted_from``. Returns it."""
+        cfg_path = self.path / "config.json"
+        stored = read_json(cfg_path)
+        old = stored.get("numerics")
+        if old != numerics_digest():
+            stored.setdefault("accepted_from", []).append(old)
+            stored["numerics"] = numerics_digest()
+            write_json(cfg_path, stored)
+        return old
+
+    def lock(self, timeout: float = -1) -> "filelock.BaseFileLock":
+        """The run's lock (``filelock``, an OS lock that dies with its holder): held while the
+        run trains, so two processes never train the same run."""
+        import filelock
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return filelock.FileLock(str(self.path.parent / f"{self.path.name}.lock"), timeout=timeout)
 
     # -- levels -------------------------------------------------------------------------
     def _level_paths(self, level: int) -> tuple[Path, Path]:
         return self.path / f"level_{level:03d}.json", self.path / f"level_{level:03d}.pt"
 
-    def finished_levels(self) -> list[int]:
-        """Levels whose metrics file exists (and so whose checkpoint was written first)."""
+    def last_level(self) -> int:
+        """The level a complete run ends at: 0 for protocol ``train``, else ``prune.levels``."""
+        return 0 if self.cfg.protocol == "train" else self.cfg.prune.levels
+
+    def _stored(self, suffix: str = "json") -> list[int]:
+        """Levels with a ``level_<k>.<suffix>`` file, in order, gaps included."""
         if not self.path.exists():
             return []
-        return sorted(int(p.stem.split("_")[1]) for p in self.path.glob("level_*.json"))
+        found = (_LEVEL_FILE.fullmatch(p.name) for p in self.path.iterdir())
+        return sorted(int(m[1]) for m in found if m and m[2] == suffix)
+
+    def finished_levels(self) -> list[int]:
+        """Levels whose metrics file exists (and so whose checkpoint was written first):
+        always 0..k. A missing level before a stored one raises :class:`CorruptResultError`."""
+        levels = self._stored()
+        if levels != list(range(len(levels))):
+            gap = next(k for k in range(len(levels) + 1) if k not in levels)
+            raise CorruptResultError(f"{self.path}: level {gap} is missing but level {levels[-1]} is stored; "
+                                     f"run `pgcore repair {self.path}` to drop levels {gap} to {levels[-1]}, "
+                                     f"then run again to recompute them")
+        return levels
 
     def save_level(self, level: int, metrics: dict[str, Any], checkpoint: dict[str, Any]) -> None:
         """Write a level's checkpoint, then its metrics (with the checkpoint's checksum)."""
@@ -169,9 +314,23 @@ class Run:
             raise CorruptResultError(f"result file {js} lacks its metrics; delete it to recompute level {level}")
         return record
 
+    def save_reference(self, level: int, source: "Run", source_level: int, **changes: Any) -> None:
+        """Store ``level`` as ``source``'s level ``source_level``: its metrics (with ``changes``)
+        and a reference to its checkpoint, which is not copied."""
+        record = source.load_metrics(source_level)
+        record.pop("reference", None)
+        record.update(changes, level=level,
+                      reference={"path": os.path.relpath(source.path, self.root), "level": source_level})
+        write_json(self._level_paths(level)[0], record)
+
     def load_checkpoint(self, level: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         js, pt = self._level_paths(level)
-        expected = self.load_metrics(level)["checkpoint_sha256"]
+        record = self.load_metrics(level)
+        expected = record["checkpoint_sha256"]
+        if "reference" in record:  # another run's level, checked against the checksum recorded here
+            ref = record["reference"]
+            js = self.root / ref["path"] / f"level_{ref['level']:03d}.json"
+            pt = js.with_suffix(".pt")
         try:
             blob = pt.read_bytes()
         except FileNotFoundError as e:
@@ -186,25 +345,102 @@ class Run:
         write_json(self.path / "done.json", {"levels": self.finished_levels()})
 
     def is_done(self) -> bool:
-        return (self.path / "done.json").exists()
+        """Whether config.json and every level 0..:meth:`last_level` are stored. Everything
+        stored is checked first (:meth:`verify`): anything invalid raises
+        :class:`CorruptResultError` naming the file and the fix, so it is never used."""
+        if not (self.path / "config.json").exists():
+            return False
+        problems = self.verify()
+        if problems:
+            raise CorruptResultError(self.explain(problems))
+        return len(self._stored()) > self.last_level()
+
+    def verify(self) -> list[Problem]:
+        """Everything wrong with the stored files: an unreadable config.json or one for another
+        config, a level missing before a stored one, a level whose metrics are unreadable or
+        whose checkpoint (followed through a reference) is missing or fails its checksum."""
+        problems = []
+        cfg_path = self.path / "config.json"
+        if cfg_path.exists():
+            try:
+                stored = read_json(cfg_path)
+                if not isinstance(stored, dict) or stored.get("science") != self.cfg.science_dict():
+                    problems.append(Problem(None, f"{cfg_path} describes a different config than its directory"))
+            except (CorruptResultError, OSError) as e:
+                problems.append(Problem(None, _what(e)))
+        levels = self._stored()
+        for k in range(max(levels, default=-1) + 1):
+            if k not in levels:
+                problems.append(Problem(k, f"{self._level_paths(k)[0]} is missing but later levels are stored"))
+                continue
+            try:
+                self.load_checkpoint(k)  # reads the metrics, checks the checkpoint against their checksum
+            except CorruptResultError as e:
+                problems.append(Problem(k, _what(e)))
+            except Exception as e:  # noqa: BLE001 -- torch.load of a damaged file can raise many kinds
+                problems.append(Problem(k, f"{self._level_paths(k)[1]} cannot be loaded ({type(e).__name__}: {e})"))
+        return problems
+
+    def explain(self, problems: list[Problem]) -> str:
+        """One line: the first problem and the command that fixes it."""
+        first = min((p for p in problems), key=lambda p: -1 if p.level is None else p.level)
+        if first.level is None:
+            fix = f"run `pgcore repair {self.path}`, then the same `pgcore run` to rewrite it"
+        else:
+            fix = f"run `pgcore repair {self.path}` to drop level {first.level} and later, then run again to recompute them"
+        more = f" (and {len(problems) - 1} more problem(s): `pgcore verify {self.path}`)" if len(problems) > 1 else ""
+        return f"{first}; {fix}{more}"
+
+    def repair(self, from_level: int | None = None) -> list[Path]:
+        """Drop what :meth:`verify` finds invalid and every level after it (or every level from
+        ``from_level`` on), and done.json, so the next run recomputes them exactly; a bad
+        config.json is dropped too (the next run rewrites it). Returns the files removed."""
+        problems = self.verify()
+        starts = [p.level for p in problems if p.level is not None]
+        if from_level is not None:
+            starts.append(from_level)
+        start = min(starts, default=None)
+        config_bad = any(p.level is None for p in problems)
+        doomed: list[Path] = []
+        if start is not None or config_bad:
+            doomed.append(self.path / "done.json")
+        if config_bad:
+            doomed.append(self.path / "config.json")
+        if start is not None:
+            # Highest level first, metrics before checkpoints: stopped half-way, what is left
+            # is still levels 0..k with every checkpoint its metrics vouch for.
+            doomed += [self._level_paths(k)[0] for k in reversed(self._stored("json")) if k >= start]
+            doomed += [self._level_paths(k)[1] for k in reversed(self._stored("pt")) if k >= start]
+        removed = [p for p in doomed if p.exists()]
+        for p in removed:
+            p.unlink()
+        return removed
 
     # -- tidy results -------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
         """One row per level x metric source of this run."""
+        from .plans import last_level
+
         rows = []
         for level in self.finished_levels():
+            if level > last_level(self.cfg):  # the run grew beyond what this config asks for
+                break
             m = self.load_metrics(level)
             base = {"protocol": self.cfg.protocol, "run": self.cfg.hash(), "seed": self.cfg.seed, "level": level,
                     "sparsity": m["sparsity"], "epochs_total": m["epochs_total"]}
             for source, values in m["final"].items():
-                rows.append({**base, "source": source, "loss": values["loss"], "accuracy": values["accuracy"],
-                             "error": 1.0 - values["accuracy"]})
+                loss, acc = (float("nan") if v is None else v for v in (values["loss"], values["accuracy"]))
+                rows.append({**base, "source": source, "loss": loss, "accuracy": acc, "error": 1.0 - acc})
         return pd.DataFrame(rows)
 
     def history(self) -> pd.DataFrame:
         """Every evaluation of every level (one row each), for training curves."""
+        from .plans import last_level
+
         rows = []
         for level in self.finished_levels():
+            if level > last_level(self.cfg):
+                break
             m = self.load_metrics(level)
             for rec in m["history"]:
                 rows.append({"seed": self.cfg.seed, "level": level, "sparsity": m["sparsity"], **rec})
@@ -230,6 +466,41 @@ def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
         raise ValueError(f"'{ref}' matches {len(candidates)} runs; name one:\n  {listed}")
     stored = read_json(candidates[0] / "config.json")
     return Run(from_dict(stored["config"]), root=candidates[0].parent.parent)
+
+
+def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
+    """The runs ``ref`` names: one run directory, an experiment directory (all its seeds), or
+    a hash prefix matching the seeds of one experiment."""
+    root = Path(root) if root is not None else default_root()
+    path = Path(ref)
+    if (path / "config.json").exists():
+        dirs = [path]
+    elif path.is_dir():
+        dirs = sorted(p.parent for p in path.glob("seed*/config.json"))
+    else:
+        dirs = sorted(p.parent for p in root.glob(f"*{ref}*/seed*/config.json"))
+        dirs += sorted(p.parent for p in root.glob(f"*/{ref}/config.json"))
+    if not dirs:
+        raise FileNotFoundError(f"no run matching '{ref}' (looked in {root}); `pgcore run` prints run directories")
+    experiments = sorted({d.parent for d in dirs})
+    if len(experiments) > 1:
+        listed = "\n  ".join(str(e) for e in experiments[:20])
+        raise ValueError(f"'{ref}' matches {len(experiments)} experiments; name one:\n  {listed}")
+    return [_open_dir(d) for d in dirs]
+
+
+def _open_dir(run_dir: Path) -> Run:
+    """The :class:`Run` stored in ``run_dir``, from its config.json."""
+    stored = read_json(run_dir / "config.json")
+    if not isinstance(stored, dict) or "config" not in stored:
+        raise CorruptResultError(f"{run_dir / 'config.json'} lacks the run's config; run `pgcore repair {run_dir}`")
+    return Run(from_dict(stored["config"]), root=run_dir.parent.parent)
+
+
+def run_dirs(root: str | Path | None = None) -> list[Path]:
+    """Every run directory in a store (``<protocol>-<hash>/seed<k>``), readable or not."""
+    root = Path(root) if root is not None else default_root()
+    return sorted(p for p in root.glob("*-*/seed*") if p.is_dir())
 
 
 def frame(runs: Iterable[Run]) -> pd.DataFrame:

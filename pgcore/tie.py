@@ -1,12 +1,13 @@
 """Top-improved examples (TIE): which training examples does pruning fit better, and do
 they carry the generalization gain?
 
-From an IMP run, the improvement of a training example is its final training loss in the
-dense model (level 0) minus its loss at a pruned level (positive: pruning lowered it).
-The top ``fraction`` of examples by improvement is removed from the training set and a
-dense model is trained without them; the control removes a random subset of the same
-size. If the improved examples matter for generalization, removing them should cost more
-test accuracy than removing random ones.
+From an IMP run, the improvement of a training example at level k is its final training
+loss in the dense model (level 0) minus its loss at level k (positive: pruning lowered it).
+For each level, a dense model is trained without the top ``fraction`` of examples by
+improvement; the control leaves out a random subset of the same size (one subset per seed,
+the same at every level, so one control run serves every level). If the improved examples
+matter for generalization, leaving them out should cost more test accuracy than leaving
+out random ones (the paper: "for each sparsity pruning reaches, we train two dense models").
 """
 
 from __future__ import annotations
@@ -17,12 +18,10 @@ import pandas as pd
 import torch
 
 from . import data as data_mod
-from .config import from_dict
+from .config import RunConfig, from_dict
 from .protocols import resolve_device, run
+from .seeds import generator
 from .store import Run
-from .train import generator
-
-RANDOM_STREAM = 700_000  # the random-removal control's subset
 
 
 def improvement(imp_run: Run, level: int, base_level: int = 0) -> torch.Tensor:
@@ -44,45 +43,45 @@ def top_improved(improvement: torch.Tensor, fraction: float) -> list[int]:
 
 
 def random_subset(n: int, k: int, seed: int) -> list[int]:
-    """``k`` of ``n`` indices drawn with the seed's own generator stream."""
-    return sorted(torch.randperm(n, generator=generator(seed, RANDOM_STREAM))[:k].tolist())
+    """``k`` of ``n`` indices drawn from the seed's ``subset`` stream."""
+    return sorted(torch.randperm(n, generator=generator(seed, "subset"))[:k].tolist())
 
 
-def pick_level(imp: pd.DataFrame, best: int) -> int:
-    """The pruned level whose examples are compared: ``best`` (chosen on validation) when it
-    is a pruned level; if the dense model itself was best, the level with the lowest mean
-    training loss, where pruning improved training the most."""
-    if best > 0:
-        return best
-    train = imp[(imp.source == "train") & (imp.level > 0)].groupby("level")["loss"].mean()
-    return int(train.idxmin())
+def tie_configs(imp_run: Run, level: int, fraction: float) -> list[RunConfig]:
+    """The two dense retrainings for one seed at one level: without the top-improved examples,
+    and without a random subset of the same size."""
+    gain = improvement(imp_run, level)
+    top = top_improved(gain, fraction)
+    out = []
+    for exclude in (top, random_subset(len(gain), len(top), imp_run.cfg.seed)):
+        base = imp_run.cfg.to_dict()
+        base.update(protocol="train")
+        base["data"]["exclude"] = exclude
+        out.append(from_dict(base, seed=imp_run.cfg.seed))
+    return out
 
 
 def run_tie(imp_runs: list[Run], level: int, fraction: float, *, root: str | Path | None = None,
             device: str | torch.device = "auto", progress: bool = True) -> pd.DataFrame:
-    """Train, for each seed of an IMP experiment, a dense model without that seed's top
-    ``fraction`` improved examples and one without a random subset of the same size.
-    Returns the tidy frame of both (column ``removed``: ``top-improved`` | ``random``)."""
+    """For each seed of an IMP experiment, the dense retrainings of :func:`tie_configs` (run
+    if missing). Returns their tidy frame (column ``removed``: ``top-improved`` | ``random``;
+    ``tie_level``: the level whose improvement chose the examples)."""
     dev = resolve_device(device)
     full: data_mod.Data | None = None
     frames = []
     for imp_run in imp_runs:
         gain = improvement(imp_run, level)
-        top = top_improved(gain, fraction)
-        for removed, exclude in (("top-improved", top),
-                                 ("random", random_subset(len(gain), len(top), imp_run.cfg.seed))):
-            base = imp_run.cfg.to_dict()
-            base["protocol"] = "train"
-            base["data"]["exclude"] = exclude
-            cfg = from_dict(base, seed=imp_run.cfg.seed)
+        for removed, cfg in zip(("top-improved", "random"), tie_configs(imp_run, level, fraction)):
             stored = Run(cfg, root)
             if not stored.is_done():
                 if full is None:  # every run here shares the IMP run's data, less its own exclusions
                     full = data_mod.load(imp_run.cfg.data, dev)
-                stored = run(cfg, root, dev, progress, data=full.without(exclude))
+                stored = run(cfg, root, dev, progress, data=full.without(cfg.data.exclude))
             f = stored.frame()
             f["removed"] = removed
-            f["removed_count"] = len(exclude)
-            f["mean_improvement_removed"] = float(gain[exclude].mean())
+            f["tie_level"] = level
+            f["tie_sparsity"] = imp_run.load_metrics(level)["sparsity"]
+            f["removed_count"] = len(cfg.data.exclude)
+            f["mean_improvement_removed"] = float(gain[list(cfg.data.exclude)].mean())
             frames.append(f)
     return pd.concat(frames, ignore_index=True)

@@ -1,11 +1,17 @@
 """One training run: SGD with momentum and weight decay under a learning-rate schedule.
 
+There is one training loop (:func:`fit`), one batch iterator (:func:`batches`), one update
+(:func:`masked_sgd`) and one history record (:func:`record`). The loop trains K models at
+once: K = 1 is :func:`train` (a plain ``nn.Module``, :class:`Single`), K > 1 is lockstep
+training (:class:`pgcore.batched.Ensemble`, the K models as one vectorized model).
+
 The hot loop is plain: index a shuffled batch out of the on-device dataset, augment it
 as a whole, step, and keep pruned weights at exactly zero (their gradients are masked,
 so momentum and weight decay never move them, and they are re-zeroed after the step).
-Nothing in the loop waits for the device: the running loss stays a device tensor until
-the epoch's evaluation. On a GPU, image models use channels_last; ``train.precision=bf16``
-runs forward and backward under bfloat16 autocast and ``train.compile`` uses torch.compile.
+The loop waits for the device once per epoch, to check that the loss is finite: a
+diverged run stops with :class:`DivergedError` before anything of it is stored. On a GPU,
+image models use channels_last; ``train.precision=bf16`` runs forward and backward under
+bfloat16 autocast and ``train.compile`` uses torch.compile.
 """
 
 from __future__ import annotations
@@ -14,16 +20,17 @@ import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .config import TrainConfig
 from .data import Data, augmentation_draws, crop_flip
+from .progress import bar
 from .pruning import Mask
+from .seeds import generator
 
 EVAL_BATCH = 2048
 SOURCES = ("train", "train_clean", "train_noisy", "val", "test")
@@ -48,11 +55,6 @@ def final_lr(cfg: TrainConfig) -> float:
     return lr_at(cfg.epochs - 1, cfg)
 
 
-def generator(seed: int, stream: int) -> torch.Generator:
-    """CPU generator for one training call; ``stream`` separates levels of one run."""
-    return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(stream))
-
-
 @torch.no_grad()
 def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-example cross-entropy and correctness, in eval mode, without augmentation."""
@@ -70,8 +72,8 @@ def per_example(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[tor
 
 
 def _stats(loss: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
-    if len(loss) == 0:
-        return {"loss": float("nan"), "accuracy": float("nan")}
+    if len(loss) == 0:  # e.g. no noisy examples: no number (None, since JSON has no NaN)
+        return {"loss": None, "accuracy": None}
     return {"loss": loss.mean().item(), "accuracy": correct.float().mean().item()}
 
 
@@ -98,11 +100,6 @@ class TrainResult:
     history: list[dict[str, float]]  # one record per evaluation
     final: dict[str, dict[str, float]]  # every source's loss/accuracy after the last epoch
     per_example_loss: torch.Tensor  # final training loss of each example (CPU), with its training label
-
-
-def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.SGD:
-    return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
-                           nesterov=cfg.nesterov and cfg.momentum > 0, weight_decay=cfg.weight_decay)
 
 
 def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
@@ -132,6 +129,10 @@ class CompiledOrEager(nn.Module):
         return self.model(x)
 
 
+class DivergedError(RuntimeError):
+    """Training produced a non-finite loss or weight; nothing of the level is stored."""
+
+
 @torch.no_grad()
 def masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
                masks: list[torch.Tensor], masked: tuple[int, ...], lr: torch.Tensor | float,
@@ -154,143 +155,171 @@ def masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list
 
 
 class MaskedStep:
-    """The update after ``backward``: zero the pruned weights' gradients, take the SGD step,
-    re-zero the pruned weights.
+    """The update after ``backward``: :func:`masked_sgd` on a list of parameters (a model's, or
+    the stacked parameters of K models), eager or, with ``train.compile``, as one
+    ``torch.compile``d function whose graph every later level reuses. The learning rate lives
+    in a device tensor that :meth:`set_lr` fills in place, so the schedule changes it without
+    recompiling or syncing. If compiling or running the compiled graph fails, it warns once and
+    runs the same function eagerly."""
 
-    Eagerly this is ``torch.optim.SGD`` with two fused ``foreach`` multiplies. With
-    ``compile=True`` the whole update is one ``torch.compile``d function of tensors
-    (:func:`masked_sgd`; its graph is reused by every later level): the learning rate lives in a device
-    tensor that :meth:`set_lr` fills in place, so the schedule changes it without recompiling
-    or syncing. If compiling or running fails, it warns once and runs the same function eagerly.
-    """
-
-    def __init__(self, model: nn.Module, cfg: TrainConfig, mask: Mask | None = None):
-        self.cfg = cfg
-        self.params = list(model.parameters())
-        masked = masked_params(model, mask)
-        self.masks = [m for _, m in masked]
-        self.masked_params = [p for p, _ in masked]
-        self.compiled = cfg.compile
-        if self.compiled:
-            index = {id(p): i for i, p in enumerate(self.params)}
-            self.masked = tuple(index[id(p)] for p in self.masked_params)
-            self.bufs = [torch.zeros_like(p) for p in self.params]
-            self.lr = torch.tensor(float(cfg.lr), device=self.params[0].device)
-            self.update: Callable = torch.compile(masked_sgd)
+    def __init__(self, model_or_params: nn.Module | Sequence[torch.Tensor], cfg: TrainConfig,
+                 mask: Mask | Sequence[tuple[int, torch.Tensor]] | None = None):
+        if isinstance(model_or_params, nn.Module):
+            self.params = list(model_or_params.parameters())
+            index = {n: i for i, (n, _) in enumerate(model_or_params.named_parameters())}
+            pairs = [(index[n], m) for n, m in (mask or {}).items()]
         else:
-            self.opt = make_optimizer(model, cfg)
+            self.params, pairs = list(model_or_params), list(mask or [])
+        self.masked = tuple(i for i, _ in pairs)
+        self.masks = [m.to(device=self.params[i].device, dtype=self.params[i].dtype) for i, m in pairs]
+        self.cfg = cfg
+        self.bufs = [torch.zeros_like(p) for p in self.params]
+        self.lr: torch.Tensor | float = torch.tensor(float(cfg.lr), device=self.params[0].device) if cfg.compile else cfg.lr
+        self.update: Callable = torch.compile(masked_sgd) if cfg.compile else masked_sgd
 
     def set_lr(self, lr: float) -> None:
-        if self.compiled:
+        if isinstance(self.lr, torch.Tensor):
             self.lr.fill_(lr)
         else:
-            for group in self.opt.param_groups:
-                group["lr"] = lr
+            self.lr = lr
 
     def zero_grad(self) -> None:
         for p in self.params:
             p.grad = None
 
-    def __call__(self) -> None:
-        if self.compiled:
-            cfg = self.cfg
-            args = (self.params, [p.grad for p in self.params], self.bufs, self.masks, self.masked, self.lr,
-                    cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)
-            try:
-                return self.update(*args)
-            except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-                if self.update is masked_sgd:
-                    raise
-                warnings.warn(f"torch.compile of the optimizer step failed ({type(e).__name__}: {str(e)[:200]}); "
-                              "stepping eagerly", RuntimeWarning)
-                self.update = masked_sgd
-                return masked_sgd(*args)
-        with torch.no_grad():
-            if self.masks:
-                torch._foreach_mul_([p.grad for p in self.masked_params], self.masks)
-            self.opt.step()
-            if self.masks:
-                torch._foreach_mul_(self.masked_params, self.masks)
+    def __call__(self, grads: Sequence[torch.Tensor] | None = None) -> None:
+        cfg = self.cfg
+        grads = [p.grad for p in self.params] if grads is None else list(grads)
+        args = (self.params, grads, self.bufs, self.masks, self.masked, self.lr,
+                cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)
+        try:
+            self.update(*args)
+        except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
+            if self.update is masked_sgd:
+                raise
+            warnings.warn(f"torch.compile of the optimizer step failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "stepping eagerly", RuntimeWarning)
+            self.update = masked_sgd
+            masked_sgd(*args)
 
 
-def masked_params(model: nn.Module, mask: Mask | None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """(parameter, float mask) pairs on the parameters' device and dtype."""
-    params = dict(model.named_parameters())
-    return [(params[n], m.to(device=params[n].device, dtype=params[n].dtype)) for n, m in (mask or {}).items()]
+class Learner(Protocol):
+    """What :func:`fit` trains: K models that take one SGD step on a (K, batch, ...) batch."""
+
+    models: list[nn.Module]
+
+    def step(self, lr: float, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """One update of every model; returns the K minibatch losses (on the device)."""
+
+    def sync(self) -> None:
+        """Make ``models`` hold the current weights (before evaluation and callbacks)."""
 
 
-def train_epoch(model: nn.Module, step: MaskedStep, data: Data, cfg: TrainConfig, epoch: int,
-                g: torch.Generator, constant_lr: float | None = None) -> tuple[torch.Tensor, float]:
-    """One pass over the shuffled training set; returns (summed minibatch loss on device, last lr)."""
-    device = data.x_train.device
-    n = len(data.y_train)
-    steps = math.ceil(n / cfg.batch_size)
-    order = torch.randperm(n, generator=g).to(device)
-    shifts = [t.to(device) for t in augmentation_draws(n, cfg.batch_size, g)] if data.augment else []
-    running = torch.zeros((), device=device)
-    lr = cfg.lr
-    amp = autocast(cfg, device)
+class Single:
+    """One ``nn.Module`` as a :class:`Learner` (K = 1), optionally compiled."""
+
+    def __init__(self, model: nn.Module, cfg: TrainConfig, mask: Mask | None = None):
+        self.models, self.cfg = [model], cfg
+        if next(model.parameters()).is_cuda and any(p.dim() == 4 for p in model.parameters()):
+            model.to(memory_format=torch.channels_last)
+        self.update = MaskedStep(model, cfg, mask)
+        self.forward = CompiledOrEager(model) if cfg.compile else model
+        model.train()
+
+    def step(self, lr: float, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.update.set_lr(lr)
+        with autocast(self.cfg, x.device):
+            loss = F.cross_entropy(self.forward(x[0]), y[0])
+        self.update.zero_grad()
+        loss.backward()
+        self.update()
+        return loss.detach()[None]
+
+    def sync(self) -> None:
+        pass  # the model is trained in place
+
+
+def batches(data: Data, cfg: TrainConfig, epoch: int, orders: Sequence[torch.Generator],
+            augments: Sequence[torch.Generator], constant_lr: float | None = None
+            ) -> Iterator[tuple[float, torch.Tensor, torch.Tensor]]:
+    """One epoch of (lr, x, y) for K models, x and y of shape (K, batch, ...): each model's
+    shuffle from its own ``orders`` generator and its crops and flips from its own ``augments``
+    generator, all drawn on the CPU at the start of the epoch and copied to the device once."""
+    device, n, b = data.x_train.device, len(data.y_train), cfg.batch_size
+    steps = math.ceil(n / b)
+    order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
+    shifts = ([torch.stack(t).to(device) for t in zip(*(augmentation_draws(n, b, g) for g in augments))]
+              if data.augment else [])
     for i in range(steps):
         lr = constant_lr if constant_lr is not None else lr_at(epoch + i / steps, cfg)
-        step.set_lr(lr)
-        batch = slice(i * cfg.batch_size, (i + 1) * cfg.batch_size)
-        idx = order[batch]
+        idx = order[:, i * b:(i + 1) * b]
         x, y = data.x_train[idx], data.y_train[idx]
         if shifts:
-            x = crop_flip(x, *(t[batch] for t in shifts))
-        with amp:
-            loss = F.cross_entropy(model(x), y)
-        step.zero_grad()
-        loss.backward()
-        step()
-        running += loss.detach()
-    return running, lr
+            x = crop_flip(x.flatten(0, 1), *(t[:, i * b:(i + 1) * b].flatten() for t in shifts)).view(x.shape)
+        yield lr, x, y
 
 
-def train(
-    model: nn.Module,
-    data: Data,
-    cfg: TrainConfig,
-    *,
-    seed: int,
-    stream: int = 0,
-    mask: Mask | None = None,
-    start_epoch: int = 0,
-    constant_lr: float | None = None,
-    on_epoch_end: Callable[[int, nn.Module], None] | None = None,
-    progress: bool = True,
-    desc: str = "train",
-) -> TrainResult:
-    """Train ``model`` in place from ``start_epoch`` to ``cfg.epochs`` of the schedule.
+def record(epoch: int, lr: float, minibatch_loss: float, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    """One evaluation's history record: epoch, lr, mean minibatch loss, every source's loss/accuracy."""
+    out = {"epoch": epoch, "lr": lr, "minibatch_loss": minibatch_loss}
+    out.update({f"{src}_{k}": v for src, m in metrics.items() for k, v in m.items()})
+    return out
 
-    ``constant_lr`` replaces the schedule (fine-tuning). ``on_epoch_end(epoch, model)`` is
-    called before training and after each epoch with the number of epochs completed. The
-    history has one record per evaluation: epoch, learning rate, mean minibatch loss and
-    every source's loss/accuracy; the last epoch is always evaluated.
-    """
-    g = generator(seed, stream)
-    step = MaskedStep(model, cfg, mask)
-    if data.x_train.is_cuda and data.x_train.dim() == 4:
-        model.to(memory_format=torch.channels_last)
-    step_model = CompiledOrEager(model) if cfg.compile else model
+
+def _check_finite(losses: torch.Tensor, models: Sequence[nn.Module], epoch: int, where: str, lr: float) -> None:
+    bad = [k for k, m in enumerate(models)
+           if not torch.isfinite(losses[k]) or not all(torch.isfinite(p).all() for p in m.parameters())]
+    if bad:
+        which = f" (model {bad} of {len(models)} in lockstep)" if len(models) > 1 else ""
+        raise DivergedError(f"training diverged at {where}, epoch {epoch}: non-finite loss or weights{which}; "
+                            f"nothing of it was stored; lower train.lr (now {lr:g}) and run again")
+
+
+def fit(learner: Learner, data: Data, cfg: TrainConfig, *, seeds: Sequence[int], stream: int = 0,
+        start_epoch: int = 0, constant_lr: float | None = None,
+        on_epoch_end: Callable[[int, int, nn.Module], None] | None = None,
+        progress: bool = True, desc: str = "train") -> list[TrainResult]:
+    """Train the learner's K models from ``start_epoch`` to ``cfg.epochs`` of the schedule, model k
+    with the random streams of ``seeds[k]`` at level ``stream``. ``constant_lr`` replaces the
+    schedule (fine-tuning). ``on_epoch_end(k, epoch, model)`` is called before training and after
+    each epoch with the number of epochs completed. The last epoch is always evaluated."""
+    models, K = learner.models, len(learner.models)
+    if len(seeds) != K:
+        raise ValueError(f"one seed per model: {K} models, {len(seeds)} seeds")
+    orders = [generator(s, "order", stream) for s in seeds]
+    augments = [generator(s, "augment", stream) for s in seeds]
     steps = math.ceil(len(data.y_train) / cfg.batch_size)
-    history: list[dict[str, float]] = []
-    metrics, example_loss = {}, torch.zeros(0)
-    if on_epoch_end is not None:
-        on_epoch_end(start_epoch, model)
-    model.train()
-    bar = tqdm(range(start_epoch, cfg.epochs), desc=desc, leave=False, disable=not progress)
-    for epoch in bar:
-        running, lr = train_epoch(step_model, step, data, cfg, epoch, g, constant_lr)
-        done = epoch + 1
+    histories: list[list[dict[str, float]]] = [[] for _ in range(K)]
+    finals: list[tuple[dict, torch.Tensor] | None] = [None] * K
+
+    def callback(epoch: int) -> None:
         if on_epoch_end is not None:
-            on_epoch_end(done, model)
-        if done % cfg.eval_every == 0 or done == cfg.epochs:
-            metrics, example_loss = evaluate(model, data)
-            record = {"epoch": done, "lr": lr, "minibatch_loss": (running / steps).item()}
-            record.update({f"{src}_{k}": v for src, m in metrics.items() for k, v in m.items()})
-            history.append(record)
-            bar.set_postfix(loss=f"{record['train_loss']:.3f}", test_acc=f"{record['test_accuracy']:.3f}")
-    if not history:  # nothing left to train (start_epoch == epochs): still report where we are
-        metrics, example_loss = evaluate(model, data)
-    return TrainResult(history, metrics, example_loss)
+            learner.sync()
+            for k, m in enumerate(models):
+                on_epoch_end(k, epoch, m)
+
+    callback(start_epoch)
+    for epoch in bar(range(start_epoch, cfg.epochs), desc=desc, leave=False, disable=not progress):
+        running, lr = torch.zeros(K, device=data.x_train.device), cfg.lr
+        for lr, x, y in batches(data, cfg, epoch, orders, augments, constant_lr):
+            running += learner.step(lr, x, y)
+        learner.sync()
+        _check_finite(running, models, epoch + 1, desc, cfg.lr)
+        callback(epoch + 1)
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            for k, m in enumerate(models):
+                finals[k] = evaluate(m, data)
+                histories[k].append(record(epoch + 1, lr, (running[k] / steps).item(), finals[k][0]))
+    learner.sync()
+    # nothing left to train (start_epoch == epochs): still report where the models are
+    return [TrainResult(histories[k], *(finals[k] or evaluate(m, data))) for k, m in enumerate(models)]
+
+
+def train(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, stream: int = 0, mask: Mask | None = None,
+          start_epoch: int = 0, constant_lr: float | None = None,
+          on_epoch_end: Callable[[int, nn.Module], None] | None = None, progress: bool = True,
+          desc: str = "train") -> TrainResult:
+    """Train one ``model`` in place (see :func:`fit`); ``on_epoch_end(epoch, model)``."""
+    callback = None if on_epoch_end is None else (lambda k, epoch, m: on_epoch_end(epoch, m))
+    return fit(Single(model, cfg, mask), data, cfg, seeds=[seed], stream=stream, start_epoch=start_epoch,
+               constant_lr=constant_lr, on_epoch_end=callback, progress=progress, desc=desc)[0]

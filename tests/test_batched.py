@@ -76,15 +76,25 @@ def test_lockstep_protocol_equals_sequential(tiny_params, tmp_path, retrain):
 
 
 def test_lockstep_resumes_seeds_at_different_levels(tiny_params, tmp_path):
-    full = run_seeds(tiny_params, [0, 1], root=tmp_path / "a", device="cpu", progress=False, lockstep=False).frame()
+    params = override(tiny_params, {"prune.retrain": "rewind", "prune.rewind_epoch": 1})  # level 0 trained by imp itself
+    full = run_seeds(params, [0, 1], root=tmp_path / "a", device="cpu", progress=False, lockstep=True).frame()
     # seed 0 was interrupted after level 1; seed 1 never started
-    part = run_seeds(tiny_params, [0], root=tmp_path / "b", device="cpu", progress=False, lockstep=False).runs[0]
+    part = run_seeds(params, [0], root=tmp_path / "b", device="cpu", progress=False, lockstep=True).runs[0]
     for level in (2, 3):
         (part.path / f"level_{level:03d}.json").unlink()
     (part.path / "done.json").unlink()
-    resumed = run_seeds(tiny_params, [0, 1], root=tmp_path / "b", device="cpu", progress=False, lockstep=True)
+    resumed = run_seeds(params, [0, 1], root=tmp_path / "b", device="cpu", progress=False, lockstep="auto")
     df = resumed.frame()
-    assert all(r.is_done() for r in resumed.runs)
+    assert all(r.is_done() for r in resumed.runs) and resumed.runs[0].cfg.execution == "lockstep"
     assert (full.loss - df.loss).abs().max() < 1e-4
     assert resumed.runs[1].load_metrics(0)["models_in_lockstep"] == 1  # seed 1 alone until it catches up
     assert resumed.runs[0].load_metrics(2)["models_in_lockstep"] == 2
+
+
+def test_lockstep_and_sequential_runs_never_share_a_directory(tiny_params, tmp_path):
+    seq = run_seeds(tiny_params, [0], root=tmp_path, device="cpu", progress=False, lockstep=False).runs[0]
+    lock = run_seeds(tiny_params, [0], root=tmp_path, device="cpu", progress=False, lockstep=True).runs[0]
+    assert seq.path != lock.path and lock.load_metrics(1)["execution"] == "lockstep"
+    # auto continues the mode the store already holds instead of starting over in another one
+    again = run_seeds(tiny_params, [0, 1], root=tmp_path / "fresh", device="cpu", progress=False, lockstep=False)
+    assert run_seeds(tiny_params, [0, 1], root=tmp_path / "fresh", device="cpu", progress=False).runs[0].path == again.runs[0].path

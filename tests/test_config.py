@@ -2,64 +2,75 @@ import dataclasses
 
 import pytest
 
-from pgcore.config import SECTIONS, ConfigError, RunConfig, from_dict, load_yaml, set_value
+from pgcore.config import SECTIONS, ConfigError, ModelConfig, RunConfig, from_dict, load_yaml, set_value
+from pgcore.plans import PROTOCOLS as PLANS
 
 
 def test_default_config_hash_is_pinned():
     # Pinned: if this changes, every cached result silently stops being found.
     # Bump HASH_VERSION on purpose when the engine's numbers change, then update this value.
-    assert RunConfig().hash() == RunConfig().hash()
-    assert RunConfig().hash() == "7c3a0ffc5306"
+    assert RunConfig().hash() == "722c8ccfca64"
 
 
-def _changed(value):
-    if value is None:
-        return 3
-    if isinstance(value, bool):
-        return not value
-    if isinstance(value, int):
-        return value + 1
-    if isinstance(value, float):
-        return value / 2 if value else 0.1
-    return value
+# A valid other value for every field of every section (strings and tuples included).
+OTHER = {
+    "data": {"name": "mnist5k", "num_samples": 4000, "data_seed": 7, "val_fraction": 0.2, "noisy_fraction": 0.1,
+             "noise_seed": 3, "augment": False, "data_dir": "/elsewhere", "download": True, "exclude": (4, 9)},
+    "model": {"name": "cnn1d", "width": 8, "depth": 3},
+    "train": {"epochs": 20, "batch_size": 64, "lr": 0.05, "momentum": 0.5, "nesterov": True, "weight_decay": 1e-4,
+              "schedule": "step", "milestones": (10,), "gamma": 0.5, "warmup_epochs": 1.0, "eval_every": 2,
+              "precision": "bf16", "compile": True},
+    "prune": {"levels": 5, "rate": 0.5, "method": "random", "scope": "layerwise", "retrain": "rewind",
+              "rewind_epoch": 2, "prunable": ("linear",), "ignore": ("out.weight",)},
+}
+# Fields that never change a number: where data lives, and how many levels follow level k.
+NOT_HASHED = {("data", "data_dir"), ("data", "download"), ("prune", "levels")}
 
 
-@pytest.mark.parametrize("section", list(SECTIONS))
-def test_hash_changes_with_every_hyperparameter(section):
+def test_every_field_has_an_alternative_value():
+    for section, cls in SECTIONS.items():
+        assert {f.name for f in dataclasses.fields(cls)} == set(OTHER[section]), section
+
+
+@pytest.mark.parametrize("section, name", [(s, n) for s in OTHER for n in OTHER[s]])
+def test_hash_changes_with_every_field_but_paths_and_levels(section, name):
     base = RunConfig()
-    cls = SECTIONS[section]
-    changed_any = 0
-    for f in dataclasses.fields(cls):
-        old = getattr(getattr(base, section), f.name)
-        new = _changed(old)
-        if new == old or f.name in ("data_dir", "download"):
+    changed = base.replace(**{section: dataclasses.replace(getattr(base, section), **{name: OTHER[section][name]})})
+    assert getattr(getattr(changed, section), name) != getattr(getattr(base, section), name)
+    if (section, name) in NOT_HASHED:
+        assert changed.hash() == base.hash()
+    else:
+        assert changed.hash() != base.hash(), f"{section}.{name} does not change the hash"
+
+
+@pytest.mark.parametrize("protocol", sorted(PLANS))
+def test_each_protocol_hashes_exactly_the_pruning_settings_it_reads(protocol):
+    base = RunConfig(protocol=protocol)
+    for name, value in OTHER["prune"].items():
+        if name == "method" and PLANS[protocol]["methods"] and value not in PLANS[protocol]["methods"]:
             continue
-        try:
-            cfg = base.replace(**{section: dataclasses.replace(getattr(base, section), **{f.name: new})})
-        except ConfigError:
-            continue  # e.g. rewind_epoch + 1 is still valid; out-of-range changes are skipped
-        assert cfg.hash() != base.hash(), f"{section}.{f.name} does not change the hash"
-        changed_any += 1
-    assert changed_any >= 2
+        changed = base.replace(prune=dataclasses.replace(base.prune, **{name: value}))
+        assert (changed.hash() != base.hash()) == (name in PLANS[protocol]["prune"]), (protocol, name)
 
 
-def test_hash_ignores_paths_and_seed_and_changes_with_protocol(tmp_path):
+def test_hash_ignores_seed_and_changes_with_protocol_and_execution(tmp_path):
     from pgcore.store import Run
 
     base = RunConfig()
-    moved = base.replace(data=dataclasses.replace(base.data, data_dir="/elsewhere", download=True))
-    assert moved.hash() == base.hash()
     # Seeds of one experiment share the hash and sit side by side.
     assert base.replace(seed=1).hash() == base.hash()
     assert Run(base.replace(seed=1), tmp_path).path.parent == Run(base, tmp_path).path.parent
     assert Run(base.replace(seed=1), tmp_path).path != Run(base, tmp_path).path
-    assert base.replace(protocol="extended_dense").hash() != base.hash()
+    assert len({base.replace(protocol=p).hash() for p in PLANS}) == len(PLANS)
+    assert base.replace(execution="lockstep").hash() != base.hash()
 
 
-def test_extended_dense_hash_ignores_pruning_method():
-    a = RunConfig(protocol="extended_dense")
-    b = a.replace(prune=dataclasses.replace(a.prune, method="random", retrain="finetune"))
-    assert a.hash() == b.hash()
+def test_output_layer_rule_is_the_models_own_default():
+    assert RunConfig(model=ModelConfig(name="resnet20")).prune.ignore == ()
+    assert RunConfig(model=ModelConfig(name="vgg16")).prune.ignore == ("fc.weight",)
+    assert RunConfig(model=ModelConfig(name="lenet_300_100")).prune.ignore == ("fc3.weight",)
+    explicit = from_dict({"model": {"name": "vgg16"}, "prune": {"ignore": []}})
+    assert explicit.prune.ignore == ()
 
 
 @pytest.mark.parametrize("params, message", [

@@ -9,7 +9,8 @@ import torch
 from pgcore import analysis, pruning, tie
 from pgcore import data as data_mod
 from pgcore.config import ConfigError, from_dict, override
-from pgcore.protocols import Study, run
+from pgcore.protocols import run
+from pgcore.study import Study
 from pgcore.store import Run
 
 
@@ -90,7 +91,12 @@ def test_run_tie_trains_without_top_improved_and_random_examples(tiny_params, tm
     assert means["top-improved"] > means["random"]
     n_train = len(data_mod.load(from_dict(tiny_params).data).y_train)
     left_out = [from_dict(json.loads(p.read_text())["config"]).data.exclude for p in tmp_path.glob("train-*/seed*/config.json")]
+    left_out = [e for e in left_out if e]  # the dense runs themselves leave nothing out
     assert len(left_out) == 4 and all(len(e) == round(0.1 * n_train) for e in left_out)
+    # the random control is one subset per seed, the same at every level: one run serves them all
+    other = tie.run_tie(exp.runs, level=1, fraction=0.1, root=tmp_path, device="cpu", progress=False)
+    assert set(other[other.removed == "random"].run) == set(df[df.removed == "random"].run)
+    assert set(other[other.removed == "top-improved"].run) != set(df[df.removed == "top-improved"].run)
     again = tie.run_tie(exp.runs, level=2, fraction=0.1, root=tmp_path, device="cpu", progress=False)
     pd.testing.assert_frame_equal(df, again)  # read back from the store, not retrained
 

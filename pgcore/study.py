@@ -1,0 +1,230 @@
+"""A study: every run the figures of one parameter file need, declared once.
+
+A parameter file (``params/<profile>.yaml``) holds one base config and the experiment keys
+that say what each figure varies around it. :meth:`Study.needs` lists the runs the
+notebooks read, figure by figure, as :class:`Need` records (a protocol and dotted changes to
+the base config); every notebook reads its runs through :meth:`Study.frame`, which trains a
+run only when the store lacks it. So ``pgcore plan`` can show, and an executor (sequential,
+or spread over a cluster) can compute, exactly what the notebooks will then only read.
+
+Experiment keys (all optional):
+
+- ``variants``: other retraining schemes for figure 1, as ``prune.*`` overrides.
+- ``noise_fractions``, ``noise_levels``: label noise for figure 4, and how many pruning
+  levels its runs go to (memorization may only give way near 99.9% sparsity).
+- ``stretched_levels``: levels of the one-stretched-schedule reading of extended training
+  (figure 3); each level k is a fresh run of (k+1) schedules, so this is kept short.
+- ``pai_methods``: pruning-at-initialization controls for figures 5 and 6.
+- ``tie_fraction``, ``tie_levels``: top-improved examples (figure 7): the share removed and
+  the levels (``all`` or a list) whose improvement is measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import pandas as pd
+import torch
+
+from .config import SECTIONS, RunConfig, check_notebook_parameters, from_dict, load_yaml, override
+from .plans import last_level, plan, source_protocol
+from .protocols import Experiment, choose_execution, resolve_device, run_seeds
+from .store import Run
+
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "explore")
+TIE = "tie"  # a need whose runs are dense retrainings without chosen examples (pgcore.tie)
+
+
+@dataclass(frozen=True)
+class Need:
+    """Runs of one protocol (for every seed) around the base config: ``changes`` are dotted
+    overrides, e.g. ``(("data.noisy_fraction", 0.2),)``. ``protocol == "tie"``: the dense
+    retrainings of figure 7 at the IMP level ``changes`` name."""
+
+    protocol: str
+    changes: tuple[tuple[str, Any], ...] = ()
+    figures: tuple[str, ...] = field(default=(), compare=False)
+
+    def label(self) -> str:
+        body = ", ".join(f"{k}={v}" for k, v in self.changes)
+        return f"{self.protocol}({body})" if body else self.protocol
+
+
+def _need(protocol: str, figure: str, **changes: Any) -> Need:
+    return Need(protocol, tuple(sorted((k.replace("__", "."), v) for k, v in changes.items())), (figure,))
+
+
+@dataclass
+class Study:
+    """The runs one parameter file's figures need. ``study.frame("extended_dense",
+    {"data.noisy_fraction": 0.1})`` runs (or reads from the store) that protocol for every seed
+    and returns its tidy frame. Every notebook builds one from its parameter cell."""
+
+    params: dict[str, Any]
+    seeds: Sequence[int]
+    root: str | Path | None = None
+    device: str | torch.device = "auto"
+    progress: bool = True
+    lockstep: bool | str = "auto"
+
+    @classmethod
+    def from_parameters(cls, ns: Mapping[str, Any]) -> "Study":
+        """From a notebook's parameter variables (``data``, ``model``, ``train``, ``prune``,
+        ``seeds`` and the experiment keys; ``overrides`` applies dotted changes). Names that are
+        not parameters (imports, IPython's own) are ignored; a misspelt parameter is an error."""
+        names = {k: v for k, v in ns.items() if not k.startswith("_") and k not in _IPYTHON
+                 and not callable(v) and not isinstance(v, type(torch))}
+        params = check_notebook_parameters(names)
+        missing = [k for k in ("data", "model", "train", "prune", "seeds") if k not in params]
+        if missing:
+            raise KeyError(f"parameters lack {missing}; see params/smoke.yaml for the full set")
+        return cls.from_dict(params)
+
+    @classmethod
+    def from_dict(cls, params: Mapping[str, Any], **kwargs: Any) -> "Study":
+        """From a parameter file's contents (sections and experiment keys)."""
+        kw = dict(root=params.get("store_dir"), device=params.get("device", "auto"),
+                  progress=bool(params.get("progress", True)), lockstep=params.get("lockstep", "auto"))
+        kw.update(kwargs)
+        return cls(params=dict(params), seeds=list(params["seeds"]), **kw)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **kwargs: Any) -> "Study":
+        return cls.from_dict(load_yaml(path), **kwargs)
+
+    # -- one protocol --------------------------------------------------------------------
+    def base(self) -> dict[str, Any]:
+        return {k: v for k, v in self.params.items() if k in SECTIONS}
+
+    def config(self, protocol: str, changes: Mapping[str, Any] | Iterable = (), seed: int | None = None) -> RunConfig:
+        d = override(self.base(), dict(changes))
+        d["protocol"] = protocol
+        return from_dict(d, seed=self.seeds[0] if seed is None else seed)
+
+    def run(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> Experiment:
+        """Every seed's run of ``protocol`` (with dotted ``changes``), trained if the store lacks it."""
+        return run_seeds(override(self.base(), changes or {}), self.seeds, protocol=protocol, root=self.root,
+                         device=self.device, progress=self.progress, lockstep=self.lockstep)
+
+    def frame(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        return self.run(protocol, changes).frame()
+
+    def tie(self, level: int, changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """Figure 7 at one IMP level: dense retraining without the top-improved examples and
+        without a random subset of the same size (see :func:`pgcore.tie.run_tie`)."""
+        from .tie import run_tie
+
+        imp = self.run("imp", changes)
+        return run_tie(imp.runs, level, float(self.params.get("tie_fraction", 0.1)), root=self.root,
+                       device=self.device, progress=self.progress)
+
+    # -- what the figures need -----------------------------------------------------------
+    def tie_levels(self) -> list[int]:
+        levels = self.params.get("tie_levels", "all")
+        top = int(self.params["prune"].get("levels", 20))
+        return list(range(1, top + 1)) if levels == "all" else [int(k) for k in levels]
+
+    def needs(self, figures: Iterable[str] = FIGURES) -> list[Need]:
+        """Every run the named figures read, each once (a run needed by several figures lists
+        them all), sources and dense runs before what builds on them."""
+        p = self.params
+        noise_levels = p.get("noise_levels", p["prune"].get("levels", 20))
+        wanted: list[Need] = [_need("train", "fig1")]
+        for fig in figures:
+            if fig in ("fig1", "fig2", "fig3", "fig5", "fig6", "fig7", "explore"):
+                wanted.append(_need("imp", fig))
+            if fig == "fig1":
+                wanted += [Need("imp", tuple(sorted((f"prune.{k}", v) for k, v in ch.items())), (fig,))
+                           for ch in (p.get("variants") or {}).values()]
+            if fig in ("fig3", "fig6"):
+                wanted.append(_need("extended_dense", fig))
+            if fig == "fig3" and p.get("stretched_levels"):
+                wanted.append(_need("extended_stretched", fig, prune__levels=int(p["stretched_levels"])))
+            if fig == "fig4":
+                for f in [0.0, *p.get("noise_fractions", [])]:
+                    for proto in ("imp", "extended_dense"):
+                        changes = {"prune__levels": noise_levels}
+                        if f:
+                            changes["data__noisy_fraction"] = f
+                        wanted.append(_need(proto, fig, **changes))
+            if fig == "fig5":
+                wanted += [_need("imp", fig, prune__method="random"), _need("reinit", fig)]
+            if fig in ("fig5", "fig6"):
+                wanted += [_need("pai", fig, prune__method=m) for m in p.get("pai_methods", [])]
+            if fig == "fig6":
+                wanted += [_need("reinit", fig), _need("extended_oneshot", fig)]
+            if fig == "fig7":
+                wanted += [_need(TIE, fig, level=k) for k in self.tie_levels()]
+        return _merge(wanted)
+
+    def runs(self, need: Need, seed: int) -> list[RunConfig]:
+        """The run configs behind one need for one seed (a TIE need: its two retrainings, known
+        only once the IMP run exists; before that, the IMP run itself)."""
+        if need.protocol == TIE:
+            from .tie import tie_configs
+
+            imp = Run(self.config("imp", seed=seed).replace(execution=self._execution()), self.root)
+            if not imp.is_done():
+                return [imp.cfg]
+            return tie_configs(imp, dict(need.changes)["level"], float(self.params.get("tie_fraction", 0.1)))
+        return [self.config(need.protocol, need.changes, seed).replace(execution=self._execution())]
+
+    def _execution(self) -> str:
+        cfgs = [self.config("imp", seed=s) for s in self.seeds]
+        dev = resolve_device(self.device)
+        return "lockstep" if choose_execution(cfgs, self.root, dev, self.lockstep) else "sequential"
+
+    def compute(self, need: Need) -> None:
+        """Train (or find) every seed's runs of ``need``, one process, one after the other."""
+        if need.protocol == TIE:
+            self.tie(dict(need.changes)["level"])
+        else:
+            self.run(need.protocol, dict(need.changes))
+
+    def status(self, figures: Iterable[str] = FIGURES) -> pd.DataFrame:
+        """One row per need x seed: the run directory, levels finished of levels needed, and
+        ``done`` / ``partial`` / ``missing``."""
+        rows = []
+        for need in self.needs(figures):
+            for seed in self.seeds:
+                for cfg in self.runs(need, seed):
+                    run = Run(cfg, self.root)
+                    have, want = len(run.finished_levels()), last_level(cfg) + 1
+                    state = "done" if run.is_done() else ("partial" if have else "missing")
+                    if need.protocol == TIE and cfg.protocol == "imp":
+                        state = "waits for imp"
+                    rows.append({"need": need.label(), "figures": ",".join(need.figures), "seed": seed,
+                                 "run": str(run.path), "levels": f"{min(have, want)}/{want}", "state": state})
+        return pd.DataFrame(rows)
+
+
+_IPYTHON = {"In", "Out", "exit", "quit", "get_ipython", "display"}
+
+
+def _merge(needs: list[Need]) -> list[Need]:
+    """One entry per distinct need (figures merged), in first-seen order."""
+    out: dict[Need, Need] = {}
+    for n in needs:
+        if n in out:
+            out[n] = Need(n.protocol, n.changes, tuple(dict.fromkeys(out[n].figures + n.figures)))
+        else:
+            out[n] = n
+    return list(out.values())
+
+
+def depends_on(study: Study, need: Need) -> list[Need]:
+    """The needs whose runs ``need`` builds on (its source protocol, the IMP run of a TIE
+    need, the dense run its level 0 reuses): for executors that order work themselves."""
+    changes = dict(need.changes)
+    if need.protocol == TIE:
+        return [Need("imp")]
+    cfg = study.config(need.protocol, changes)
+    deps = []
+    src = source_protocol(cfg)
+    if src:
+        deps.append(Need(src, need.changes))
+    if plan(cfg, 0).reuse == "dense":
+        deps.append(Need("train", tuple((k, v) for k, v in need.changes if not k.startswith("prune."))))
+    return deps
