@@ -24,10 +24,32 @@ def summarize(df: pd.DataFrame, metric: str = "error", by: tuple[str, ...] = ("l
     return out
 
 
+class NoValidationError(ValueError):
+    """Choosing a level needs a validation split; choosing on test must be asked for."""
+
+
+def significance(diff_mean: float, diff_ci: float) -> str:
+    """The one rule for "significant" everywhere: a paired difference is ``lower`` or
+    ``higher`` when its 95% Student-t interval excludes zero, ``same`` when it includes zero,
+    and ``undetermined`` without an interval (fewer than two seeds)."""
+    if np.isnan(diff_ci) or np.isnan(diff_mean):
+        return "undetermined"
+    if diff_mean + diff_ci < 0:
+        return "lower"
+    if diff_mean - diff_ci > 0:
+        return "higher"
+    return "same"
+
+
 def selection_source(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> str:
-    """``select_on`` if it has data, else ``test`` (a run without a validation split)."""
+    """The source a level is chosen on: ``select_on`` if it has data. A frame without
+    validation data is an error unless ``select_on="test"`` is asked for explicitly
+    (choosing on test makes the reported test error optimistic)."""
     sel = df[df.source == select_on]
-    return select_on if len(sel) and not sel[metric].isna().all() else "test"
+    if len(sel) and not sel[metric].isna().all():
+        return select_on
+    raise NoValidationError(f"no '{select_on}' data to choose the best level on: set data.val_fraction (e.g. 0.1), "
+                            f"or pass select_on='test' to choose on test knowingly (optimistic)")
 
 
 def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> int:
@@ -57,9 +79,8 @@ def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "er
 
 def verdict(c: dict[str, float], metric: str = "test error", procedure: str = "pruning") -> str:
     """One sentence on whether ``procedure`` lowered ``metric`` against the dense model,
-    judged by the paired 95% CI."""
-    lo, hi = c["diff_mean"] - c["diff_ci"], c["diff_mean"] + c["diff_ci"]
-    where = "validation" if c["selected_on"] == "val" else "test itself (no validation split: optimistic)"
+    judged by :func:`significance` of the paired difference."""
+    where = "validation" if c["selected_on"] == "val" else "test itself (chosen on test: optimistic)"
     head = f"Dense {metric} {c['dense_mean']:.3f} ± {c['dense_ci']:.3f}"
     if c["best_level"] == c.get("dense_level", 0):
         return (head + f" over {c['seeds']} seeds; no level of {procedure} beat the dense model on {where}, "
@@ -67,13 +88,12 @@ def verdict(c: dict[str, float], metric: str = "test error", procedure: str = "p
     head += (f"; best on {where}: level {c['best_level']} ({c['best_sparsity']:.1%} sparse) with "
              f"{c['best_mean']:.3f} ± {c['best_ci']:.3f} (mean ± 95% CI over {c['seeds']} seeds). "
              f"Paired difference {c['diff_mean']:+.3f} ± {c['diff_ci']:.3f}: ")
-    if np.isnan(c["diff_ci"]):
-        return head + "too few seeds for a confidence interval; no claim either way."
-    if hi < 0:
-        return head + f"{procedure} lowered the error, and the interval excludes zero."
-    if lo > 0:
-        return head + f"{procedure} raised the error at the level chosen on validation."
-    return head + f"the interval includes zero, so no significant change from {procedure} at this scale."
+    return head + {
+        "undetermined": "too few seeds for a confidence interval; no claim either way.",
+        "lower": f"{procedure} lowered the error, and the interval excludes zero.",
+        "higher": f"{procedure} raised the error at the level chosen on validation.",
+        "same": f"the interval includes zero, so no significant change from {procedure} at this scale.",
+    }[significance(c["diff_mean"], c["diff_ci"])]
 
 
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
@@ -88,8 +108,7 @@ def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", sou
     out = m.groupby("level").agg(sparsity=("sparsity", "mean"), epochs_total=("epochs_total", "mean"),
                                  a=(metric, "mean"), b=(f"{metric}_b", "mean"),
                                  diff=("diff", "mean"), diff_ci=("diff", ci95), n=("diff", "count")).reset_index()
-    lo, hi = out["diff"] - out["diff_ci"], out["diff"] + out["diff_ci"]
-    out["verdict"] = np.where(hi < 0, "lower", np.where(lo > 0, "higher", "same"))
+    out["verdict"] = [significance(d, c) for d, c in zip(out["diff"], out["diff_ci"])]
     return out
 
 

@@ -108,17 +108,18 @@ _VGG = {
 class CifarVGG(nn.Module):
     """VGG for 32x32 inputs (OpenLTH's ``cifar_vgg``): conv-BN-ReLU stack, 2x2 pool, linear head."""
 
-    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3):
+    def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = 64):
         super().__init__()
         layers, c_in = [], in_channels
         for v in _VGG[depth]:
             if v == "M":
                 layers.append(nn.MaxPool2d(2))
             else:
+                v = v * width // 64  # width: channels of the first stage (64 in the paper)
                 layers += [nn.Conv2d(c_in, v, 3, padding=1), nn.BatchNorm2d(v), nn.ReLU(inplace=True)]
                 c_in = v
         self.features = nn.Sequential(*layers)
-        self.fc = nn.Linear(512, num_classes)
+        self.fc = nn.Linear(c_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(x)
@@ -177,7 +178,7 @@ def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> 
     if name.startswith("resnet"):
         return CifarResNet(int(name[6:]), num_classes, width=w or 16, in_channels=input_shape[0])
     if name.startswith("vgg"):
-        return CifarVGG(int(name[3:]), num_classes, in_channels=input_shape[0])
+        return CifarVGG(int(name[3:]), num_classes, in_channels=input_shape[0], width=w or 64)
     raise ValueError(f"unknown model '{name}'")
 
 

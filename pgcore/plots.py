@@ -84,18 +84,24 @@ def dense_band(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: st
 
 
 def figures_dir(profile: str, override: str | Path | None = None) -> Path:
-    """Where a notebook saves its figures: ``figures/`` of the checkout, except that the
-    ``smoke`` profile (CI, quick checks) writes to ``build/figures-smoke/`` so it never
+    """Where a notebook saves its figures: ``figures/<profile>/`` of the checkout, except that
+    the ``smoke`` profile (CI, quick checks) writes to ``build/figures-smoke/`` so it never
     overwrites the committed figures."""
     if override is not None:
         return Path(override)
     from .store import project_dir
 
-    return project_dir() / ("build/figures-smoke" if profile == "smoke" else "figures")
+    return project_dir() / ("build/figures-smoke" if profile == "smoke" else f"figures/{profile}")
 
 
 def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> list[Path]:
-    """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png``; returns the paths."""
+    """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png``, with a footer naming the
+    machine its numbers come from; returns the paths."""
+    from .store import machine
+
+    m = machine()
+    fig.text(0.99, -0.01, f"{m['cpu']} · {m['cpu_capability']} kernels · torch {m['torch']}", ha="right", va="top",
+             fontsize=6, color="grey")
     out = Path(figures_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = [out / f"{name}.pdf", out / f"{name}.png"]
@@ -103,3 +109,20 @@ def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> lis
         # A fixed creation date keeps the PDF byte-identical when the numbers are.
         fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else {"Software": None})
     return paths
+
+
+def save_numbers(curves: dict[str, pd.DataFrame], name: str, figures_dir: str | Path, profile: str,
+                 metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> Path:
+    """The numbers behind a figure as a tidy CSV beside it: one row per procedure x level x
+    metric x source with mean, 95% CI and number of seeds."""
+    rows = []
+    for procedure, df in curves.items():
+        for metric in metrics:
+            s = summarize(df, metric)
+            rows.append(s.assign(profile=profile, procedure=procedure, metric=metric))
+    table = pd.concat(rows, ignore_index=True)
+    cols = ["profile", "procedure", "level", "sparsity", "epochs_total", "metric", "source", "mean", "ci", "n"]
+    path = Path(figures_dir) / f"{name}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table[[c for c in cols if c in table.columns]].to_csv(path, index=False, float_format="%.6g")
+    return path

@@ -42,7 +42,7 @@ import pandas as pd
 import torch
 
 from . import __version__
-from .config import RunConfig, from_dict
+from .config import ConfigError, RunConfig, from_dict
 
 DEFAULT_ROOT_ENV = "PGCORE_STORE"
 
@@ -108,6 +108,22 @@ def git_commit() -> str:
         return "unknown"
 
 
+def machine() -> dict[str, Any]:
+    """The CPU and the kernels its numbers come from: float results differ between CPU
+    instruction sets (AVX-512 vs AVX2 kernels add in other orders), so every result and
+    figure records them. ``ATEN_CPU_CAPABILITY`` pins the kernels (``default``, ``avx2``)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"), "torch": torch.__version__}
+
+
 def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     """Code version and environment, recorded with every result."""
     import numpy
@@ -122,6 +138,8 @@ def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
         "platform": platform.platform(),
         "torch_threads": torch.get_num_threads(),
         "device": str(dev) if dev is not None else None,
+        "numerics": numerics_digest(),
+        "machine": machine(),
     }
     if dev is not None and dev.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(dev)
@@ -489,12 +507,25 @@ def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
     return [_open_dir(d) for d in dirs]
 
 
+class MisfiledRunError(CorruptResultError):
+    """A run directory whose config this version of pgcore files elsewhere (or cannot read):
+    written by another version; never used."""
+
+
 def _open_dir(run_dir: Path) -> Run:
     """The :class:`Run` stored in ``run_dir``, from its config.json."""
     stored = read_json(run_dir / "config.json")
     if not isinstance(stored, dict) or "config" not in stored:
         raise CorruptResultError(f"{run_dir / 'config.json'} lacks the run's config; run `pgcore repair {run_dir}`")
-    return Run(from_dict(stored["config"]), root=run_dir.parent.parent)
+    try:
+        run = Run(from_dict(stored["config"]), root=run_dir.parent.parent)
+    except ConfigError as e:
+        raise MisfiledRunError(f"{run_dir} was written by another version of pgcore and its config no longer "
+                               f"reads ({e}); it is never used: delete {run_dir}") from e
+    if run.path.resolve() != run_dir.resolve():
+        raise MisfiledRunError(f"{run_dir} was written by another version of pgcore, which filed its config under "
+                               f"another hash (now {run.path.parent.name}); it is never used: delete {run_dir}")
+    return run
 
 
 def run_dirs(root: str | Path | None = None) -> list[Path]:

@@ -228,3 +228,19 @@ def depends_on(study: Study, need: Need) -> list[Need]:
     if plan(cfg, 0).reuse == "dense":
         deps.append(Need("train", tuple((k, v) for k, v in need.changes if not k.startswith("prune."))))
     return deps
+
+
+def notebook(ns: Mapping[str, Any]) -> tuple[Study, Path]:
+    """What every notebook starts with: the plotting style, the :class:`Study` of its parameter
+    cell and the directory its figures go to (with ``machine.json``: where the numbers come from)."""
+    import json
+
+    from . import plots
+    from .store import machine
+
+    plots.style()
+    study = Study.from_parameters(ns)
+    out = plots.figures_dir(study.params.get("profile", "smoke"), study.params.get("figures_dir"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "machine.json").write_text(json.dumps(machine(), indent=1, sort_keys=True) + "\n")
+    return study, out

@@ -30,9 +30,17 @@ def test_best_sparsity_is_chosen_on_validation_and_reported_on_test():
     assert "lowered the error" in analysis.verdict(c)
 
 
-def test_without_validation_selection_falls_back_to_test_and_says_so():
+def test_choosing_on_test_must_be_asked_for_explicitly():
     df = _frame(val=[float("nan")] * 3, test=[0.30, 0.35, 0.40])
-    c = analysis.compare_to_dense(df)
+    with pytest.raises(analysis.NoValidationError, match="val_fraction"):
+        analysis.compare_to_dense(df)
+    c = analysis.compare_to_dense(df, select_on="test")
     assert c["best_level"] == 0 and c["selected_on"] == "test"
     text = analysis.verdict(c)
     assert "optimistic" in text and "did not help" in text
+
+
+@pytest.mark.parametrize("mean, ci, word", [(-0.02, 0.01, "lower"), (0.02, 0.01, "higher"), (-0.02, 0.03, "same"),
+                                            (0.01, 0.01, "same"), (-0.02, float("nan"), "undetermined")])
+def test_one_rule_for_significance(mean, ci, word):
+    assert analysis.significance(mean, ci) == word
