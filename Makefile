@@ -11,6 +11,8 @@ BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED  := build/executed/$(PROFILE)
+# Notebooks run headless (papermill, nbval) print plain progress lines, not widgets no one sees (pgcore/progress.py).
+PLAIN     := PGCORE_PLAIN_PROGRESS=1
 
 .PHONY: setup figures test unit lab notebooks clean-results help
 
@@ -33,9 +35,10 @@ setup: $(STAMP)
 
 figures: $(STAMP)
 	@mkdir -p $(EXECUTED)
+	$(BIN)/pgcore compute params/$(PROFILE).yaml $(COMPUTE_ARGS)
 	@for nb in $(NOTEBOOKS); do \
 	  echo "== $$nb ($(PROFILE))"; \
-	  $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks -f params/$(PROFILE).yaml \
+	  $(PLAIN) $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks -f params/$(PROFILE).yaml \
 	    $$nb $(EXECUTED)/$$(basename $$nb) || exit 1; \
 	done
 	@echo "figures written to figures/ (executed notebooks in $(EXECUTED)/)"
@@ -44,19 +47,22 @@ figures: $(STAMP)
 # profile). Results and figures of the test run go to build/, never to results/ or figures/.
 test: $(STAMP)
 	rm -rf build/test-store
-	PGCORE_STORE=$(CURDIR)/build/test-store $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
+	$(PLAIN) PGCORE_STORE=$(CURDIR)/build/test-store $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
 
+# LAB_DIR: the folder Lab serves; LAB_ARGS: more options, e.g. LAB_ARGS="--port=8890 --no-browser"
+# (tests/test_lab.py starts Lab this way, on copies of the notebooks).
+LAB_DIR ?= .
 lab: $(STAMP)
-	$(BIN)/jupyter lab --notebook-dir=.
+	$(BIN)/jupyter lab --notebook-dir=$(LAB_DIR) $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 # The parameter cells hold params/smoke.yaml (a test checks they agree), so no values are injected.
 notebooks: $(STAMP)
 	rm -rf build/smoke-store
 	@for nb in $(NOTEBOOKS); do \
-	  PGCORE_STORE=$(CURDIR)/build/smoke-store $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks \
+	  $(PLAIN) PGCORE_STORE=$(CURDIR)/build/smoke-store $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks \
 	    $$nb $$nb || exit 1; \
 	done
 

@@ -74,9 +74,12 @@ class Study:
         """From a notebook's parameter variables (``data``, ``model``, ``train``, ``prune``,
         ``seeds`` and the experiment keys; ``overrides`` applies dotted changes). Names that are
         not parameters (imports, IPython's own) are ignored; a misspelt parameter is an error."""
-        names = {k: v for k, v in ns.items() if not k.startswith("_") and k not in _IPYTHON
-                 and not callable(v) and not isinstance(v, type(torch))}
+        seen = ns.get(_SEEN)  # a re-run of the setup cell: only the names the first run took as parameters
+        names = {k: v for k, v in ns.items() if (k in seen if seen is not None else
+                 not k.startswith("_") and k not in _IPYTHON and not callable(v) and not isinstance(v, type(torch)))}
         params = check_notebook_parameters(names)
+        if isinstance(ns, dict):
+            ns[_SEEN] = sorted(names)
         missing = [k for k in ("data", "model", "train", "prune", "seeds") if k not in params]
         if missing:
             raise KeyError(f"parameters lack {missing}; see params/smoke.yaml for the full set")
@@ -201,6 +204,7 @@ class Study:
 
 
 _IPYTHON = {"In", "Out", "exit", "quit", "get_ipython", "display"}
+_SEEN = "_pgcore_parameter_names"
 
 
 def _merge(needs: list[Need]) -> list[Need]:

@@ -1,0 +1,207 @@
+"""Look at one level of a stored study: what pruning left of each layer, how that level
+trained, and which training examples it fits better or worse than the dense model.
+
+Everything is read from the store (:class:`pgcore.store.Run`); nothing is trained here.
+:func:`stored_studies` lists the runs behind the figures that the store holds; the other
+functions return tidy ``DataFrame``s and figures; :func:`explore` puts them behind a study
+picker, a seed picker and a sparsity slider (ipywidgets) for JupyterLab.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from .store import Run, find_run
+
+Runs = Sequence[Run]
+# Figures whose runs have levels to explore (figure 7 adds only dense retrainings, one level each).
+EXPLORABLE = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "explore")
+
+
+def stored_studies(study: Any, figures: Sequence[str] = EXPLORABLE) -> dict[str, list[Run]]:
+    """The studies behind ``figures`` (a :class:`~pgcore.study.Study`'s needs) that the store
+    holds complete for every seed and that have more than one level, named by what they vary
+    and the figures that read them: ``{"imp [fig1, fig2, ...]": [run_seed0, run_seed1]}``.
+    Reads the store only; a missing study is left out, not trained."""
+    status = study.status(figures)
+    found: dict[tuple[str, ...], tuple[str, list[str], list[Run]]] = {}
+    for need, group in status.groupby("need", sort=False):
+        if not (group.state == "done").all():
+            continue
+        runs = [find_run(path) for path in group.run]
+        if any(len(r.finished_levels()) < 2 for r in runs):
+            continue
+        key = tuple(group.run)  # one run can serve several needs (e.g. with an explicit default)
+        figs = [f for cell in group.figures.unique() for f in cell.split(",")]
+        label, seen, _ = found.get(key, (need, [], runs))
+        found[key] = (label, list(dict.fromkeys(seen + figs)), runs)
+    order = list(figures)
+    return {f"{label} [{', '.join(sorted(figs, key=order.index))}]": runs for label, figs, runs in found.values()}
+
+
+def as_runs(study: Any) -> list[Run]:
+    """The runs of an :class:`~pgcore.protocols.Experiment` (anything with ``.runs``), a
+    single :class:`Run` or a sequence of runs."""
+    if isinstance(study, Run):
+        return [study]
+    runs = list(getattr(study, "runs", study))
+    if not runs or not all(isinstance(r, Run) for r in runs):
+        raise TypeError(f"expected an Experiment, a Run or a list of Runs, got {study!r}")
+    return runs
+
+
+def levels(runs: Runs) -> pd.DataFrame:
+    """One row per level finished by every seed: ``level``, ``sparsity`` (mean over seeds),
+    ``remaining`` (1 - sparsity) and ``epochs_total``."""
+    frames = [r.frame() for r in runs]
+    if any(f.empty for f in frames):
+        empty = [str(r.path) for r, f in zip(runs, frames) if f.empty]
+        raise ValueError(f"no finished level in {empty}; run the study first (Study.run)")
+    df = pd.concat(frames, ignore_index=True).drop_duplicates(["seed", "level"])
+    common = df.groupby("level").seed.nunique() == len(runs)
+    df = df[df.level.isin(common[common].index)]
+    out = df.groupby("level", as_index=False).agg(sparsity=("sparsity", "mean"), epochs_total=("epochs_total", "max"))
+    out.insert(2, "remaining", 1.0 - out.sparsity)
+    return out
+
+
+def layer_weights(run: Run, level: int) -> pd.DataFrame:
+    """Per prunable layer at ``level``: ``weights`` (size), ``remaining`` (unpruned count)
+    and ``fraction_remaining``, counted from the stored mask."""
+    mask = run.load_checkpoint(level)["mask"]
+    rows = [{"layer": name, "weights": int(m.numel()), "remaining": int(m.sum())} for name, m in mask.items()]
+    df = pd.DataFrame(rows)
+    df["fraction_remaining"] = df.remaining / df.weights
+    return df
+
+
+def level_curves(runs: Runs, level: int, sources: Sequence[str] = ("train", "test")) -> pd.DataFrame:
+    """The training curves of ``level``, long format: one row per seed x evaluated epoch x
+    source, with ``loss``, ``accuracy`` and ``error``."""
+    hist = pd.concat([r.history() for r in runs], ignore_index=True)
+    hist = hist[hist.level == level]
+    rows = [hist[["seed", "level", "epoch"]].assign(source=s, loss=hist[f"{s}_loss"],
+                                                    accuracy=hist[f"{s}_accuracy"]) for s in sources]
+    out = pd.concat(rows, ignore_index=True)
+    out["error"] = 1.0 - out.accuracy
+    return out.sort_values(["seed", "source", "epoch"], ignore_index=True)
+
+
+def loss_change(run: Run, level: int, base_level: int = 0) -> pd.DataFrame:
+    """Per training example: its final loss in the dense model (``base_level``), at
+    ``level``, and ``change`` = level - dense (negative: the pruned model fits it better)."""
+    dense = run.load_checkpoint(base_level)["per_example_loss"]
+    pruned = run.load_checkpoint(level)["per_example_loss"]
+    if dense.shape != pruned.shape or dense.numel() == 0:
+        raise ValueError(f"{run.path}: per-example losses of levels {base_level} and {level} do not match")
+    df = pd.DataFrame({"dense_loss": dense.numpy(), "loss": pruned.numpy()})
+    df.index.name = "example"
+    df["change"] = df.loss - df.dense_loss
+    return df
+
+
+def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
+    """Three panels for one level of one seed (default: the first): remaining weights per
+    layer, train/test error curves of that level (every seed; dense in grey), and the
+    histogram of per-example loss change vs dense."""
+    run = next((r for r in runs if seed is None or r.cfg.seed == seed), None)
+    if run is None:
+        raise ValueError(f"seed {seed} is not in this study (seeds {[r.cfg.seed for r in runs]})")
+    fig, (ax_l, ax_c, ax_e) = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1.1, 1.1])
+    _draw_layers(ax_l, layer_weights(run, level))
+    _draw_curves(ax_c, runs, level)
+    _draw_change(ax_e, loss_change(run, level), level)
+    m = run.load_metrics(level)
+    fig.suptitle(f"{run.cfg.protocol}, level {level}: {m['sparsity']:.1%} sparse, "
+                 f"{m['epochs_total']} epochs in all (seed {run.cfg.seed})", fontsize="medium")
+    fig.tight_layout()
+    return fig
+
+
+def _draw_layers(ax: plt.Axes, layers: pd.DataFrame) -> None:
+    ax.barh(layers.layer, layers.fraction_remaining, color="C0")
+    for y, row in enumerate(layers.itertuples()):  # beside the bar, readable however short it is
+        ax.text(row.fraction_remaining + 0.02, y, f"{row.remaining:,} / {row.weights:,}", va="center",
+                fontsize="x-small")
+    ax.set_xlim(0, 1.45)
+    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax.invert_yaxis()  # first layer on top
+    ax.set_xlabel("fraction of weights remaining")
+    ax.set_title("remaining weights per layer")
+
+
+def _draw_curves(ax: plt.Axes, runs: Runs, level: int) -> None:
+    if level != 0:  # the dense model's curves, for reference
+        for _, d in level_curves(runs, 0).groupby(["seed", "source"]):
+            ax.plot(d.epoch, d.error, color="0.75", lw=1, ls="--" if d.source.iloc[0] == "train" else "-")
+    for (seed, source), d in level_curves(runs, level).groupby(["seed", "source"]):
+        ax.plot(d.epoch, d.error, color=f"C{seed % 10}", ls="--" if source == "train" else "-",
+                label=f"{source}, seed {seed}")
+    ax.set_xlabel("epoch of this level")
+    ax.set_ylabel("error")
+    ax.set_title("training curves (dense in grey)" if level else "training curves")
+    ax.legend(frameon=False, fontsize="x-small", ncol=2)
+
+
+def _draw_change(ax: plt.Axes, change: pd.DataFrame, level: int) -> None:
+    c = change.change.to_numpy()
+    if level == 0:
+        ax.text(0.5, 0.5, "level 0 is the dense model:\npick a sparser level", ha="center", va="center",
+                transform=ax.transAxes)
+    else:
+        lim = max(float(np.quantile(np.abs(c), 0.99)), 1e-6)  # a few extreme examples would squash the rest
+        ax.hist(np.clip(c, -lim, lim), bins=60, color="C2")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlim(-lim, lim)
+        ax.text(0.02, 0.95, f"lower: {np.mean(c < 0):.0%}\nhigher: {np.mean(c > 0):.0%}", transform=ax.transAxes,
+                va="top", fontsize="small")
+    ax.set_xlabel("training loss change vs dense, per example")
+    ax.set_title(f"{len(c):,} training examples")
+
+
+def explore(studies: Mapping[str, Any] | Any, seed: int | None = None) -> Any:
+    """An ipywidgets view of stored studies: pick a study (``{name: Experiment}``, or one
+    Experiment), a seed and a level on the sparsity slider; the three panels of
+    :func:`level_figure` redraw from the store."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    if not isinstance(studies, Mapping):
+        studies = {"study": studies}
+    studies = {name: as_runs(s) for name, s in studies.items()}
+    pick = widgets.Dropdown(options=list(studies), description="study", layout=widgets.Layout(width="60%"))
+    seeds = widgets.Dropdown(description="seed")
+    slider = widgets.SelectionSlider(options=[("0.0%", 0)], description="sparsity", continuous_update=False,
+                                     layout=widgets.Layout(width="60%"))
+    out = widgets.Output()
+    updating = False  # re-filling the pickers fires their observers; draw once, at the end
+
+    def draw(_: Any = None) -> None:
+        if updating:
+            return
+        fig = level_figure(studies[pick.value], slider.value, seeds.value)
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)  # shown once, inside the output widget
+
+    def refill(_: Any = None) -> None:
+        nonlocal updating
+        updating = True
+        runs = studies[pick.value]
+        seeds.options = [r.cfg.seed for r in runs]
+        seeds.value = seed if seed in seeds.options else seeds.options[0]
+        slider.options = [(f"{row.sparsity:.1%}", int(row.level)) for row in levels(runs).itertuples()]
+        slider.value = slider.options[-1][1] if len(slider.options) > 1 else 0
+        updating = False
+        draw()
+
+    pick.observe(refill, names="value")
+    seeds.observe(draw, names="value")
+    slider.observe(draw, names="value")
+    refill()
+    return widgets.VBox([widgets.HBox([pick, seeds]), slider, out])
