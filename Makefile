@@ -13,11 +13,20 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED  := build/executed/$(PROFILE)
 # Notebooks run headless (papermill, nbval) print plain progress lines, not widgets no one sees (pgcore/progress.py).
 PLAIN     := PGCORE_PLAIN_PROGRESS=1
+# STRICT=1: the portable CPU kernels (ATen's default, MKL's compatible branch, oneDNN at SSE4.1), meant to give
+# the same bits on any x86 CPU; about 1.9x slower on LeNet. Its results go to their own store.
+ifeq ($(STRICT),1)
+export ATEN_CPU_CAPABILITY := default
+export MKL_CBWR := COMPATIBLE,STRICT
+export ONEDNN_MAX_CPU_ISA := SSE41
+export PGCORE_STORE ?= $(CURDIR)/results-strict
+endif
 
 .PHONY: setup figures test unit lab notebooks clean-results help
 
 help:
-	@echo "make figures [PROFILE=small|smoke|paper]  run every notebook with papermill, write figures/"
+	@echo "make figures [PROFILE=small|mnist1d|smoke|paper|paper-vgg16|paper-lenet|paper-cifar100] [STRICT=1]"
+	@echo "                                           compute the study, run every notebook with papermill, write figures/<profile>/"
 	@echo "make test                                  unit tests + nbval on the notebooks (smoke scale)"
 	@echo "make lab                                   JupyterLab on the project"
 	@echo "make notebooks                             re-execute notebooks/ in place at smoke scale (their committed outputs)"
@@ -41,7 +50,7 @@ figures: $(STAMP)
 	  $(PLAIN) $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks -f params/$(PROFILE).yaml \
 	    $$nb $(EXECUTED)/$$(basename $$nb) || exit 1; \
 	done
-	@echo "figures written to figures/ (executed notebooks in $(EXECUTED)/)"
+	@echo "figures written to figures/$(PROFILE)/ (executed notebooks in $(EXECUTED)/)"
 
 # Unit tests, then nbval on the committed notebooks (their parameter cells hold the smoke
 # profile). Results and figures of the test run go to build/, never to results/ or figures/.

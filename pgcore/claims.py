@@ -11,6 +11,7 @@ Notebooks print these verdicts; they never word one by hand.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,7 @@ class Verdict:
         return f"**{self.claim}: {self.status}.** {self.summary}"
 
     def row(self) -> dict[str, Any]:
-        return {"claim": self.claim, "status": self.status, **self.numbers}
+        return {"claim": self.claim, "status": self.status, "summary": self.summary, **self.numbers}
 
 
 def _pm(mean: float, ci: float) -> str:
@@ -235,3 +236,11 @@ def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
 def table(verdicts: list[Verdict]) -> pd.DataFrame:
     """Verdicts as one row each (claim, status and their numbers)."""
     return pd.DataFrame([v.row() for v in verdicts])
+
+
+def save(verdicts: list[Verdict], name: str, figures_dir: str | Path, profile: str) -> Path:
+    """Write the verdicts of one figure as ``<figures_dir>/<name>_verdicts.csv`` (one row each)."""
+    path = Path(figures_dir) / f"{name}_verdicts.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table(verdicts).assign(profile=profile, figure=name).to_csv(path, index=False, float_format="%.6g")
+    return path
