@@ -2,7 +2,7 @@
 
 (a) ``baseline``: what most pruning code does (OpenLTH-style): a torch Dataset with per-sample
     torchvision transforms, a DataLoader, fp32, masks re-applied to ``weight.data`` after each step.
-(b) ``pgcore``: the engine's own epoch loop (``pgcore.train.train_epoch``): data resident on the
+(b) ``pgcore``: the engine's own training loop (``pgcore.train.batches`` + ``Single``): data resident on the
     device, batched on-device augmentation, masked gradients.
 (b') ``pgcore bf16``: the same with ``train.precision: bf16`` (bfloat16 autocast).
 (b'') ``pgcore compile`` and ``pgcore bf16+compile``: with ``train.compile: true`` (the model and the
@@ -36,7 +36,8 @@ from pgcore.batched import Ensemble
 from pgcore.config import DataConfig, TrainConfig
 from pgcore.data import Data, load
 from pgcore.protocols import resolve_device
-from pgcore.train import CompiledOrEager, MaskedStep, generator, make_optimizer, train_epoch
+from pgcore.seeds import generator
+from pgcore.train import Single, batches
 
 
 def _sync(dev: torch.device) -> None:
@@ -83,7 +84,7 @@ def _half_mask(model: torch.nn.Module) -> pruning.Mask:
 
 
 def bench_baseline(model, loader, mask, dev, epochs: int, cfg: TrainConfig) -> float:
-    opt = make_optimizer(model, cfg)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     params = dict(model.named_parameters())
     masks = {n: m.to(dev).float() for n, m in mask.items()}
     model.train()
@@ -106,18 +107,22 @@ def bench_baseline(model, loader, mask, dev, epochs: int, cfg: TrainConfig) -> f
     return seen / (time.perf_counter() - tic)
 
 
+def _epochs(learner, data: Data, cfg: TrainConfig, dev, epochs: int, k: int) -> float:
+    """Images per second of ``epochs`` epochs of pgcore's loop (one batch iterator, one update),
+    after one untimed warm-up epoch (and compilation)."""
+    orders, augments = [generator(i, "order") for i in range(k)], [generator(i, "augment") for i in range(k)]
+    for epoch in range(-1, epochs):
+        if epoch == 0:
+            _sync(dev)
+            tic = time.perf_counter()
+        for lr, x, y in batches(data, cfg, max(epoch, 0), orders, augments):
+            learner.step(lr, x, y)
+    _sync(dev)
+    return k * epochs * len(data.y_train) / (time.perf_counter() - tic)
+
+
 def bench_pgcore(model, data: Data, mask, dev, epochs: int, cfg: TrainConfig) -> float:
-    step = MaskedStep(model, cfg, mask)
-    g = generator(0, 0)
-    model.train()
-    run = CompiledOrEager(model) if cfg.compile else model
-    train_epoch(run, step, data, cfg, 0, g)  # warm-up (and compilation)
-    _sync(dev)
-    tic = time.perf_counter()
-    for epoch in range(epochs):
-        train_epoch(run, step, data, cfg, epoch, g)
-    _sync(dev)
-    return epochs * len(data.y_train) / (time.perf_counter() - tic)
+    return _epochs(Single(model, cfg, mask), data, cfg, dev, epochs, 1)
 
 
 def bench_lockstep(build, mask, data: Data, dev, epochs: int, cfg: TrainConfig, k: int) -> float:
@@ -127,15 +132,7 @@ def bench_lockstep(build, mask, data: Data, dev, epochs: int, cfg: TrainConfig, 
         m = build().to(dev)
         pruning.apply(m, mask)
         ms.append(m)
-    ens = Ensemble(ms, [mask] * k, cfg, dev)
-    gens = [generator(i, 0) for i in range(k)]
-    ens.train_epoch(data, 0, gens)  # warm-up
-    _sync(dev)
-    tic = time.perf_counter()
-    for epoch in range(epochs):
-        ens.train_epoch(data, epoch, gens)
-    _sync(dev)
-    return k * epochs * len(data.y_train) / (time.perf_counter() - tic)
+    return _epochs(Ensemble(ms, [mask] * k, cfg), data, cfg, dev, epochs, k)
 
 
 def main() -> None:

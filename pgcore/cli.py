@@ -1,13 +1,23 @@
-"""Command line: ``pgcore run``, ``pgcore show``, ``pgcore download``."""
+"""Command line: ``pgcore run``, ``show``, ``verify``, ``repair``, ``accept``, ``download``.
+
+Every error a user can cause ends in one line, ``pgcore: error: <what happened and what to
+do>``, and exit status 2 (1 when ``verify`` finds problems, 130 after Ctrl-C); ``--debug``
+adds the traceback. Finished levels are never touched by an error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
+import time
+import traceback
 from pathlib import Path
 
 import pandas as pd
 
+from . import compute
 from .config import PROTOCOLS, ConfigError, from_dict, load_yaml, set_value
 from .store import CorruptResultError
 
@@ -15,11 +25,17 @@ EPILOG = """examples:
   pgcore run params/small.yaml                      # IMP with LR rewinding, every seed in the file
   pgcore run params/small.yaml --set train.epochs=5 --set seeds=[0]
   pgcore run params/small.yaml --protocol extended_dense
-  pgcore show results/imp-<hash>                    # all seeds of a run, mean over seeds
+  pgcore show results/imp-<hash>                    # all seeds of a run: mean and per seed
+  pgcore verify --all                               # check every stored run's files
+  pgcore repair results/imp-<hash>/seed0            # drop invalid levels; `run` then recomputes them
   pgcore download cifar10 --data-dir data           # fetch a torchvision dataset (needs a network)
 
 Results are stored under $PGCORE_STORE (default: results/ in the checkout). A finished run is
-reused, an interrupted one resumes from its last finished level."""
+checked and reused, an interrupted one resumes from its last finished level."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a run, with where it stopped."""
 
 
 def _table(df: pd.DataFrame) -> pd.DataFrame:
@@ -34,6 +50,75 @@ def _table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _per_seed(df: pd.DataFrame) -> pd.DataFrame:
+    """Test error per level (rows) and seed (columns)."""
+    test = df[df.source == "test"]
+    wide = test.pivot_table(index=["level", "sparsity"], columns="seed", values="error", aggfunc="mean")
+    wide.columns = [f"seed{s}" for s in wide.columns]
+    return wide.reset_index()
+
+
+def _print_tables(df: pd.DataFrame) -> None:
+    with pd.option_context("display.width", 120, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
+        print(_table(df).to_string(index=False))
+        if df.seed.nunique() > 1:
+            print("test error per seed:")
+            print(_per_seed(df).to_string(index=False))
+
+
+def check_device(device: str) -> None:
+    """Refuse a device this machine cannot use, before anything is loaded or trained."""
+    if device == "auto":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
+            raise ConfigError(f"device '{device}': CUDA is not available on this machine (torch {torch.__version__}, "
+                              f"{build}); use --device cpu or --device auto")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device '{device}': this machine has {torch.cuda.device_count()} CUDA device(s), "
+                              f"numbered from 0")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device '{device}' is not supported; use auto, cpu, cuda or cuda:N")
+
+
+def _run_options(args: argparse.Namespace, params: dict) -> tuple[list[int], str, bool]:
+    """Seeds, device and progress from the command line, else from the parameter file."""
+    seeds = args.seeds if args.seeds else params.get("seeds", [params.get("seed", 0)])
+    if isinstance(seeds, int) or not isinstance(seeds, list) or not seeds:
+        raise ConfigError(f"seeds must be a non-empty list of integers, e.g. seeds: [0, 1], got {seeds!r}")
+    device = args.device or params.get("device") or "auto"
+    progress = params.get("progress", True)
+    if not isinstance(progress, bool):
+        raise ConfigError(f"progress must be true or false, got {progress!r}")
+    return seeds, str(device), progress and not args.no_progress
+
+
+def _where_stopped(root: str | None, since: float) -> str:
+    """'level k of <run>' for the run this command last wrote to (its source run, say, or one
+    seed of several), or a plain word when it had not written anything yet."""
+    from .store import default_root, run_dirs
+
+    touched = []
+    for d in run_dirs(Path(root) if root else default_root()):
+        newest = max((p.stat().st_mtime for p in d.iterdir()), default=0.0)
+        if newest >= since:
+            touched.append((newest, d))
+    if not touched:
+        return "the start"
+    run_dir = max(touched)[1]
+    level = 0
+    while (run_dir / f"level_{level:03d}.json").exists():
+        level += 1
+    return f"level {level} of {run_dir}"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .protocols import run_seeds
 
@@ -42,31 +127,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         set_value(params, assignment)
     if args.protocol:
         params["protocol"] = args.protocol
-    seeds = args.seeds if args.seeds else params.get("seeds", [params.get("seed", 0)])
-    # Validate every seed's config before any training starts.
+    seeds, device, progress = _run_options(args, params)
+    # Validate every seed's config and the device before any training starts.
     for s in seeds:
-        from_dict(params, seed=s)
+        cfg = from_dict(params, seed=s)
+    check_device(device)
+    args.dataset, args.data_dir = cfg.data.name, cfg.data.data_dir  # for a download error's message
     lockstep = {"auto": "auto", "on": True, "off": False}[args.lockstep]
-    exp = run_seeds(params, seeds, root=args.store, device=args.device, progress=not args.no_progress, lockstep=lockstep)
+    started = time.time() - 0.5  # file times come from a coarser clock
+    try:
+        exp = run_seeds(params, seeds, root=args.store, device=device, progress=progress, lockstep=lockstep)
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted at {_where_stopped(args.store, started)}; finished levels are kept: "
+                          f"run the same command to resume") from None
     print(f"results ({len(exp.runs)} seed(s)):")
     for r in exp.runs:
         print(f"  {r.path}")
-    with pd.option_context("display.width", 120, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        print(_table(exp.frame()).to_string(index=False))
+    _print_tables(exp.frame())
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    from .store import Run, find_run, frame, read_json
+def _check_runs(runs: list) -> None:
+    """Raise :class:`CorruptResultError` for the first run whose files do not check out."""
+    for run in runs:
+        problems = run.verify()
+        if problems:
+            raise CorruptResultError(run.explain(problems))
 
-    path = Path(args.run)
-    if path.is_dir() and not (path / "config.json").exists():
-        runs = [Run(from_dict(read_json(p / "config.json")["config"]), root=path.parent)
-                for p in sorted(path.glob("seed*")) if (p / "config.json").exists()]
-        if not runs:
-            raise FileNotFoundError(f"{path} holds no runs (no seed*/config.json)")
-    else:
-        runs = [find_run(args.run, args.store)]
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from .store import find_runs, frame
+
+    runs = find_runs(args.run, args.store)
+    _check_runs(runs)
     cfg = runs[0].cfg
     print(f"{cfg.protocol} run {cfg.hash()}: {cfg.data.name} / {cfg.model.name}, seeds "
           f"{[r.cfg.seed for r in runs]}, complete: {[r.is_done() for r in runs]}")
@@ -75,8 +168,101 @@ def cmd_show(args: argparse.Namespace) -> int:
     if df.empty:
         print("no finished level yet")
         return 0
-    with pd.option_context("display.width", 120, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        print(_table(df).to_string(index=False))
+    _print_tables(df)
+    return 0
+
+
+def _named_dirs(ref: str | None, store: str | None) -> list[Path]:
+    """Run directories named by a run, an experiment directory or a hash prefix; all if None."""
+    from .store import default_root, run_dirs
+
+    root = Path(store) if store else default_root()
+    if ref is None:
+        return run_dirs(root)
+    path = Path(ref)
+    if path.is_dir():
+        seeds = sorted(p for p in path.glob("seed*") if p.is_dir())
+        return seeds or [path]
+    dirs = [d for d in run_dirs(root) if ref in d.parent.name or f"{d.parent.name}/{d.name}" == ref]
+    if not dirs:
+        raise FileNotFoundError(f"no run matching '{ref}' (looked in {root}); `pgcore run` prints run directories")
+    return dirs
+
+
+def _problems_of(run_dir: Path) -> list[str]:
+    """One line per problem of a run directory, and the fix."""
+    from .store import MisfiledRunError, StaleResultError, _open_dir
+
+    if not (run_dir / "config.json").exists():
+        return [f"{run_dir / 'config.json'} is missing; fix: run the `pgcore run` command that made this run "
+                f"(it rewrites config.json), or delete {run_dir}"]
+    try:
+        run = _open_dir(run_dir)
+    except MisfiledRunError as e:
+        return [str(e)]
+    except CorruptResultError as e:
+        return [f"{str(e).split('; ')[0]}; fix: pgcore repair {run_dir}"]
+    problems = run.verify()
+    lines = [f"{p}" for p in problems]
+    if problems:
+        lines.append(f"fix: {run.explain(problems).split('; ', 1)[1]}")
+    try:
+        run.check_numerics()
+    except StaleResultError as e:
+        lines.append(str(e))
+    return lines
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if args.run is None and not args.all:
+        raise ConfigError("name a run to check (pgcore verify results/imp-<hash>) or check the whole store with --all")
+    tic = time.perf_counter()
+    dirs = _named_dirs(args.run, args.store)
+    bad = 0
+    for d in dirs:
+        lines = _problems_of(d)
+        if lines:
+            bad += 1
+            print(f"{d}:")
+            for line in lines:
+                print(f"  {line}")
+    levels = sum(len(list(d.glob("level_*.json"))) for d in dirs)
+    print(f"checked {len(dirs)} run(s), {levels} level(s) in {time.perf_counter() - tic:.1f} s: "
+          + (f"{bad} with problems" if bad else "all valid"))
+    return 1 if bad else 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    from .store import MisfiledRunError, _open_dir
+
+    for d in _named_dirs(args.run, args.store):
+        try:
+            run = _open_dir(d)
+        except MisfiledRunError as e:
+            print(f"{d}: not repaired: {e}")
+            continue
+        except CorruptResultError:
+            removed = [p for p in (d / "done.json", d / "config.json") if p.exists()]
+            for p in removed:
+                p.unlink()
+            print(f"{d}: removed its unreadable config.json; the next `pgcore run` of its config rewrites it")
+            continue
+        removed = run.repair(args.from_level)
+        if not removed:
+            print(f"{d}: nothing to repair")
+            continue
+        names = ", ".join(p.name for p in removed)
+        resume = len(run.finished_levels())
+        print(f"{d}: removed {names}; the same `pgcore run` command recomputes from level {resume}")
+    return 0
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    from .store import find_runs
+
+    for run in find_runs(args.run, args.store):
+        old = run.accept_numerics()
+        print(f"{run.path}: accepted (computed by code with numerics digest {old})")
     return 0
 
 
@@ -89,40 +275,102 @@ def cmd_download(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show the full traceback of an error")
     p = argparse.ArgumentParser(prog="pgcore", description="Pruning's effect on generalization: run and inspect experiments.",
                                 epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = p.add_subparsers(dest="command", required=True)
-    r = sub.add_parser("run", help="run a protocol from a config/parameter YAML file, for each of its seeds",
+    r = sub.add_parser("run", parents=[debug], help="run a protocol from a config/parameter YAML file, for each of its seeds",
                        description="Run a protocol (" + ", ".join(PROTOCOLS) + ") for each seed; prints where results are and a summary.")
     r.add_argument("config", help="YAML file with sections data/model/train/prune (e.g. params/small.yaml)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value, e.g. train.epochs=10 (repeatable)")
     r.add_argument("--protocol", choices=PROTOCOLS, help="override the file's protocol (default imp)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the file's seeds)")
     r.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
-    r.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    r.add_argument("--no-progress", action="store_true", help="no progress bars")
+    r.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the file's device, else auto)")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (the file's progress: false does the same)")
     r.add_argument("--lockstep", choices=["auto", "on", "off"], default="auto",
                    help="train the seeds together as one vectorized model (default auto: on a GPU only)")
     r.set_defaults(func=cmd_run)
-    s = sub.add_parser("show", help="print the summary table of a stored run",
-                       description="Print a stored run's per-level summary (mean over its seeds).")
+    s = sub.add_parser("show", parents=[debug], help="print the summary table of a stored run",
+                       description="Check a stored run's files and print its per-level summary (mean over seeds, and per seed).")
     s.add_argument("run", help="run directory (…/imp-<hash> or …/imp-<hash>/seed0) or a hash prefix")
     s.add_argument("--store", help="results directory to search for a hash (default $PGCORE_STORE or results/)")
     s.set_defaults(func=cmd_show)
-    d = sub.add_parser("download", help="fetch a torchvision dataset into a data directory (needs a network)")
+    v = sub.add_parser("verify", parents=[debug], help="check stored runs: every level's files and checksums",
+                       description="Check runs' config.json, level metrics and checkpoint checksums; print each "
+                                   "problem with its fix. Exit status 1 if any run has a problem.")
+    v.add_argument("run", nargs="?", help="run or experiment directory, or a hash prefix")
+    v.add_argument("--all", action="store_true", help="check every run in the store")
+    v.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
+    v.set_defaults(func=cmd_verify)
+    rp = sub.add_parser("repair", parents=[debug], help="drop a run's invalid levels (and later ones) so `run` recomputes them",
+                        description="Remove what `verify` finds invalid in a run and every level after it (and "
+                                    "done.json); the same `pgcore run` then recomputes them to identical numbers.")
+    rp.add_argument("run", help="run or experiment directory, or a hash prefix")
+    rp.add_argument("--from-level", type=int, metavar="K", help="also drop level K and every later level")
+    rp.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
+    rp.set_defaults(func=cmd_repair)
+    a = sub.add_parser("accept", parents=[debug], help="keep a run computed by code with other numerics, knowingly")
+    a.add_argument("run", help="run or experiment directory, or a hash prefix")
+    a.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
+    a.set_defaults(func=cmd_accept)
+    d = sub.add_parser("download", parents=[debug], help="fetch a torchvision dataset into a data directory (needs a network)")
     d.add_argument("dataset", choices=["mnist", "cifar10", "cifar100", "svhn"])
     d.add_argument("--data-dir", default="data")
     d.set_defaults(func=cmd_download)
+    compute.add_parsers(sub)  # plan, compute
     return p
+
+
+def _network_error(e: BaseException) -> bool:
+    import socket
+    import urllib.error
+
+    return isinstance(e, (urllib.error.URLError, socket.gaierror, ConnectionError, TimeoutError)) \
+        and not isinstance(e, BrokenPipeError)
+
+
+def explain(e: BaseException, args: argparse.Namespace) -> str:
+    """The one line an error gets: what happened and what to do."""
+    if _network_error(e):
+        name, data_dir = getattr(args, "dataset", "the dataset"), getattr(args, "data_dir", "data")
+        return (f"cannot download {name}: no network ({getattr(e, 'reason', e)}); run `pgcore download {name} "
+                f"--data-dir {data_dir}` where there is a network and copy {data_dir}/ here, or set data.data_dir "
+                f"to where the files are")
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return (f"no space left on the device writing {e.filename}; finished levels are kept: free space "
+                f"and run the same command to resume")
+    if isinstance(e, OSError) and e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return (f"cannot write {e.filename}: {e.strerror}; use a writable store (--store DIR or $PGCORE_STORE) "
+                f"or fix its permissions")
+    if isinstance(e, OSError) and e.filename and not isinstance(e, FileNotFoundError):
+        return f"{e.filename}: {e.strerror or e}"
+    if isinstance(e, (ConfigError, CorruptResultError, FileNotFoundError, ValueError, Interrupted)):
+        return str(e)
+    from .train import DivergedError  # noqa: PLC0415 -- torch is imported only when needed
+
+    if isinstance(e, DivergedError):
+        return f"{e}"
+    return f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)"
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, FileNotFoundError, ValueError, CorruptResultError) as e:
-        print(f"pgcore: error: {e}", file=sys.stderr)
-        return 2
+    except BrokenPipeError:  # output piped into `head`: nothing more to say
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- keeps the interpreter's final flush quiet
+        return 0
+    except (Exception, KeyboardInterrupt) as e:  # noqa: BLE001 -- every error ends in one line
+        if args.debug:
+            traceback.print_exc()
+        if isinstance(e, KeyboardInterrupt):
+            e = Interrupted("interrupted; finished work is kept: run the same command to resume")
+        print(f"pgcore: error: {explain(e, args)}", file=sys.stderr)
+        return 130 if isinstance(e, Interrupted) else 2
 
 
 if __name__ == "__main__":

@@ -58,6 +58,26 @@ def deterministic_kernels(dev: torch.device) -> None:
         torch.use_deterministic_algorithms(True)
 
 
+# CPU runs use one intra-op thread: the number of threads changes how BLAS splits its sums, so
+# it changes the bits of every result. Parallelism comes from running runs side by side
+# (``pgcore compute``), which is also what scales to many cores.
+CPU_THREADS = 1
+
+
+@contextlib.contextmanager
+def fixed_threads(dev: torch.device):
+    """Train with :data:`CPU_THREADS` threads on the CPU (restored afterwards)."""
+    if dev.type != "cpu":
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(CPU_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def init_model(cfg: RunConfig, data: data_mod.Data, stream: str = "init") -> torch.nn.Module:
     """The seed's initial model (``stream="reinit"``: the independent initialization of the
     reinit control); the global RNG is left as it was."""
@@ -95,11 +115,7 @@ class _Seed:
         self.model = init_model(cfg, data).to(dev)
         self.dense = pruning.dense_mask(self.model, cfg.prune.prunable, cfg.prune.ignore)
         self.mask, self.rewind_state = self.dense, None
-        done = store.finished_levels()
-        if done != list(range(len(done))):
-            missing = sorted(set(range(max(done) + 1)) - set(done))
-            raise RuntimeError(f"{store.path} lacks level {missing[0]} but has later ones; "
-                               f"run `pgcore repair {store.path}` to drop them, then run again")
+        done = store.finished_levels()  # contiguous from 0, or an error naming the missing level
         self.next_level = len(done)
         if done:  # resume from the last finished level
             self._load(store.load_checkpoint(done[-1], map_location=dev))
@@ -233,6 +249,7 @@ def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, devi
         dense_runs = run_lockstep([c.replace(protocol="train") for c in todo_cfgs], root, dev, progress, data, lockstep)
         dense = {r.cfg.seed: r for r in dense_runs}
     with contextlib.ExitStack() as held:
+        held.enter_context(fixed_threads(dev))
         for i in sorted(todo, key=lambda i: str(stores[i].path)):  # one order everywhere: no deadlock
             held.enter_context(stores[i].lock())
         seeds = []
@@ -240,7 +257,11 @@ def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, devi
             if stores[i].is_done():  # finished by another process while this one waited
                 continue
             stores[i].open(dev)
-            seeds.append(_Seed(cfgs[i], stores[i], dev, data, src))
+            seed = _Seed(cfgs[i], stores[i], dev, data, src)
+            if seed.finished:  # every level stored (e.g. after its config.json was repaired)
+                stores[i].mark_done()
+            else:
+                seeds.append(seed)
         _execute(seeds, dense, lockstep, progress)
     return stores
 

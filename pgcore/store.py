@@ -329,7 +329,7 @@ class Run:
         js, _ = self._level_paths(level)
         record = read_json(js)
         if not isinstance(record, dict) or "final" not in record:
-            raise CorruptResultError(f"result file {js} lacks its metrics; delete it to recompute level {level}")
+            raise CorruptResultError(f"result file {js} lacks its metrics; run `pgcore repair {self.path}` to drop level {level} and later, then run again")
         return record
 
     def save_reference(self, level: int, source: "Run", source_level: int, **changes: Any) -> None:
@@ -353,10 +353,10 @@ class Run:
             blob = pt.read_bytes()
         except FileNotFoundError as e:
             raise CorruptResultError(f"checkpoint {pt} is missing though {js} says level {level} finished; "
-                                     f"delete {js} to recompute that level") from e
+                                     f"run `pgcore repair {self.path}` to drop level {level} and later, then run again") from e
         if _sha256(blob) != expected:
             raise CorruptResultError(f"checkpoint {pt} does not match the checksum in {js} (truncated or "
-                                     f"overwritten); delete both to recompute level {level}")
+                                     f"overwritten); run `pgcore repair {self.path}` to drop level {level} and later, then run again")
         return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
 
     def mark_done(self) -> None:

@@ -149,3 +149,16 @@ def test_diverged_training_stops_before_anything_is_stored(tiny_params, tmp_path
         run(cfg, tmp_path, "cpu", progress=False)
     dense = Run(cfg.replace(protocol="train"), tmp_path)
     assert dense.finished_levels() == [] and not dense.is_done()
+
+
+def test_cpu_runs_use_a_fixed_thread_count_so_bits_do_not_depend_on_the_caller(tiny_cfg, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a = run(tiny_cfg, tmp_path / "a", "cpu", progress=False)
+        torch.set_num_threads(1)
+        b = run(tiny_cfg, tmp_path / "b", "cpu", progress=False)
+        assert torch.get_num_threads() == 1  # the caller's setting is restored
+    finally:
+        torch.set_num_threads(before)
+    assert [a.load_metrics(k)["checkpoint_sha256"] for k in range(4)] == [b.load_metrics(k)["checkpoint_sha256"] for k in range(4)]
