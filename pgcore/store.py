@@ -466,24 +466,13 @@ class Run:
 
 
 def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
-    """Open an existing run from its directory, or from ``<protocol>-<hash>[/seed<k>]`` / a hash prefix."""
-    root = Path(root) if root is not None else default_root()
-    path = Path(ref)
-    candidates: list[Path] = []
-    if (path / "config.json").exists():
-        candidates = [path]
-    elif path.is_dir():
-        candidates = sorted(p.parent for p in path.glob("seed*/config.json"))
-    else:
-        candidates = sorted(p.parent for p in root.glob(f"*{ref}*/seed*/config.json"))
-        candidates += sorted(p.parent for p in root.glob(f"*/{ref}/config.json"))
-    if not candidates:
-        raise FileNotFoundError(f"no run matching '{ref}' (looked in {root}); `pgcore run` prints run directories")
-    if len(candidates) > 1:
-        listed = "\n  ".join(str(c) for c in candidates[:20])
-        raise ValueError(f"'{ref}' matches {len(candidates)} runs; name one:\n  {listed}")
-    stored = read_json(candidates[0] / "config.json")
-    return Run(from_dict(stored["config"]), root=candidates[0].parent.parent)
+    """Open one existing run from its directory, or from ``<protocol>-<hash>/seed<k>`` / a hash
+    prefix that names a single seed (:func:`find_runs` for all seeds of an experiment)."""
+    runs = find_runs(ref, root)
+    if len(runs) > 1:
+        listed = "\n  ".join(str(r.path) for r in runs[:20])
+        raise ValueError(f"'{ref}' matches {len(runs)} runs; name one:\n  {listed}")
+    return runs[0]
 
 
 def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:

@@ -129,11 +129,19 @@ class Study:
         top = int(self.params["prune"].get("levels", 20))
         return list(range(1, top + 1)) if levels == "all" else [int(k) for k in levels]
 
+    def noise_changes(self, fraction: float) -> dict[str, dict[str, Any]]:
+        """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` levels (memorization may
+        only give way near 99.9% sparsity); extended dense training, which stays dense, to the
+        profile's own levels (it is the time-matched control, not a sparsity sweep)."""
+        levels = int(self.params["prune"].get("levels", 20))
+        noise = {"data.noisy_fraction": fraction} if fraction else {}
+        return {"imp": {**noise, "prune.levels": int(self.params.get("noise_levels", levels))},
+                "extended_dense": {**noise, "prune.levels": levels}}
+
     def needs(self, figures: Iterable[str] = FIGURES) -> list[Need]:
         """Every run the named figures read, each once (a run needed by several figures lists
         them all), sources and dense runs before what builds on them."""
         p = self.params
-        noise_levels = p.get("noise_levels", p["prune"].get("levels", 20))
         wanted: list[Need] = [_need("train", "fig1")]
         for fig in figures:
             if fig in ("fig1", "fig2", "fig3", "fig5", "fig6", "fig7", "explore"):
@@ -147,11 +155,8 @@ class Study:
                 wanted.append(_need("extended_stretched", fig, prune__levels=int(p["stretched_levels"])))
             if fig == "fig4":
                 for f in [0.0, *p.get("noise_fractions", [])]:
-                    for proto in ("imp", "extended_dense"):
-                        changes = {"prune__levels": noise_levels}
-                        if f:
-                            changes["data__noisy_fraction"] = f
-                        wanted.append(_need(proto, fig, **changes))
+                    for proto, changes in self.noise_changes(f).items():
+                        wanted.append(_need(proto, fig, **{k.replace(".", "__"): v for k, v in changes.items()}))
             if fig == "fig5":
                 wanted += [_need("imp", fig, prune__method="random"), _need("reinit", fig)]
             if fig in ("fig5", "fig6"):
@@ -185,6 +190,13 @@ class Study:
             self.tie(dict(need.changes)["level"])
         else:
             self.run(need.protocol, dict(need.changes))
+
+    def compute_all(self, client: Any = None, **kwargs: Any) -> Any:
+        """Every run the figures need, in parallel on a Dask cluster (a local one unless
+        ``client`` is given); see :func:`pgcore.compute.compute_study`."""
+        from .compute import compute_study
+
+        return compute_study(self, client, **kwargs)
 
     def status(self, figures: Iterable[str] = FIGURES) -> pd.DataFrame:
         """One row per need x seed: the run directory, levels finished of levels needed, and

@@ -1,0 +1,623 @@
+"""A whole study at once: every run its figures need, spread over Dask workers.
+
+:func:`plan` lists the runs a parameter file's notebooks read (:meth:`Study.needs` and the runs
+they build on), each once, with what the store already holds. :func:`compute_study` trains
+what is missing on a Dask cluster: this machine's cores or GPUs (:func:`local_cluster`), a
+SLURM cluster (:func:`slurm_cluster`) or any running scheduler. The notebooks then only read.
+
+How the work is cut: one task per need and seed when seeds train one after the other, one
+task per need (all seeds together) when they train in lockstep on a GPU. A task waits for the
+tasks of the needs it builds on (:func:`pgcore.study.depends_on`). Results travel only
+through the store: a task trains into it and returns a small status record. Since every
+level is stored as soon as it finishes and every run trains under its own lock, a worker that
+dies loses at most the level in progress; its task is rerun elsewhere and resumes there with
+the numbers of an uninterrupted run. An error inside a task is deterministic (training is), so
+it is reported, with a traceback file under ``<store>/failures/``, not retried; tasks that
+build on a failed one are skipped, and everything else finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import os
+import re
+import shutil
+import sys
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import pandas as pd
+
+from .config import ConfigError, load_yaml, set_value
+from .plans import last_level
+from .store import CorruptResultError, Run, default_root
+from .study import FIGURES, TIE, Need, Study, depends_on
+
+RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
+SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "cores": 1, "memory": "4GB",
+                  "gpus": 0, "jobs": 2}
+
+
+# -- what a study needs ------------------------------------------------------------------
+def expand(study: Study, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> list[Need]:
+    """The figures' needs (or the ``needs`` given) and every need they build on, each once, a
+    need after those it builds on."""
+    ordered: dict[Need, Need] = {}
+
+    def visit(need: Need) -> None:
+        if need in ordered:
+            return
+        for dep in depends_on(study, need):
+            visit(dep)
+        ordered[need] = need
+
+    for need in study.needs(figures) if needs is None else needs:
+        visit(need)
+    figs = {n: n.figures for n in ordered}
+    for need in reversed(ordered):  # dependents before what they build on: figures flow down
+        for dep in depends_on(study, need):
+            figs[dep] = tuple(dict.fromkeys(figs[dep] + figs[need]))
+    return [Need(n.protocol, n.changes, figs[n]) for n in ordered]
+
+
+def _run_rows(study: Study, need: Need, seed: int) -> list[dict[str, Any]]:
+    """One row per run behind ``need`` for ``seed``: where it is and how far it got."""
+    rows = []
+    for cfg in study.runs(need, seed):
+        run = Run(cfg, study.root)
+        want = last_level(cfg) + 1
+        try:
+            have = len(run.finished_levels())
+            state = "done" if run.is_done() and have >= want else ("partial" if have else "missing")
+        except CorruptResultError:  # `pgcore verify` says what is wrong and how to fix it
+            have, state = 0, "corrupt"
+        if need.protocol == TIE and cfg.protocol == "imp":  # its runs are known once the IMP run is
+            rows.append({"need": need.label(), "figures": ",".join(need.figures), "seed": seed, "run": "-",
+                         "have": 0, "want": 0, "state": "waits for imp"})
+            continue
+        rows.append({"need": need.label(), "figures": ",".join(need.figures), "seed": seed, "run": str(run.path),
+                     "have": have, "want": want, "state": state})
+    return rows
+
+
+def plan(study: Study, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> pd.DataFrame:
+    """Every run the figures need, once (a run several needs share is listed under the first,
+    with the most levels any of them asks for): need, figures, seed, run directory, levels
+    stored of levels needed and state (``done``, ``partial``, ``missing``, ``corrupt`` (see
+    ``pgcore verify``), or ``waits for imp`` for figure 7's retrainings, which are known only
+    once the IMP run is)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for need in expand(study, figures, needs):
+        for seed in study.seeds:
+            for row in _run_rows(study, need, seed):
+                key = row["run"] if row["state"] != "waits for imp" else f"{need.label()}/{seed}"
+                if key in rows:
+                    kept = rows[key]
+                    kept["figures"] = _join(kept["figures"], row["figures"])
+                    if row["want"] > kept["want"]:
+                        kept.update(want=row["want"], state=row["state"])
+                else:
+                    rows[key] = row
+    df = pd.DataFrame(list(rows.values()), columns=["need", "figures", "seed", "run", "have", "want", "state"])
+    df["levels"] = [f"{min(h, w)}/{w}" if w else "-" for h, w in zip(df.have, df.want)]
+    return df.drop(columns=["have", "want"])
+
+
+def _left(column: pd.Series) -> Callable[[Any], str]:
+    width = int(column.astype(str).str.len().max()) if len(column) else 0
+    return lambda v: f"{v!s:<{width}}"
+
+
+def _join(a: str, b: str) -> str:
+    return ",".join(x for x in dict.fromkeys(a.split(",") + b.split(",")) if x)
+
+
+def print_plan(df: pd.DataFrame, root: Path, out: Callable[[str], None] = print) -> None:
+    """The plan as a table (run directories relative to the store) and a one-line count."""
+    shown = df.assign(run=[os.path.relpath(r, root) if r != "-" else r for r in df.run])
+    left = {c: _left(shown[c]) for c in ("need", "figures", "run")}
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 80):
+        out(shown.to_string(index=False, formatters=left, justify="left"))
+    counts = df.state.value_counts()
+    parts = [f"{counts[s]} {s}" for s in ("done", "partial", "missing", "waits for imp") if s in counts]
+    out(f"{len(df)} runs in {root}: " + ", ".join(parts))
+
+
+# -- tasks -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Task:
+    """One unit of work on a worker: a need for some seeds (one, or all in lockstep)."""
+
+    need: Need
+    seeds: tuple[int, ...]
+
+    @property
+    def name(self) -> str:
+        seeds = f"seed{self.seeds[0]}" if len(self.seeds) == 1 else "seeds" + "-".join(map(str, self.seeds))
+        return f"{self.need.label()}/{seeds}"
+
+
+def tasks(study: Study, needs: Sequence[Need], lockstep: bool) -> dict[Task, list[Task]]:
+    """Every task and the tasks it waits for, in an order where those come first. A need whose
+    runs another need already covers (the same runs, as many levels or fewer) gets no task."""
+    twin = _twins(study, needs)
+    groups = [tuple(study.seeds)] if lockstep else [(s,) for s in study.seeds]
+    out: dict[Task, list[Task]] = {}
+    for need in needs:
+        if twin[need] != need:
+            continue
+        for seeds in groups:
+            deps = [Task(twin[d], seeds) for d in depends_on(study, need)]
+            out[Task(need, seeds)] = list(dict.fromkeys(deps))
+    return out
+
+
+def _twins(study: Study, needs: Sequence[Need]) -> dict[Need, Need]:
+    """For each need, the need whose task trains its runs: itself, or an earlier need with the
+    same runs (the number of levels is not part of a run's identity, so e.g. figure 4's
+    ``imp`` to ``noise_levels`` is figure 1's ``imp`` run, grown)."""
+    by_runs: dict[tuple[str, ...], Need] = {}
+    twin: dict[Need, Need] = {}
+    for need in needs:
+        if need.protocol == TIE:
+            twin[need] = need
+            continue
+        cfgs = study.runs(need, study.seeds[0])
+        key = tuple(str(Run(c, study.root).path) for c in cfgs)
+        first = by_runs.setdefault(key, need)
+        if first != need and _levels(study, need) > _levels(study, first):
+            by_runs[key] = need  # the one with more levels trains; the other's runs are its prefix
+            twin.update({n: need for n, t in twin.items() if t == first})
+            twin[first] = need
+        twin[need] = by_runs[key]
+    return twin
+
+
+def _levels(study: Study, need: Need) -> int:
+    return last_level(study.config(need.protocol, need.changes))
+
+
+def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str, device: str, lockstep: bool,
+             threads: int | None, after: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Train (or find) one task's runs on a worker; returns a small status record. ``after``:
+    the records of the tasks it builds on (if one did not finish, this one is skipped);
+    ``threads``: torch threads for this worker, so that workers x threads = cores."""
+    name = Task(need, tuple(seeds)).name
+    record: dict[str, Any] = {"task": name, "need": need.label(), "seeds": list(seeds), "trained": [], "reused": [],
+                              "worker": _worker_name()}
+    blocked = [a for a in after if a["status"] != "ok"]
+    if blocked:
+        return {**record, "status": "skipped", "message": f"builds on {blocked[0]['task']}, which {blocked[0]['status']}"}
+    tic = time.perf_counter()
+    try:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        study = Study.from_dict({**params, "seeds": list(seeds)}, root=root, device=device, progress=False,
+                                lockstep=lockstep)
+        record["runs"] = [str(Run(cfg, root).path) for s in seeds for cfg in study.runs(need, s)]
+        before = _done_runs(study, need)
+        study.compute(need)
+        after_runs = _done_runs(study, need)
+    except Exception as e:  # noqa: BLE001 -- reported with its traceback; the study goes on
+        path = _write_failure(Path(root), name, need, seeds, params, traceback.format_exc())
+        return {**record, "status": "failed", "message": f"{type(e).__name__}: {e}", "traceback": str(path)}
+    return {**record, "status": "ok", "trained": sorted(after_runs - before), "reused": sorted(before),
+            "wall_s": time.perf_counter() - tic}
+
+
+def _done_runs(study: Study, need: Need) -> set[str]:
+    return {str(Run(cfg, study.root).path) for s in study.seeds for cfg in study.runs(need, s)
+            if Run(cfg, study.root).is_done()}
+
+
+def _worker_name() -> str | None:
+    try:
+        from distributed import get_worker
+
+        return str(get_worker().name)
+    except (ImportError, ValueError):
+        return None
+
+
+def failure_path(root: Path, task_name: str) -> Path:
+    """Where a failed task's traceback goes: ``<store>/failures/<task>.txt``."""
+    safe = re.sub(r"[^A-Za-z0-9_.=,-]+", "_", task_name).strip("_")
+    return root / "failures" / f"{safe}.txt"
+
+
+def _write_failure(root: Path, name: str, need: Need, seeds: Sequence[int], params: Mapping[str, Any],
+                   tb: str) -> Path:
+    import yaml
+
+    path = failure_path(root, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    base = {k: v for k, v in params.items() if k in ("data", "model", "train", "prune")}
+    path.write_text(f"task: {name}\nneed: {need.label()}\nseeds: {list(seeds)}\n"
+                    f"changes: {dict(need.changes)}\nbase config:\n{yaml.safe_dump(base, sort_keys=True)}\n{tb}")
+    return path
+
+
+# -- clusters ----------------------------------------------------------------------------
+@dataclass
+class Cluster:
+    """A Dask client and what tasks need to know about its workers."""
+
+    client: Any
+    kind: str
+    workers: int | None  # None: whatever the scheduler has
+    threads: int | None  # torch threads per worker; None: leave torch's default
+    gpus: bool
+
+    def describe(self) -> str:
+        n = "its" if self.workers is None else str(self.workers)
+        per = f", {self.threads} torch thread(s) each" if self.threads else ""
+        return f"{self.kind} cluster, {n} worker(s){' (one GPU each)' if self.gpus else ''}{per}"
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def visible_gpus() -> list[str]:
+    """The CUDA devices this machine shows, as CUDA_VISIBLE_DEVICES names them."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return []
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed:
+        return [d.strip() for d in listed.split(",") if d.strip()][: torch.cuda.device_count()]
+    return [str(i) for i in range(torch.cuda.device_count())]
+
+
+def local_cluster(workers: int | None = None, dashboard: str = ":8787", threads: int | None = None) -> Cluster:
+    """This machine: one worker process per GPU, each seeing only its own device, or without
+    GPUs one worker per core (``workers``: fewer). Every worker runs one task at a time with
+    cores / workers torch threads (``threads``: another number); training on a CPU itself uses
+    :data:`pgcore.protocols.CPU_THREADS`, so that results do not depend on the core count, and
+    the cores are used by running runs side by side."""
+    import logging
+
+    from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+
+    gpus = visible_gpus()
+    if gpus:
+        gpus = gpus[:workers] if workers else gpus
+        threads = threads or max(1, cores() // len(gpus))
+        specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
+                 for d in gpus}
+        cluster = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": dashboard}},
+                              silence_logs=logging.ERROR, name="pgcore")
+        n = len(gpus)
+    else:
+        n = workers or cores()
+        threads = threads or max(1, cores() // n)
+        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=dashboard,
+                               silence_logs=logging.ERROR)
+    return Cluster(Client(cluster), "local", n, threads, bool(gpus))
+
+
+def slurm_options(params: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
+    """SLURM job settings: the defaults, then the parameter file's ``cluster:`` section, then
+    flags given on the command line."""
+    section = params.get("cluster") or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"the parameter file's cluster: must be a mapping such as {{partition: gpu, walltime: "
+                          f"'04:00:00'}}, got {section!r}")
+    unknown = sorted(set(section) - set(SLURM_DEFAULTS))
+    if unknown:
+        raise ConfigError(f"unknown key cluster.{unknown[0]}; known: {', '.join(SLURM_DEFAULTS)}")
+    opts = {**SLURM_DEFAULTS, **section, **{k: v for k, v in flags.items() if v is not None}}
+    if int(opts["gpus"]) not in (0, 1):
+        raise ConfigError(f"cluster.gpus is per job and must be 0 or 1 (got {opts['gpus']}); for more GPUs ask "
+                          f"for more jobs (cluster.jobs), each of which holds one")
+    walltime_seconds(opts["walltime"])  # checked here, before any job is submitted
+    return opts
+
+
+def walltime_seconds(walltime: str) -> int:
+    """SLURM's ``[D-]HH:MM:SS`` (or ``MM:SS``) in seconds."""
+    m = re.fullmatch(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)", str(walltime).strip())
+    if not m:
+        raise ConfigError(f"walltime '{walltime}' is not SLURM's [D-]HH:MM:SS, e.g. 04:00:00")
+    d, h, mnt, s = (int(x or 0) for x in m.groups())
+    return ((d * 24 + h) * 60 + mnt) * 60 + s
+
+
+def lifetime(walltime: str) -> tuple[int, int]:
+    """How long a worker lives and the spread of that across workers: it leaves a few minutes
+    before its job's walltime (its task is rerun elsewhere, resuming from the last stored level)
+    and adapt() submits a job to replace it; the spread keeps workers from leaving together."""
+    total = walltime_seconds(walltime)
+    margin = min(300, total // 5)
+    return total - margin, min(240, margin // 2)
+
+
+def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str = ":8787") -> Cluster:
+    """A ``dask_jobqueue.SLURMCluster``: one worker per job, running this checkout's Python on
+    ``opts['cores']`` cores (one task at a time, torch on every core), adapting between one
+    job and ``opts['jobs']``; workers leave before their walltime and are replaced."""
+    if shutil.which("sbatch") is None:
+        raise ConfigError("--cluster slurm needs SLURM's sbatch on the PATH (none found); run on a login node, or "
+                          "use --cluster local or a scheduler address")
+    from dask_jobqueue import SLURMCluster
+    from distributed import Client
+
+    life, stagger = lifetime(opts["walltime"])
+    directives = ["--gres=gpu:1"] if int(opts["gpus"]) else []
+    logs = root / "slurm-logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    cluster = SLURMCluster(
+        queue=opts["partition"], account=opts["account"], cores=1, job_cpu=int(opts["cores"]), processes=1,
+        memory=str(opts["memory"]), walltime=str(opts["walltime"]), python=sys.executable,
+        job_extra_directives=directives, log_directory=str(logs), job_name="pgcore",
+        job_script_prologue=[f"export PGCORE_STORE={root}", f"cd {Path.cwd()}"],
+        worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
+        scheduler_options={"dashboard_address": dashboard})
+    cluster.adapt(minimum_jobs=1, maximum_jobs=int(opts["jobs"]))
+    return Cluster(Client(cluster), "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])))
+
+
+def scheduler_cluster(address: str) -> Cluster:
+    """A running Dask scheduler (``tcp://host:8786``); its workers should have ``--nthreads 1``."""
+    from distributed import Client
+
+    try:
+        client = Client(address, timeout="15s")
+    except (OSError, TimeoutError) as e:
+        raise ConfigError(f"no Dask scheduler answers at {address} ({e}); start one with `dask scheduler`, or use "
+                          f"--cluster local") from None
+    client.wait_for_workers(1, timeout=600)
+    counts = client.run(_cuda_devices)
+    return Cluster(client, address, None, None, any(counts.values()))
+
+
+def _given(client: Any) -> Cluster:
+    """A cluster handed in: as it is, or a client's, with torch threads split over the cores
+    when its workers run on this machine (a local cluster)."""
+    if isinstance(client, Cluster):
+        return client
+    from distributed import LocalCluster
+
+    gpus = any(client.run(_cuda_devices).values())
+    n = len(client.scheduler_info()["workers"])
+    threads = max(1, cores() // n) if isinstance(client.cluster, LocalCluster) and n else None
+    return Cluster(client, "given", n or None, threads, gpus)
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count()
+
+
+@contextlib.contextmanager
+def open_cluster(cluster: str = "local", workers: int | None = None, params: Mapping[str, Any] | None = None,
+                 slurm: Mapping[str, Any] | None = None, root: Path | None = None) -> Iterator[Cluster]:
+    """A cluster by name: ``local``, ``slurm`` or a scheduler address; closed on exit."""
+    if cluster == "local":
+        c = local_cluster(workers)
+    elif cluster == "slurm":
+        opts = slurm_options(params or {}, {**(slurm or {}), **({"jobs": workers} if workers else {})})
+        c = slurm_cluster(opts, root or default_root())
+    elif re.fullmatch(r"(tcp|tls|inproc|ws|wss|ucx)://\S+|[\w.-]+:\d+", cluster):
+        c = scheduler_cluster(cluster)
+    else:
+        raise ConfigError(f"unknown cluster '{cluster}'; use local, slurm or a scheduler address such as "
+                          f"tcp://host:8786")
+    try:
+        yield c
+    finally:
+        owner = c.client.cluster
+        c.client.close()
+        if owner is not None:
+            owner.close()
+
+
+# -- running a study ---------------------------------------------------------------------
+@dataclass
+class Summary:
+    """What a compute did: runs trained and reused, tasks failed and skipped."""
+
+    trained: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+    tasks: int = 0
+    wall_s: float = 0.0
+    records: list[dict[str, Any]] = field(default_factory=list)  # one per task, as it returned
+
+    def lines(self) -> list[str]:
+        head = (f"{self.tasks} tasks in {self.wall_s:.1f} s: {len(self.trained)} runs trained, {len(self.reused)} "
+                f"reused, {len(self.failed)} task(s) failed, {len(self.skipped)} skipped")
+        out = [head]
+        for f in self.failed:
+            runs = f" (run {', '.join(f['runs'])})" if f.get("runs") else ""
+            where = f"; traceback: {f['traceback']}" if f.get("traceback") else ""
+            out.append(f"  failed {f['task']}{runs}: {f['message']}{where}")
+        for s in self.skipped:
+            out.append(f"  skipped {s['task']}: {s['message']}")
+        return out
+
+
+def execution(study: Study, gpus: bool) -> bool:
+    """Lockstep or not, for the whole study, decided once where the work is submitted:
+    whatever the store holds already, else lockstep when the workers have GPUs and there are
+    several seeds (the rule of :func:`pgcore.protocols.choose_execution`)."""
+    import torch
+
+    from .protocols import choose_execution
+
+    cfgs = [study.config("imp", seed=s) for s in study.seeds]
+    return choose_execution(cfgs, study.root, torch.device("cuda" if gpus else "cpu"), study.lockstep)
+
+
+def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = FIGURES,
+                  needs: Iterable[Need] | None = None, cluster: str = "local", workers: int | None = None,
+                  slurm: Mapping[str, Any] | None = None, retries: int = RETRIES, progress: bool = True,
+                  out: Callable[[str], None] = print) -> Summary:
+    """Compute every run ``study``'s figures need (or only ``needs`` and what they build on)
+    on a Dask cluster and return what happened. ``client``: a :class:`Cluster` or a
+    ``distributed.Client`` to use (its workers should run one task at a time); without one, a
+    cluster is opened by name (:func:`open_cluster`) and closed at the end."""
+    import dask
+    import distributed  # noqa: F401 -- its config defaults must be loaded before one is set below
+
+    root = Path(study.root) if study.root is not None else default_root()
+    study = dataclasses.replace(study, root=root.resolve(), progress=False)
+    # A worker that dies mid-task has its task rerun up to `retries` times; this is the
+    # scheduler's setting, so it holds for the clusters opened here (their scheduler runs here).
+    wanted = expand(study, figures, needs)
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+        if client is not None:
+            return _submit_all(study, _given(client), wanted, retries, progress, out)
+        with open_cluster(cluster, workers, study.params, slurm, study.root) as c:
+            return _submit_all(study, c, wanted, retries, progress, out)
+
+
+def _submit_all(study: Study, cluster: Cluster, needs: list[Need], retries: int, progress: bool,
+                out: Callable[[str], None]) -> Summary:
+    """Submit every task with the futures of those it builds on; gather their records."""
+    from distributed import as_completed
+
+    tic = time.perf_counter()
+    lockstep = execution(study, cluster.gpus)
+    study = dataclasses.replace(study, lockstep=lockstep)
+    graph = tasks(study, needs, lockstep)
+    out(f"computing {len(graph)} tasks on a {cluster.describe()}; seeds {'in lockstep' if lockstep else 'one by one'}; "
+        f"store {study.root}")
+    if cluster.client.dashboard_link:
+        out(f"dashboard: {cluster.client.dashboard_link}")
+    futures: dict[Task, Any] = {}
+    for task, deps in graph.items():
+        futures[task] = cluster.client.submit(
+            run_task, study.params, task.need, task.seeds, str(study.root), str(study.device), lockstep,
+            cluster.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
+            retries=retries)
+    summary = Summary(tasks=len(graph))
+    names = {f.key: t.name for t, f in futures.items()}
+    with _run_bar(study, needs, progress) as bar:
+        for future in as_completed(list(futures.values())):
+            record = _record(future, names)
+            _tally(summary, record)
+            bar.update(len(record["trained"]) + len(record["reused"]))
+    summary.trained, summary.reused = sorted(set(summary.trained)), sorted(set(summary.reused) - set(summary.trained))
+    summary.wall_s = time.perf_counter() - tic
+    return summary
+
+
+def _record(future: Any, names: Mapping[str, str]) -> dict[str, Any]:
+    """A finished task's record; a task lost with its workers (more deaths than retries)
+    becomes a failure, and so do the tasks that waited for it."""
+    if future.status == "finished":
+        return future.result()
+    name = names[future.key]
+    if future.status == "cancelled":
+        return {"task": name, "status": "failed", "trained": [], "reused": [],
+                "message": "cancelled: the scheduler lost it (cluster shut down?); run the same command to go on"}
+    e = future.exception()
+    cause = getattr(e, "task", None)
+    if cause is not None and cause != future.key:
+        return {"task": name, "status": "skipped", "trained": [], "reused": [],
+                "message": f"builds on {names.get(cause, cause)}, whose workers died"}
+    return {"task": name, "status": "failed", "trained": [], "reused": [], "message": f"{type(e).__name__}: {e}"}
+
+
+def _tally(summary: Summary, record: dict[str, Any]) -> None:
+    summary.records.append(record)
+    summary.trained += record["trained"]
+    summary.reused += record["reused"]
+    if record["status"] == "failed":
+        summary.failed.append(record)
+    elif record["status"] == "skipped":
+        summary.skipped.append(record)
+
+
+@contextlib.contextmanager
+def _run_bar(study: Study, needs: list[Need], progress: bool) -> Iterator[Any]:
+    """A progress bar over runs (a run shared by several tasks may be counted by each)."""
+    from .progress import bar
+
+    todo = plan(study, needs=needs)
+    waiting = todo.state == "waits for imp"
+    total = int((~waiting).sum() + 2 * waiting.sum())  # two retrainings per figure-7 level and seed
+    b = bar(total=total, desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
+    try:
+        yield b
+    finally:
+        b.total = max(b.n, b.total)
+        b.refresh()
+        b.close()
+
+
+# -- command line ------------------------------------------------------------------------
+def _study(args: argparse.Namespace) -> Study:
+    params = load_yaml(args.config)
+    for assignment in args.set or []:
+        set_value(params, assignment)
+    study = Study.from_dict(params)
+    # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path.
+    study = dataclasses.replace(study, root=Path(args.store or study.root or default_root()).resolve())
+    study.config("imp")  # a bad parameter file fails here, in one line, before any cluster starts
+    return study
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    study = _study(args)
+    print_plan(plan(study, args.figures or FIGURES), Path(study.root))
+    return 0
+
+
+def cmd_compute(args: argparse.Namespace) -> int:
+    study = _study(args)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
+    summary = compute_study(study, figures=args.figures or FIGURES, cluster=args.cluster, workers=args.workers,
+                            slurm=slurm, retries=args.retries, progress=not args.no_progress)
+    for line in summary.lines():
+        print(line)
+    left = plan(study, args.figures or FIGURES)
+    open_runs = left[left.state != "done"]
+    print(f"store {study.root}: {len(left) - len(open_runs)} of {len(left)} runs done")
+    return 1 if summary.failed or summary.skipped or len(open_runs) else 0
+
+
+def add_parsers(sub: Any) -> None:
+    """``pgcore plan`` and ``pgcore compute`` on the command line's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("config", help="parameter file, e.g. params/small.yaml")
+    common.add_argument("--store", help="results directory (default: the file's store_dir, $PGCORE_STORE or results/)")
+    common.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value, e.g. train.epochs=10")
+    common.add_argument("--figures", nargs="+", choices=FIGURES, help="only the runs these figures need (default all)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+    p = sub.add_parser("plan", parents=[common], help="list every run a profile's notebooks need and what the store holds",
+                       description="Every run the notebooks of a parameter file read (shared runs once), with the "
+                                   "levels stored and its state: done, partial or missing.")
+    p.set_defaults(func=cmd_plan)
+    c = sub.add_parser("compute", parents=[common], help="train every run a profile's notebooks need, in parallel (Dask)",
+                       description="Train what `pgcore plan` lists as missing on a Dask cluster; the notebooks then "
+                                   "only read. Exit status 1 if any run failed.")
+    c.add_argument("--cluster", default="local",
+                   help="local (this machine's cores or GPUs, default), slurm, or a scheduler address tcp://host:8786")
+    c.add_argument("--workers", type=int, help="local: worker processes (default one per core, or per GPU); "
+                                               "slurm: most jobs at once (default cluster.jobs, else 2)")
+    c.add_argument("--retries", type=int, default=RETRIES, help=f"reruns of a task whose worker died (default {RETRIES})")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s = c.add_argument_group("slurm (default: the parameter file's cluster: section)")
+    s.add_argument("--partition", help="SLURM partition (queue)")
+    s.add_argument("--account", help="SLURM account to charge")
+    s.add_argument("--walltime", help="per job, [D-]HH:MM:SS (default 01:00:00); workers leave before it and are replaced")
+    s.add_argument("--cores", type=int, help="cores per job (default 1); torch uses all of them")
+    s.add_argument("--memory", help="memory per job, e.g. 8GB (default 4GB)")
+    s.add_argument("--gpus", type=int, choices=[0, 1], help="GPUs per job (default 0)")
+    c.set_defaults(func=cmd_compute)
