@@ -163,16 +163,23 @@ def _draw_change(ax: plt.Axes, change: pd.DataFrame, level: int) -> None:
     ax.set_title(f"{len(c):,} training examples")
 
 
-def explore(studies: Mapping[str, Any] | Any, seed: int | None = None) -> Any:
+def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: bool | None = None) -> Any:
     """An ipywidgets view of stored studies: pick a study (``{name: Experiment}``, or one
     Experiment), a seed and a level on the sparsity slider; the three panels of
-    :func:`level_figure` redraw from the store."""
+    :func:`level_figure` redraw from the store. ``widget=None``: the widget where a front end
+    can show it (:func:`pgcore.progress.widget_front_end`), else the first study's sparsest
+    level as a plain figure (papermill and nbval run notebooks headless)."""
     import ipywidgets as widgets
     from IPython.display import display
 
     if not isinstance(studies, Mapping):
         studies = {"study": studies}
     studies = {name: as_runs(s) for name, s in studies.items()}
+    from .progress import widget_front_end
+
+    if not (widget_front_end() if widget is None else widget):  # headless (papermill, nbval): no one to move a slider; the sparsest level, drawn once
+        runs = next(iter(studies.values()))
+        return level_figure(runs, int(levels(runs).level.max()), seed if seed is not None else runs[0].cfg.seed)
     pick = widgets.Dropdown(options=list(studies), description="study", layout=widgets.Layout(width="60%"))
     seeds = widgets.Dropdown(description="seed")
     slider = widgets.SelectionSlider(options=[("0.0%", 0)], description="sparsity", continuous_update=False,

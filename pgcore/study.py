@@ -78,11 +78,11 @@ class Study:
         names = {k: v for k, v in ns.items() if (k in seen if seen is not None else
                  not k.startswith("_") and k not in _IPYTHON and not callable(v) and not isinstance(v, type(torch)))}
         params = check_notebook_parameters(names)
-        if isinstance(ns, dict):
-            ns[_SEEN] = sorted(names)
         missing = [k for k in ("data", "model", "train", "prune", "seeds") if k not in params]
         if missing:
             raise KeyError(f"parameters lack {missing}; see params/smoke.yaml for the full set")
+        if isinstance(ns, dict):
+            ns[_SEEN] = sorted(names)
         return cls.from_dict(params)
 
     @classmethod

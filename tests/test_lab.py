@@ -197,7 +197,10 @@ def test_explore_widget_offers_every_level_of_the_picked_study(tiny_study):
     from pgcore.explore import explore
 
     runs = _imp_runs(tiny_study)
-    view = explore({"both seeds": runs, "seed 1 only": [runs[1]]})
+    view = explore({"both seeds": runs, "seed 1 only": [runs[1]]}, widget=True)
+    import matplotlib.pyplot as plt
+
+    assert isinstance(explore(runs, widget=False), plt.Figure)  # headless: the sparsest level, drawn once
     (study, seed), slider, _ = view.children[0].children, view.children[1], view.children[2]
     assert [label for label, _ in slider.options] == ["0.0%", "20.0%", "36.0%", "48.8%"]
     assert slider.value == 3 and list(seed.options) == [0, 1]
