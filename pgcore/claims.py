@@ -1,8 +1,10 @@
 """The paper's claims, each decided by one function from tidy frames.
 
-Every function returns a :class:`Verdict`: ``reproduced``, ``not reproduced`` or ``not
-significant`` (the data neither confirm nor refute the claim at this number of seeds), a
-sentence with the numbers, and the numbers themselves. Every comparison is paired by seed,
+Every function returns a :class:`Verdict`: ``reproduced`` (a significant difference in the
+claimed direction), ``not reproduced`` (a significant difference against it) or ``not
+significant`` (the data neither confirm nor refute the claim at this number of seeds; also
+when validation picks the dense model, which is no evidence either way), a sentence with the
+numbers, and the numbers themselves. Every comparison is paired by seed,
 and "significant" always means :func:`pgcore.analysis.significance`: the 95% Student-t
 interval of the paired difference excludes zero. Levels are always chosen on validation.
 Notebooks print these verdicts; they never word one by hand.
@@ -56,8 +58,8 @@ def pruning_improves_test_error(imp: pd.DataFrame) -> Verdict:
     c = compare_to_dense(imp)
     word = "same" if c["best_level"] == 0 else significance(c["diff_mean"], c["diff_ci"])
     status = {"lower": REPRODUCED, "higher": NOT_REPRODUCED}.get(word, NOT_SIGNIFICANT)
-    if c["best_level"] == 0:
-        status = NOT_REPRODUCED
+    if c["best_level"] == 0:  # no evidence for a gain, and none against it at 95%
+        status = NOT_SIGNIFICANT
         text = f"no pruned level beats the dense model on validation (dense test error {c['dense_mean']:.4f})"
     else:
         text = (f"best level on validation {c['best_level']} ({c['best_sparsity']:.1%} sparse): test error "
@@ -138,7 +140,7 @@ def pruning_regularizes_noise(noisy: pd.DataFrame, clean: pd.DataFrame, fraction
     per_seed = d.pivot_table(index="seed", columns="level", values="degradation")
     claim = f"Pruning reduces the degradation due to {fraction:.0%} label noise"
     if k == 0 or k not in per_seed:
-        return Verdict(claim, NOT_REPRODUCED, "no pruned level beats the dense model on validation under noise.",
+        return Verdict(claim, NOT_SIGNIFICANT, "no pruned level beats the dense model on validation under noise.",
                        {"level": k, "n": int(len(per_seed))})
     diff = (per_seed[k] - per_seed[0]).dropna().to_numpy()
     mem = _paired_at(noisy, _dense_as(noisy, k), k, "accuracy", "train_noisy")

@@ -2,7 +2,7 @@
 
 Float results differ between CPU kernels (AVX-512, AVX2, the portable default): additions
 happen in other orders, and single seeds move by a fraction of a point, the size of the
-effects measured. This script recomputes the runs behind figures 1-3 of a profile with
+effects measured. This script recomputes the runs behind figures 1-4 of a profile (IMP, clean and noisy, and extended dense training) with
 ``ATEN_CPU_CAPABILITY`` pinned to each of ``default`` and ``avx2`` (each in its own store,
 in a subprocess, since the setting is read when torch starts) and compares their verdicts
 with those of the native kernels (the main store):
@@ -10,7 +10,7 @@ with those of the native kernels (the main store):
     python scripts/isa_check.py params/small.yaml [--capabilities default avx2] [--workers 2]
 
 Writes ``figures/<profile>/isa_check.csv`` (claim, kernels, status, numbers). Not a unit
-test: it trains the whole of figures 1-3 once per instruction set.
+test: it trains the IMP runs of figures 1-4 once per instruction set.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from pgcore import protocols
 torch.set_num_threads(1)
 study = Study.from_file(sys.argv[1], root=sys.argv[2], progress=False)
 part, parts = int(sys.argv[3]), int(sys.argv[4])
-pairs = [(n, s) for n in study.needs(["fig1", "fig2", "fig3"]) if n.protocol in ("train", "imp", "extended_dense")
-         and not n.changes for s in study.seeds]
+pairs = [(n, s) for n in study.needs(["fig1", "fig2", "fig3", "fig4"]) for s in study.seeds
+         if n.protocol in ("train", "imp") or (n.protocol == "extended_dense" and not n.changes)]
 for need, seed in pairs[part::parts] + pairs:
     for cfg in study.runs(need, seed):
         protocols.run(cfg, study.root, "cpu", progress=False)
@@ -44,8 +44,12 @@ def verdicts(params: str, root: str | None) -> list[dict]:
 
     study = Study.from_file(params, root=root, progress=False)
     imp, ext = study.frame("imp"), study.frame("extended_dense")
-    return [v.row() for v in (claims.pruning_improves_test_error(imp), claims.pruning_improves_training(imp),
-                              claims.training_time_explains_gain(imp, ext))]
+    rows = [claims.pruning_improves_test_error(imp), claims.pruning_improves_training(imp),
+            claims.training_time_explains_gain(imp, ext, "replayed cycles")]
+    clean = study.frame("imp", study.noise_changes(0.0)["imp"])
+    for f in study.params.get("noise_fractions", []):
+        rows.append(claims.pruning_regularizes_noise(study.frame("imp", study.noise_changes(f)["imp"]), clean, f))
+    return [v.row() for v in rows]
 
 
 def main() -> None:

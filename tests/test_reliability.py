@@ -296,6 +296,7 @@ def test_no_network_gets_one_line(tmp_path):
 
 def test_ctrl_c_names_the_level_and_the_same_command_resumes(tmp_path, tiny_params, capsys):
     tiny_params["train"]["epochs"] = 20
+    tiny_params["prune"]["levels"] = 30  # far longer than the wait below, even on a loaded machine
     params = _write_params(tmp_path / "long.yaml", tiny_params)
     store = tmp_path / "store"
     proc = subprocess.Popen([*PGCORE, "run", str(params), "--store", str(store)],
