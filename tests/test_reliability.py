@@ -299,8 +299,11 @@ def test_ctrl_c_names_the_level_and_the_same_command_resumes(tmp_path, tiny_para
     tiny_params["prune"]["levels"] = 30  # far longer than the wait below, even on a loaded machine
     params = _write_params(tmp_path / "long.yaml", tiny_params)
     store = tmp_path / "store"
-    proc = subprocess.Popen([*PGCORE, "run", str(params), "--store", str(store)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As in a terminal: SIGINT delivered, even if this test process inherited it ignored (some
+    # libraries and non-interactive shells ignore it, and children inherit that).
+    proc = subprocess.Popen([*PGCORE, "run", str(params), "--store", str(store)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while not list(store.glob("imp-*/seed0/level_000.json")) and proc.poll() is None:
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
