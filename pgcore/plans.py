@@ -35,7 +35,7 @@ is the seed's ``train`` run, stored once and referenced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .config import RunConfig
@@ -173,5 +173,3 @@ def stretched(train: Any, epochs: int) -> Any:
     return dataclasses.replace(train, epochs=epochs, milestones=tuple(int(round(m * f)) for m in train.milestones),
                                warmup_epochs=train.warmup_epochs * f, eval_every=max(1, int(round(train.eval_every * f))))
 
-
-Plan = Callable[["RunConfig", int], LevelPlan]

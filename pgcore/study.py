@@ -199,8 +199,9 @@ class Study:
         return compute_study(self, client, **kwargs)
 
     def status(self, figures: Iterable[str] = FIGURES) -> pd.DataFrame:
-        """One row per need x seed: the run directory, levels finished of levels needed, and
-        ``done`` / ``partial`` / ``missing``."""
+        """One row per need x seed: the run directory, levels finished of the levels *this need*
+        asks for, and ``done`` / ``partial`` / ``missing`` (:func:`pgcore.compute.plan` instead
+        lists each run once, against the most levels any need asks of it)."""
         rows = []
         for need in self.needs(figures):
             for seed in self.seeds:
