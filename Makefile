@@ -7,10 +7,18 @@ KERNEL  ?= pgcore
 #   make setup TORCH="torch==2.14.1 torchvision==0.29.1 --index-url https://download.pytorch.org/whl/cu128"
 TORCH   ?= torch==2.14.1 torchvision==0.29.1
 
+# SET: changes to the parameter file for the computation and the notebooks alike, e.g.
+#   make figures PROFILE=paper-lenet SET="prune.levels=12 variants={} stretched_levels=0" FIGURES="fig1 fig2 fig3"
+SET     ?=
+# FIGURES: only these figures' runs and notebooks (fig1 .. fig7, explore, fig9); default every notebook.
+FIGURES ?=
+
 BIN       := $(VENV)/bin
 STAMP     := $(VENV)/.installed
 NOTEBOOKS := $(sort $(wildcard notebooks/[0-9]*.ipynb))
 EXECUTED  := build/executed/$(PROFILE)
+PARAMS    := build/params/$(PROFILE).yaml
+SELECTED  := $(if $(strip $(FIGURES)),$(foreach f,$(FIGURES),$(wildcard notebooks/0$(patsubst fig%,%,$(subst explore,fig8,$(f)))_*.ipynb)),$(NOTEBOOKS))
 # Notebooks run headless (papermill, nbval) print plain progress lines, not widgets no one sees (pgcore/progress.py).
 PLAIN     := PGCORE_PLAIN_PROGRESS=1
 # STRICT=1: the portable CPU kernels (ATen's default, MKL's compatible branch, oneDNN at SSE4.1), meant to give
@@ -26,6 +34,7 @@ endif
 
 help:
 	@echo "make figures [PROFILE=small|mnist1d|smoke|paper|paper-vgg16|paper-lenet|paper-cifar100] [STRICT=1]"
+	@echo "             [SET=\"prune.levels=12 ...\"] [FIGURES=\"fig1 fig2 fig3\"]   changes for compute and notebooks; a subset"
 	@echo "                                           compute the study, run every notebook with papermill, write figures/<profile>/"
 	@echo "make test                                  unit tests + nbval on the notebooks (smoke scale)"
 	@echo "make lab                                   JupyterLab on the project"
@@ -44,10 +53,11 @@ setup: $(STAMP)
 
 figures: $(STAMP)
 	@mkdir -p $(EXECUTED)
-	$(BIN)/pgcore compute params/$(PROFILE).yaml $(COMPUTE_ARGS)
-	@for nb in $(NOTEBOOKS); do \
+	$(BIN)/pgcore params params/$(PROFILE).yaml $(foreach s,$(SET),--set '$(s)') --out $(PARAMS)
+	$(BIN)/pgcore compute $(PARAMS) $(if $(strip $(FIGURES)),--figures $(FIGURES)) $(COMPUTE_ARGS)
+	@for nb in $(SELECTED); do \
 	  echo "== $$nb ($(PROFILE))"; \
-	  $(PLAIN) $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks -f params/$(PROFILE).yaml \
+	  $(PLAIN) $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks -f $(CURDIR)/$(PARAMS) \
 	    $$nb $(EXECUTED)/$$(basename $$nb) || exit 1; \
 	done
 	@echo "figures written to figures/$(PROFILE)/ (executed notebooks in $(EXECUTED)/)"

@@ -41,6 +41,25 @@ def significance(diff_mean: float, diff_ci: float) -> str:
     return "same"
 
 
+def equivalence(diffs: np.ndarray, margin: float, alpha: float = 0.05) -> tuple[bool, float]:
+    """Two one-sided t-tests (TOST) of paired differences against the interval
+    ``(-margin, +margin)``: ``(equivalent, p)``, where ``p`` is the larger one-sided p-value and
+    ``equivalent`` means both one-sided tests reject at ``alpha``, i.e. the ``1 - 2 alpha``
+    interval of the mean lies inside the margin. Fewer than two differences, or differences
+    with no spread, are never shown equivalent by a test (``p`` NaN)."""
+    d = np.asarray(diffs, dtype=float)
+    d = d[~np.isnan(d)]
+    if len(d) < 2 or not np.isfinite(margin) or margin <= 0:
+        return False, float("nan")
+    se = d.std(ddof=1) / np.sqrt(len(d))
+    if se == 0:
+        return bool(abs(d.mean()) < margin), float("nan")
+    p_low = float(stats.t.sf((d.mean() + margin) / se, len(d) - 1))  # H0: mean <= -margin
+    p_high = float(stats.t.cdf((d.mean() - margin) / se, len(d) - 1))  # H0: mean >= +margin
+    p = max(p_low, p_high)
+    return p < alpha, p
+
+
 def selection_source(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> str:
     """The source a level is chosen on: ``select_on`` if it has data. A frame without
     validation data is an error unless ``select_on="test"`` is asked for explicitly

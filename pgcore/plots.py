@@ -23,13 +23,23 @@ def style() -> None:
     matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
 
-def _remaining_axis(ax: plt.Axes, sparsities: np.ndarray) -> None:
-    """x axis = percent of weights remaining, log scale, dense on the left (as in the paper)."""
+NICE_REMAINING = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
+
+
+def remaining_axis(ax: plt.Axes) -> None:
+    """x axis = percent of weights remaining, log scale, dense on the left (as in the paper),
+    labelled over the whole range every curve drawn on it so far covers (the interesting part
+    of a noise curve is often below 1% remaining)."""
     ax.set_xscale("log")
     if not ax.xaxis_inverted():  # several curves share the axis
         ax.invert_xaxis()
-    remaining = np.unique(np.round(100 * (1 - np.asarray(sparsities)), 1))[::-1]
-    ticks = remaining[:: max(1, int(np.ceil(len(remaining) / 8)))]
+    lo, hi = sorted(ax.dataLim.intervalx)
+    ticks = [t for t in NICE_REMAINING if lo * 0.999 <= t <= hi * 1.001]
+    if len(ticks) < 4:  # a short range (a few levels): the levels' own percentages, 0.8^k
+        levels = [100 * 0.8 ** k for k in range(60) if lo * 0.999 <= 100 * 0.8 ** k <= hi * 1.001]
+        ticks = [float(f"{t:.3g}") for t in levels[:: max(1, int(np.ceil(len(levels) / 8)))]]
+    if lo < min(ticks, default=hi) / 1.5:  # label the sparsest point itself when no nice tick is near it
+        ticks.append(float(f"{lo:.2g}"))
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t:g}" for t in ticks])
     ax.minorticks_off()
@@ -66,7 +76,7 @@ def curve(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: str = "
     ax.plot(xs, mean, marker=marker, ls=ls, color=color, ms=3.5, lw=1.5, label=label)
     ax.fill_between(xs, mean - ci, mean + ci, color=color, alpha=0.18, lw=0)
     if x == "remaining":
-        _remaining_axis(ax, s.sparsity.to_numpy())
+        remaining_axis(ax)
     else:
         ax.set_xlabel("epochs trained in total")
     ax.set_ylabel(f"{source.replace('_', ' ')} {metric}")

@@ -26,6 +26,7 @@ whole. A file that fails to parse or whose checksum does not match raises
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -34,15 +35,16 @@ import platform
 import re
 import subprocess
 import tempfile
+import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterable, Iterator
 
 import pandas as pd
 import torch
 
 from . import __version__
-from .config import ConfigError, RunConfig, from_dict
+from .config import PROTOCOLS, ConfigError, RunConfig, from_dict
 
 DEFAULT_ROOT_ENV = "PGCORE_STORE"
 
@@ -223,6 +225,75 @@ def _what(e: Exception) -> str:
 
 
 _LEVEL_FILE = re.compile(r"level_(\d{3,})\.(json|pt)")
+_EXPERIMENT_DIR = re.compile(r"([a-z_]+)-[0-9a-f]{12}")
+_SEED_DIR = re.compile(r"seed\d+")
+_OWN_FILE = re.compile(r"config\.json|done\.json|level_\d{3,}\.(json|pt)|\..+\.tmp")  # what pgcore writes in a run
+
+
+def _run_layout(parts: tuple[str, ...]) -> bool:
+    """Whether the last two path components are a run's: ``<protocol>-<12 hex>/seed<k>``."""
+    if len(parts) < 2:
+        return False
+    m = _EXPERIMENT_DIR.fullmatch(parts[-2])
+    return bool(m and m[1] in PROTOCOLS and _SEED_DIR.fullmatch(parts[-1]))
+
+
+def _store_run(parts: tuple[str, ...]) -> bool:
+    """Whether a path relative to a store is exactly one of its runs (no ``..``, not absolute)."""
+    return len(parts) == 2 and _run_layout(parts)
+
+
+class NotARunError(ValueError):
+    """A directory that is not provably a pgcore run: pgcore neither uses nor changes it."""
+
+
+def check_run_dir(run_dir: Path) -> None:
+    """Raise :class:`NotARunError` unless ``run_dir`` is provably a pgcore run: a
+    ``<store>/<protocol>-<hash>/seed<k>`` directory whose config.json is a pgcore run config
+    (``config``, ``science`` and ``hash``) or, if unreadable, beside only files pgcore writes.
+    Nothing that fails this is ever repaired (deleted) or accepted."""
+    run_dir = Path(run_dir)
+    why = None
+    if not _run_layout(run_dir.absolute().parts):
+        why = "it is not a <store>/<protocol>-<hash>/seed<k> directory"
+    elif not (run_dir / "config.json").exists():
+        raise FileNotFoundError(f"{run_dir / 'config.json'} is missing; run the `pgcore run` command that made this "
+                                f"run (it rewrites config.json), or delete {run_dir}")
+    else:
+        try:
+            stored = read_json(run_dir / "config.json")
+            if not (isinstance(stored, dict) and {"config", "science", "hash"} <= stored.keys()):
+                why = "its config.json is not a pgcore run config (no config, science and hash)"
+        except CorruptResultError:
+            strangers = sorted(p.name for p in run_dir.iterdir() if not _OWN_FILE.fullmatch(p.name))
+            if strangers:
+                why = (f"its config.json is unreadable and it holds files pgcore never writes "
+                       f"({', '.join(strangers[:3])})")
+    if why:
+        raise NotARunError(f"{run_dir} is not a pgcore run: {why}; pgcore leaves it alone")
+
+
+_WRITES = threading.local()
+
+
+@contextlib.contextmanager
+def recording_writes() -> Iterator[set[Path]]:
+    """The run directories this thread stores a level or done.json in while inside, so that a
+    caller tells the runs it trained from those another process finished meanwhile."""
+    outer = getattr(_WRITES, "runs", None)
+    _WRITES.runs = runs = set()
+    try:
+        yield runs
+    finally:
+        _WRITES.runs = outer
+        if outer is not None:
+            outer |= runs
+
+
+def _note_write(run_dir: Path) -> None:
+    runs = getattr(_WRITES, "runs", None)
+    if runs is not None:
+        runs.add(run_dir)
 
 
 def _sha256(data: bytes) -> str:
@@ -324,6 +395,7 @@ class Run:
         blob = buf.getvalue()
         _atomic_write(pt, blob)
         write_json(js, {**metrics, "checkpoint_sha256": _sha256(blob)})
+        _note_write(self.path)
 
     def load_metrics(self, level: int) -> dict[str, Any]:
         js, _ = self._level_paths(level)
@@ -335,19 +407,34 @@ class Run:
     def save_reference(self, level: int, source: "Run", source_level: int, **changes: Any) -> None:
         """Store ``level`` as ``source``'s level ``source_level``: its metrics (with ``changes``)
         and a reference to its checkpoint, which is not copied."""
+        path = Path(os.path.relpath(source.path, self.root)).as_posix()
+        if not _store_run(PurePosixPath(path).parts):
+            raise ValueError(f"{source.path} is not a run of the store {self.root}: a level refers only to "
+                             f"runs of its own store")
         record = source.load_metrics(source_level)
         record.pop("reference", None)
-        record.update(changes, level=level,
-                      reference={"path": os.path.relpath(source.path, self.root), "level": source_level})
+        record.update(changes, level=level, reference={"path": path, "level": source_level})
         write_json(self._level_paths(level)[0], record)
+        _note_write(self.path)
+
+    def _referenced(self, level: int, ref: Any) -> Path:
+        """The level JSON a stored ``reference`` names: a level of a run in this store
+        (``<protocol>-<hash>/seed<k>``), else :class:`CorruptResultError` naming the file."""
+        parts = PurePosixPath(ref["path"]).parts if isinstance(ref, dict) and isinstance(ref.get("path"), str) else ()
+        source_level = ref.get("level") if isinstance(ref, dict) else None
+        if not _store_run(parts) or not isinstance(source_level, int) or source_level < 0:
+            js = self._level_paths(level)[0]
+            raise CorruptResultError(f"result file {js} is corrupt (its reference {ref!r} is not a level of a run in "
+                                     f"the store {self.root}); run `pgcore repair {self.path}` to drop level {level} "
+                                     f"and later, then run again")
+        return self.root.joinpath(*parts) / f"level_{source_level:03d}.json"
 
     def load_checkpoint(self, level: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
         js, pt = self._level_paths(level)
         record = self.load_metrics(level)
         expected = record["checkpoint_sha256"]
         if "reference" in record:  # another run's level, checked against the checksum recorded here
-            ref = record["reference"]
-            js = self.root / ref["path"] / f"level_{ref['level']:03d}.json"
+            js = self._referenced(level, record["reference"])
             pt = js.with_suffix(".pt")
         try:
             blob = pt.read_bytes()
@@ -361,6 +448,7 @@ class Run:
 
     def mark_done(self) -> None:
         write_json(self.path / "done.json", {"levels": self.finished_levels()})
+        _note_write(self.path)
 
     def is_done(self) -> bool:
         """Whether config.json and every level 0..:meth:`last_level` are stored. Everything
@@ -409,10 +497,13 @@ class Run:
         more = f" (and {len(problems) - 1} more problem(s): `pgcore verify {self.path}`)" if len(problems) > 1 else ""
         return f"{first}; {fix}{more}"
 
-    def repair(self, from_level: int | None = None) -> list[Path]:
+    def repair(self, from_level: int | None = None, dry_run: bool = False) -> list[Path]:
         """Drop what :meth:`verify` finds invalid and every level after it (or every level from
         ``from_level`` on), and done.json, so the next run recomputes them exactly; a bad
-        config.json is dropped too (the next run rewrites it). Returns the files removed."""
+        config.json is dropped too (the next run rewrites it). Returns the files removed (with
+        ``dry_run``: the files it would remove, removing nothing)."""
+        if from_level is not None and from_level < 0:
+            raise ValueError(f"from_level must be a level >= 0, got {from_level}")
         problems = self.verify()
         starts = [p.level for p in problems if p.level is not None]
         if from_level is not None:
@@ -430,8 +521,9 @@ class Run:
             doomed += [self._level_paths(k)[0] for k in reversed(self._stored("json")) if k >= start]
             doomed += [self._level_paths(k)[1] for k in reversed(self._stored("pt")) if k >= start]
         removed = [p for p in doomed if p.exists()]
-        for p in removed:
-            p.unlink()
+        if not dry_run:
+            for p in removed:
+                p.unlink()
         return removed
 
     # -- tidy results -------------------------------------------------------------------
@@ -477,10 +569,19 @@ def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
 
 def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
     """The runs ``ref`` names: one run directory, an experiment directory (all its seeds), or
-    a hash prefix matching the seeds of one experiment."""
+    a hash prefix matching the seeds of one experiment (:func:`find_run_dirs`)."""
+    return [_open_dir(d) for d in find_run_dirs(ref, root)]
+
+
+def find_run_dirs(ref: str | Path, root: str | Path | None = None) -> list[Path]:
+    """The run directories ``ref`` names: one run directory, an experiment directory (its
+    seeds with a config.json), or a hash prefix or ``<protocol>-<hash>/seed<k>`` in the store; a
+    reference that matches several experiments is refused, listing them."""
+    if not str(ref).strip():
+        raise ConfigError("name a run: a run or experiment directory (results/imp-<hash>/seed0), or a hash prefix")
     root = Path(root) if root is not None else default_root()
     path = Path(ref)
-    if (path / "config.json").exists():
+    if (path / "config.json").exists() or (path.is_dir() and _run_layout(path.absolute().parts)):
         dirs = [path]
     elif path.is_dir():
         dirs = sorted(p.parent for p in path.glob("seed*/config.json"))
@@ -493,7 +594,7 @@ def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
     if len(experiments) > 1:
         listed = "\n  ".join(str(e) for e in experiments[:20])
         raise ValueError(f"'{ref}' matches {len(experiments)} experiments; name one:\n  {listed}")
-    return [_open_dir(d) for d in dirs]
+    return dirs
 
 
 class MisfiledRunError(CorruptResultError):
@@ -502,10 +603,10 @@ class MisfiledRunError(CorruptResultError):
 
 
 def _open_dir(run_dir: Path) -> Run:
-    """The :class:`Run` stored in ``run_dir``, from its config.json."""
+    """The :class:`Run` stored in ``run_dir``, from its config.json (:class:`NotARunError`
+    unless the directory is provably a pgcore run)."""
+    check_run_dir(run_dir)
     stored = read_json(run_dir / "config.json")
-    if not isinstance(stored, dict) or "config" not in stored:
-        raise CorruptResultError(f"{run_dir / 'config.json'} lacks the run's config; run `pgcore repair {run_dir}`")
     try:
         run = Run(from_dict(stored["config"]), root=run_dir.parent.parent)
     except ConfigError as e:

@@ -17,6 +17,8 @@ Experiment keys (all optional):
 - ``pai_methods``: pruning-at-initialization controls for figures 5 and 6.
 - ``tie_fraction``, ``tie_levels``: top-improved examples (figure 7): the share removed and
   the levels (``all`` or a list) whose improvement is measured.
+- ``recipes``: other training recipes for figure 9 (a figure the paper lacks), as ``train.*``
+  overrides: IMP under each, on the same data and seeds, beside the profile's own recipe.
 """
 
 from __future__ import annotations
@@ -28,12 +30,13 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .config import SECTIONS, RunConfig, check_notebook_parameters, from_dict, load_yaml, override
+from .config import (SECTIONS, ConfigError, RunConfig, check_notebook_parameters, check_study, from_dict, load_yaml,
+                     override)
 from .plans import last_level, plan, source_protocol
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
 from .store import Run
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "explore")
+FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "explore", "fig9")
 TIE = "tie"  # a need whose runs are dense retrainings without chosen examples (pgcore.tie)
 
 
@@ -87,8 +90,12 @@ class Study:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any], **kwargs: Any) -> "Study":
-        """From a parameter file's contents (sections and experiment keys)."""
-        kw = dict(root=params.get("store_dir"), device=params.get("device", "auto"),
+        """From a parameter file's contents (sections and experiment keys), every experiment key
+        checked first (:func:`pgcore.config.check_study`)."""
+        params = check_study(params)
+        if "seeds" not in params:
+            raise ConfigError("the parameters lack seeds, e.g. seeds: [0, 1]; see params/smoke.yaml")
+        kw = dict(root=params.get("store_dir"), device=params.get("device") or "auto",
                   progress=bool(params.get("progress", True)), lockstep=params.get("lockstep", "auto"))
         kw.update(kwargs)
         return cls(params=dict(params), seeds=list(params["seeds"]), **kw)
@@ -129,6 +136,10 @@ class Study:
         top = int(self.params["prune"].get("levels", 20))
         return list(range(1, top + 1)) if levels == "all" else [int(k) for k in levels]
 
+    def recipe_changes(self, name: str) -> tuple[tuple[str, Any], ...]:
+        """Figure 9's IMP run under recipe ``name`` (``train.*`` overrides of the profile's recipe)."""
+        return tuple(sorted((f"train.{k}", v) for k, v in self.params["recipes"][name].items()))
+
     def noise_changes(self, fraction: float) -> dict[str, dict[str, Any]]:
         """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` levels (memorization may
         only give way near 99.9% sparsity); extended dense training, which stays dense, to the
@@ -165,6 +176,9 @@ class Study:
                 wanted += [_need("reinit", fig), _need("extended_oneshot", fig)]
             if fig == "fig7":
                 wanted += [_need(TIE, fig, level=k) for k in self.tie_levels()]
+            if fig == "fig9":
+                wanted.append(_need("imp", fig))
+                wanted += [Need("imp", self.recipe_changes(name), (fig,)) for name in (p.get("recipes") or {})]
         return _merge(wanted)
 
     def runs(self, need: Need, seed: int) -> list[RunConfig]:

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -44,3 +45,18 @@ def test_choosing_on_test_must_be_asked_for_explicitly():
                                             (0.01, 0.01, "same"), (-0.02, float("nan"), "undetermined")])
 def test_one_rule_for_significance(mean, ci, word):
     assert analysis.significance(mean, ci) == word
+
+
+def test_equivalence_is_two_one_sided_tests():
+    from scipy import stats
+
+    d = np.array([0.001, -0.002, 0.0005, 0.0015, -0.001])
+    ok, p = analysis.equivalence(d, margin=0.005)
+    se = d.std(ddof=1) / np.sqrt(5)
+    expected = max(stats.t.sf((d.mean() + 0.005) / se, 4), stats.t.cdf((d.mean() - 0.005) / se, 4))
+    assert ok and p == pytest.approx(expected) and p < 0.05
+    # the same differences against a margin they do not clear
+    assert analysis.equivalence(d, margin=0.001)[0] is False
+    # shifted to most of the margin: the 90% interval reaches past it
+    assert analysis.equivalence(d + 0.0045, margin=0.005)[0] is False
+    assert analysis.equivalence(np.array([0.001]), margin=0.005) == (False, pytest.approx(float("nan"), nan_ok=True))

@@ -11,22 +11,25 @@ import copy
 import ctypes
 import json
 import os
+import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 import yaml
 
 from pgcore import compute
-from pgcore.config import load_yaml
+from pgcore.config import ConfigError, load_yaml
 from pgcore.plans import last_level
 from pgcore.store import Run
-from pgcore.study import Study
+from pgcore.study import Need, Study
 
 pytestmark = pytest.mark.cluster
 
@@ -78,7 +81,7 @@ def sequential_store(params, tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def cluster():
     """A LocalCluster of 2 worker processes, shared by the tests here."""
-    c = compute.local_cluster(2, dashboard=":0")
+    c = compute.local_cluster(2, dashboard="127.0.0.1:0")
     yield c
     c.client.close()
     c.client.cluster.close()
@@ -354,3 +357,70 @@ def test_killed_lock_holder_does_not_block_the_next(tiny_run, tmp_path):
     _, err = reference.communicate(timeout=HANG)
     assert reference.returncode == 0, err[-2000:]
     assert finals(run.root) == finals(tmp_path / "reference")
+
+
+# -- the dashboard ---------------------------------------------------------------------------
+def _listening(port: int) -> set[str]:
+    """The addresses this process listens on at ``port``."""
+    import psutil
+
+    return {c.laddr.ip for c in psutil.Process().net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+
+
+def test_dashboard_listens_on_this_machine_only_and_a_taken_port_is_one_line(capfd):
+    taken = socket.socket()
+    try:
+        taken.bind(("127.0.0.1", 8787))  # the default port, taken (if nothing here had it already)
+        taken.listen()
+    except OSError:
+        pass
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        c = compute.local_cluster(1)
+    try:
+        port = c.client.scheduler_info()["services"]["dashboard"]
+        assert port != 8787 and _listening(port) == {"127.0.0.1"}
+        assert c.dashboard == f"http://127.0.0.1:{port}/status (port 8787 was in use)"
+        assert not [w for w in caught if "already in use" in str(w.message)]
+    finally:
+        compute.close_cluster(c)
+        taken.close()
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_dashboard_option():
+    assert compute.dashboard_address("none") is None and compute.dashboard_address("None") is None
+    assert compute.dashboard_address("0.0.0.0:8787") == "0.0.0.0:8787"  # opened deliberately
+    assert compute.dashboard_address("8788") == "127.0.0.1:8788"
+    with pytest.raises(ConfigError, match="--dashboard must be HOST:PORT"):
+        compute.dashboard_address("http://x")
+    options = compute._scheduler_dashboard(None)  # no dashboard; health checks on this machine only
+    assert options == {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+    assert compute.DASHBOARD == "127.0.0.1:8787"
+
+
+# -- what a compute says it did ---------------------------------------------------------------
+def test_a_run_another_process_finished_meanwhile_counts_as_reused(tmp_path, monkeypatch):
+    params = {**copy.deepcopy(TINY_RUN), "prune": {"levels": 1}}
+    params["train"]["epochs"] = 1
+    need = Need("train")
+    other = tmp_path / "other"  # what the other process trains while this one waits for the run's lock
+    first = compute.run_task(params, need, [0], str(other), "cpu", False, None)
+    assert first["status"] == "ok" and first["trained"] == first["runs"] and first["reused"] == []
+    root = tmp_path / "store"
+    lock = Run.lock
+
+    def finished_while_waiting(run: Run, timeout: float = -1):
+        if not run.path.exists():
+            shutil.copytree(other / run.path.relative_to(root), run.path)
+        return lock(run, timeout)
+
+    monkeypatch.setattr(Run, "lock", finished_while_waiting)
+    second = compute.run_task(params, need, [0], str(root), "cpu", False, None)
+    assert second["status"] == "ok", second
+    same_run = str(root / Path(first["runs"][0]).relative_to(other))
+    assert second["trained"] == [] and second["reused"] == second["runs"] == [same_run]
+    summary = compute.Summary()
+    compute._tally(summary, second)
+    assert summary.lines()[0].endswith("0 runs trained, 1 reused, 0 task(s) failed, 0 skipped")

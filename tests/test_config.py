@@ -1,9 +1,12 @@
 import dataclasses
+import re
 
 import pytest
 
-from pgcore.config import SECTIONS, ConfigError, ModelConfig, RunConfig, from_dict, load_yaml, set_value
+from pgcore.config import (SECTIONS, ConfigError, ModelConfig, RunConfig, check_study, from_dict, load_yaml,
+                           set_value)
 from pgcore.plans import PROTOCOLS as PLANS
+from pgcore.study import Study
 
 
 def test_default_config_hash_is_pinned():
@@ -118,3 +121,112 @@ def test_overrides_parse_yaml_values():
 def test_config_round_trips_through_plain_data():
     cfg = from_dict({"prune": {"prunable": ["conv"], "levels": 4}, "seed": 3})
     assert from_dict(cfg.to_dict()) == cfg
+
+
+# -- YAML: a key given twice, a file that is not UTF-8 -----------------------------------------
+
+@pytest.mark.parametrize("text, message", [
+    ("train: {epochs: 3}\nprune: {levels: 2}\ntrain: {epochs: 5}\n", "key 'train' is given twice (line 1 and line 3)"),
+    ("data: {name: mnist1d, name: cifar10}\n", "key 'name' is given twice (line 1 and line 1)"),
+    ("data:\n  name: mnist1d\n  val_fraction: 0.1\n  name: cifar10\n", "key 'name' is given twice (line 2 and line 4)"),
+])
+def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path, text, message):
+    path = tmp_path / "twice.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_yaml(path)
+    assert str(path) in str(e.value) and message in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="key 'name' is given twice"):
+        set_value({}, "data={name: a, name: b}")
+
+
+def test_merge_keys_may_repeat_what_they_merge(tmp_path):
+    path = tmp_path / "merge.yaml"
+    path.write_text("base: &b {epochs: 3, lr: 0.1}\ntrain:\n  <<: *b\n  epochs: 5\nseeds: [0]\n")
+    assert load_yaml(path)["train"] == {"epochs": 5, "lr": 0.1}
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("# caf\xe9\ntrain: {epochs: 3}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=f"config file {path} is not UTF-8 text .*save it as UTF-8"):
+        load_yaml(path)
+
+
+def test_a_yaml_error_is_one_line_with_its_place(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train: {epochs: 3}\ndata: {name: [unclosed\n")
+    with pytest.raises(ConfigError) as e:
+        load_yaml(path)
+    assert "\n" not in str(e.value) and f"config file {path} is not valid YAML" in str(e.value)
+    assert "at line 3, column 1" in str(e.value)
+
+
+# -- study-level keys ------------------------------------------------------------------------------
+
+def test_every_shipped_parameter_file_passes_the_study_checks():
+    from pathlib import Path
+
+    for path in sorted((Path(__file__).resolve().parent.parent / "params").glob("*.yaml")):
+        check_study(load_yaml(path))
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seeds", [0, 0], "seeds lists 0 more than once"),
+    ("seeds", [], "seeds must be a non-empty list of non-negative integers"),
+    ("seeds", [-1], "seeds must be a non-empty list"),
+    ("seeds", 3, "seeds must be a non-empty list"),
+    ("seeds", "[0", "parameter seeds='[0' does not read as YAML"),
+    ("noise_fractions", [0.0], "noise_fractions must be a list of label-noise fractions in (0, 1)"),
+    ("noise_fractions", [1], "noise_fractions must be"),
+    ("noise_levels", -1, "noise_levels must be an integer >= 0, got -1"),
+    ("noise_levels", 2.5, "noise_levels must be an integer >= 0"),
+    ("stretched_levels", "two", "stretched_levels must be an integer >= 0"),
+    ("variants", ["rewind"], "variants must map a name to prune.* settings"),
+    ("variants", {"r": {"retrian": "rewind"}}, "unknown key 'retrian' in variants.r (keys of the prune section). "
+                                                "Did you mean 'retrain'?"),
+    ("variants", {"r": {"rewind_epoch": "two"}}, "variants.r.rewind_epoch must be an integer, got 'two'"),
+    ("variants", {"r": "rewind"}, "variants.r must map prune.* keys to values"),
+    ("pai_methods", ["snp"], "unknown pai_methods entry 'snp'. Did you mean 'snip'?"),
+    ("pai_methods", None, "pai_methods must be a list from snip, magnitude, random"),
+    ("tie_levels", [0], "tie_levels must be 'all' or a list of pruning levels from 1 to prune.levels=3"),
+    ("tie_levels", [4], "prune.levels=3"),
+    ("tie_levels", "some", "tie_levels must be 'all'"),
+    ("tie_fraction", 1.0, "tie_fraction must be a number in (0, 1)"),
+    ("lockstep", "yes", "lockstep must be true, false or auto, got 'yes'"),
+    ("progress", "no", "progress must be true or false, got 'no'"),
+    ("device", "gpu", "unknown device 'gpu'; use auto, cpu, cuda or cuda:N"),
+    ("profile", "../../x", "profile must be a plain name"),
+    ("profile", "..", "profile must be a plain name"),
+    ("profile", "a/b", "profile must be a plain name"),
+    ("cluster", "gpu", "cluster must be a mapping"),
+    ("cluster", {"queue": "gpu"}, "unknown key cluster.queue; known: partition, account"),
+    ("cluster", {"cores": "4"}, "cluster.cores must be an integer >= 1, got '4'"),
+    ("cluster", {"jobs": 0}, "cluster.jobs must be an integer >= 1, got 0"),
+    ("cluster", {"walltime": 14400}, "cluster.walltime must be quoted"),
+    ("store_dir", "", "store_dir must be a directory path"),
+])
+def test_study_keys_are_checked_one_line_each(tiny_params, key, value, message):
+    params = {**tiny_params, "seeds": [0], key: value}
+    with pytest.raises(ConfigError) as e:
+        check_study(params)
+    assert message in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Study.from_dict(params)
+
+
+def test_study_keys_given_as_strings_are_parsed(tiny_params):
+    params = check_study({**tiny_params, "seeds": "[0, 1]", "noise_fractions": "[0.1]", "tie_levels": "all",
+                          "pai_methods": "[snip]", "variants": "{f: {retrain: finetune}}"})
+    assert params["seeds"] == [0, 1] and params["noise_fractions"] == [0.1] and params["tie_levels"] == "all"
+    assert params["pai_methods"] == ["snip"] and params["variants"] == {"f": {"retrain": "finetune"}}
+
+
+def test_a_store_or_figures_dir_that_is_a_file_is_refused(tiny_params, tmp_path):
+    path = tmp_path / "file"
+    path.write_text("mine")
+    for key in ("store_dir", "figures_dir"):
+        with pytest.raises(ConfigError, match=f"{key} {path} is a file, not a directory"):
+            check_study({**tiny_params, "seeds": [0], key: str(path)})
+    check_study({**tiny_params, "seeds": [0], "store_dir": str(tmp_path / "new"), "figures_dir": None})
+    assert path.read_text() == "mine"
