@@ -96,25 +96,6 @@ def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "er
     }
 
 
-def verdict(c: dict[str, float], metric: str = "test error", procedure: str = "pruning") -> str:
-    """One sentence on whether ``procedure`` lowered ``metric`` against the dense model,
-    judged by :func:`significance` of the paired difference."""
-    where = "validation" if c["selected_on"] == "val" else "test itself (chosen on test: optimistic)"
-    head = f"Dense {metric} {c['dense_mean']:.3f} ± {c['dense_ci']:.3f}"
-    if c["best_level"] == c.get("dense_level", 0):
-        return (head + f" over {c['seeds']} seeds; no level of {procedure} beat the dense model on {where}, "
-                f"so {procedure} did not help at this scale.")
-    head += (f"; best on {where}: level {c['best_level']} ({c['best_sparsity']:.1%} sparse) with "
-             f"{c['best_mean']:.3f} ± {c['best_ci']:.3f} (mean ± 95% CI over {c['seeds']} seeds). "
-             f"Paired difference {c['diff_mean']:+.3f} ± {c['diff_ci']:.3f}: ")
-    return head + {
-        "undetermined": "too few seeds for a confidence interval; no claim either way.",
-        "lower": f"{procedure} lowered the error, and the interval excludes zero.",
-        "higher": f"{procedure} raised the error at the level chosen on validation.",
-        "same": f"the interval includes zero, so no significant change from {procedure} at this scale.",
-    }[significance(c["diff_mean"], c["diff_ci"])]
-
-
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
     """Per level, the paired per-seed difference ``a - b`` of ``metric`` on ``source``, with
     its 95% CI and a word for it: ``lower`` / ``higher`` when the interval excludes zero,
@@ -129,22 +110,6 @@ def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", sou
                                  diff=("diff", "mean"), diff_ci=("diff", ci95), n=("diff", "count")).reset_index()
     out["verdict"] = [significance(d, c) for d, c in zip(out["diff"], out["diff_ci"])]
     return out
-
-
-def level_ranges(levels: pd.Series, sparsity: pd.Series) -> str:
-    """Sparsities of ``levels`` as short ranges of percentages, e.g. ``20.0–48.8%, 89.3%``."""
-    pairs = sorted(zip(levels, sparsity))
-    if not pairs:
-        return "none"
-    runs, current = [], [pairs[0]]
-    for lv, sp in pairs[1:]:
-        if lv == current[-1][0] + 1:
-            current.append((lv, sp))
-        else:
-            runs.append(current)
-            current = [(lv, sp)]
-    runs.append(current)
-    return ", ".join(f"{r[0][1]:.1%}" if len(r) == 1 else f"{r[0][1]:.1%}–{r[-1][1]:.1%}" for r in runs)
 
 
 def vs_dense(df: pd.DataFrame, metric: str = "loss", source: str = "train") -> pd.DataFrame:

@@ -205,13 +205,6 @@ class Study:
         else:
             self.run(need.protocol, dict(need.changes))
 
-    def compute_all(self, client: Any = None, **kwargs: Any) -> Any:
-        """Every run the figures need, in parallel on a Dask cluster (a local one unless
-        ``client`` is given); see :func:`pgcore.compute.compute_study`."""
-        from .compute import compute_study
-
-        return compute_study(self, client, **kwargs)
-
     def status(self, figures: Iterable[str] = FIGURES) -> pd.DataFrame:
         """One row per need x seed: the run directory, levels finished of the levels *this need*
         asks for, and ``done`` / ``partial`` / ``missing`` (:func:`pgcore.compute.plan` instead

@@ -20,14 +20,15 @@ FIGURES = [
     ("fig5_size_controls", "05_size_controls", "Size-reduction controls: random pruning, reinit, pruning at init"),
     ("fig6_both_factors", "06_both_factors", "Training time and size reduction together"),
     ("fig7_top_improved_examples", "07_top_improved_examples", "Top-improved examples vs random removal, per sparsity"),
+    ("fig9_recipe", "09_recipe", "Not in the paper: IMP's gain over dense under two training recipes"),
 ]
 
 
-def main(profile: str) -> None:
+def main(profile: str, how: str = "") -> None:
     out = Path("figures") / profile
     machine = json.loads((out / "machine.json").read_text())
     lines = [f"# Figures at the `{profile}` profile", "",
-             f"Made by `make figures PROFILE={profile}` on {machine['cpu']} ({machine['cpu_capability']} kernels, "
+             f"Made by `make figures PROFILE={profile}{how}` on {machine['cpu']} ({machine['cpu_capability']} kernels, "
              f"torch {machine['torch']}). Exact numbers vary with the CPU type (its instruction set changes float "
              "rounding); the verdicts should not (see `isa_check.csv` where present). Each figure has its numbers "
              "beside it as a tidy CSV (`<figure>.csv`: profile, procedure, level, sparsity, metric, source, mean, "
@@ -53,4 +54,5 @@ def main(profile: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "small")
+    # Any further arguments are the make variables the figures were made with, e.g. SET="prune.levels=12"
+    main(sys.argv[1] if len(sys.argv) > 1 else "small", "".join(f" {a}" for a in sys.argv[2:]))

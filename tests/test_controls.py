@@ -118,7 +118,6 @@ def test_paired_by_level_and_vs_dense():
     assert out.loc[0, "verdict"] == "same" and out.loc[0, "n"] == 3
     dense = analysis.vs_dense(a, "error", "test").set_index("level")
     assert dense.loc[0, "diff"] == 0 and dense.loc[2, "verdict"] == "higher"
-    assert analysis.level_ranges(pd.Series([1, 2, 5]), pd.Series([0.2, 0.36, 0.672])) == "20.0%–36.0%, 67.2%"
 
 
 def test_best_vs_dense_can_pick_the_reference_itself():
@@ -128,7 +127,7 @@ def test_best_vs_dense_can_pick_the_reference_itself():
     ref = pd.concat([ref, ref.assign(source="val")])
     c = analysis.best_vs_dense(proc, ref)
     assert c["best_level"] == c["dense_level"] == -1
-    assert "did not help" in analysis.verdict(c, procedure="reinit")
+    assert c["diff_mean"] == 0.0 and c["best_mean"] == c["dense_mean"]
 
 
 def test_override_and_study_parameters(tiny_params):

@@ -115,3 +115,25 @@ def test_epoch_draws_match_batch_by_batch_augmentation():
     assert torch.equal(data_mod.crop_flip(x, dy, dx, flip), torch.cat(expected))
     assert torch.equal(torch.rand(1, generator=g), after_batches)
     assert flip.any() and not flip.all() and len(dy.unique()) > 1
+
+
+def test_mnist1d_cache_gives_the_generated_arrays_and_regenerates_a_tampered_file(tmp_path, monkeypatch):
+    """MNIST-1D is generated once and read from the cache afterwards; a cached file whose arrays
+    no longer match their recorded sha256 is generated anew, so the cache never changes a number."""
+    import numpy as np
+
+    monkeypatch.setenv("PGCORE_CACHE", str(tmp_path))
+    first = data_mod.make_mnist1d(600, 7)
+    (cached,) = tmp_path.glob("mnist1d-*-n600-s7.npz")
+    again = data_mod.make_mnist1d(600, 7)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    with np.load(cached) as f:
+        stored = {k: f[k] for k in f.files}
+    stored["x"] = stored["x"] + 1.0  # tampered, sha256 left as it was
+    np.savez(cached, **stored)
+    regenerated = data_mod.make_mnist1d(600, 7)
+    assert all(np.array_equal(first[k], regenerated[k]) for k in first)
+    cached.write_bytes(b"not an npz")
+    assert np.array_equal(data_mod.make_mnist1d(600, 7)["y_test"], first["y_test"])
+    other = data_mod.make_mnist1d(600, 8)
+    assert not np.array_equal(other["x"], first["x"])  # the key holds the seed
