@@ -228,6 +228,28 @@ def bench_lockstep(build, mask, data: Data, dev, epochs: int, cfg: TrainConfig, 
     return _epochs(Ensemble(ms, [mask] * k, cfg), data, cfg, dev, epochs, k)
 
 
+def variants_of(build, base_model, loader, data: Data, mask, dev, epochs: int, cfg: TrainConfig, k: int,
+                compile_too: bool) -> dict:
+    """The variants compared on one workload, each a function that times it: the baseline, pgcore
+    eager (fp32, bf16), compiled (unless ``compile_too`` is False) and K models in lockstep. Every
+    single-model variant starts from ``base_model``'s weights."""
+    model, state = build().to(dev), base_model.state_dict()
+
+    def fresh():
+        model.load_state_dict(state)
+        return model
+
+    bf16 = dataclasses.replace(cfg, precision="bf16")
+    configs = {"pgcore": cfg, "pgcore bf16": bf16}
+    if compile_too:
+        configs.update({"pgcore compile": dataclasses.replace(cfg, compile=True),
+                        "pgcore bf16+compile": dataclasses.replace(bf16, compile=True)})
+    out = {"baseline": lambda: bench_baseline(fresh(), loader, mask, dev, epochs, cfg)}
+    out.update({name: lambda c=c: bench_pgcore(fresh(), data, mask, dev, epochs, c) for name, c in configs.items()})
+    out[f"pgcore x{k}"] = lambda: bench_lockstep(build, mask, data, dev, epochs, cfg, k)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
@@ -245,9 +267,6 @@ def main() -> None:
     dev = resolve_device(args.device)
     k = args.models or (8 if dev.type == "cuda" else 4)
     cfg = TrainConfig(batch_size=128, lr=0.05)
-    bf16 = dataclasses.replace(cfg, precision="bf16")
-    compiled = {} if args.no_compile else {"pgcore compile": dataclasses.replace(cfg, compile=True),
-                                           "pgcore bf16+compile": dataclasses.replace(bf16, compile=True)}
     rows = []
 
     def compare(workload: str, variants: dict, data: str, flops: float | None = None, peak: float | None = None) -> None:
@@ -293,48 +312,25 @@ def main() -> None:
             torch.manual_seed(0)
             base_model = build().to(dev)
             mask = _half_mask(base_model)
-            m = build().to(dev)
             e = args.epochs * 10  # an MNIST-1D epoch is 4,000 examples: time enough of them
-
-            def fresh(model=m, state=base_model.state_dict()):
-                model.load_state_dict(state)
-                return model
-
-            variants = {"baseline": lambda: bench_baseline(fresh(), loader, mask, dev, e, cfg),
-                        "pgcore": lambda: bench_pgcore(fresh(), data, mask, dev, e, cfg),
-                        "pgcore bf16": lambda: bench_pgcore(fresh(), data, mask, dev, e, bf16)}
-            variants.update({name: lambda c=c: bench_pgcore(fresh(), data, mask, dev, e, c) for name, c in compiled.items()})
-            variants[f"pgcore x{k}"] = lambda: bench_lockstep(build, mask, data, dev, e, cfg, k)
+            variants = variants_of(build, base_model, loader, data, mask, dev, e, cfg, k, not args.no_compile)
             compare(workload, variants, data.name)
 
     if args.only in (None, "lenet"):
         n = args.lenet_n or (None if dev.type == "cuda" else 12800)
         lcfg = TrainConfig(batch_size=128, lr=0.1, momentum=0.0, weight_decay=0.0, schedule="constant")
-        lbf16 = dataclasses.replace(lcfg, precision="bf16")
-        lcompiled = {} if args.no_compile else {"pgcore compile": dataclasses.replace(lcfg, compile=True),
-                                                "pgcore bf16+compile": dataclasses.replace(lbf16, compile=True)}
         data, x_u8, y, source = mnist_data(args.data_dir, n, dev)
         spec = ModelConfig(name="lenet_300_100")
         build = lambda: models.build(spec, (1, 28, 28), 10)  # noqa: E731
         torch.manual_seed(0)
         base_model = build().to(dev)
         mask = _half_mask(base_model, models.DENSE_BY_DEFAULT.get(spec.name, ()))
-        m = build().to(dev)
         flops = 6 * linear_weights(base_model)  # 6 x 266,200
         loader = torch.utils.data.DataLoader(_MnistDataset(x_u8, y), batch_size=lcfg.batch_size, shuffle=True,
                                              num_workers=args.workers, pin_memory=dev.type == "cuda",
                                              persistent_workers=args.workers > 0)
 
-        def fresh_lenet(model=m, state=base_model.state_dict()):
-            model.load_state_dict(state)
-            return model
-
-        e = args.epochs
-        variants = {"baseline": lambda: bench_baseline(fresh_lenet(), loader, mask, dev, e, lcfg),
-                    "pgcore": lambda: bench_pgcore(fresh_lenet(), data, mask, dev, e, lcfg),
-                    "pgcore bf16": lambda: bench_pgcore(fresh_lenet(), data, mask, dev, e, lbf16)}
-        variants.update({name: lambda c=c: bench_pgcore(fresh_lenet(), data, mask, dev, e, c) for name, c in lcompiled.items()})
-        variants[f"pgcore x{k}"] = lambda: bench_lockstep(build, mask, data, dev, e, lcfg, k)
+        variants = variants_of(build, base_model, loader, data, mask, dev, args.epochs, lcfg, k, not args.no_compile)
         threads = (f"; CPU variants at {CPU_THREADS} thread{'s' if CPU_THREADS > 1 else ''} as pgcore trains "
                    f"(pgcore.protocols.CPU_THREADS)" if dev.type == "cpu" else "")
         print(f"lenet: LeNet-300-100 on {source}, {len(y)} training images, batch 128, SGD lr 0.1, "
@@ -358,19 +354,8 @@ def main() -> None:
         loader = torch.utils.data.DataLoader(_ImageDataset(x_u8, y), batch_size=cfg.batch_size, shuffle=True,
                                              num_workers=args.workers, pin_memory=dev.type == "cuda",
                                              persistent_workers=args.workers > 0)
-        m = models.build("resnet20", (3, 32, 32), 10).to(dev)
         build = lambda: models.build("resnet20", (3, 32, 32), 10)  # noqa: E731
-
-        def fresh_resnet(model=m, state=base_model.state_dict()):
-            model.load_state_dict(state)
-            return model
-
-        e = args.epochs
-        variants = {"baseline": lambda: bench_baseline(fresh_resnet(), loader, mask, dev, e, cfg),
-                    "pgcore": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, e, cfg),
-                    "pgcore bf16": lambda: bench_pgcore(fresh_resnet(), data, mask, dev, e, bf16)}
-        variants.update({name: lambda c=c: bench_pgcore(fresh_resnet(), data, mask, dev, e, c) for name, c in compiled.items()})
-        variants[f"pgcore x{k}"] = lambda: bench_lockstep(build, mask, data, dev, e, cfg, k)
+        variants = variants_of(build, base_model, loader, data, mask, dev, args.epochs, cfg, k, not args.no_compile)
         compare("resnet20", variants, "cifar-shaped random")
 
     out = Path(args.out)

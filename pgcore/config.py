@@ -279,30 +279,25 @@ def _count(name: str) -> Any:
     return lambda v, _: _check(_nonneg_int(v), f"{name} must be an integer >= 0, got {v!r}")
 
 
-def _check_variants(v: Any, _: Mapping) -> None:
-    example = "e.g. variants: {rewind: {retrain: rewind, rewind_epoch: 2}}"
-    _check(isinstance(v, Mapping), f"variants must map a name to prune.* settings, {example}; got {v!r}")
-    hints = typing.get_type_hints(PruneConfig)
-    for name, changes in v.items():
-        _check(isinstance(changes, Mapping), f"variants.{name} must map prune.* keys to values, {example}; "
-                                             f"got {changes!r}")
-        for key, value in changes.items():
-            if key not in hints:
-                raise _unknown(str(key), list(hints), f"variants.{name} (keys of the prune section)")
-            _coerce(value, hints[key], f"variants.{name}.{key}")
+def _section_changes(key: str, cls: type, section: str, example: str) -> Any:
+    """A check of ``key``: a mapping of names to changes of ``section``'s settings (``cls``)."""
+    def check(v: Any, _: Mapping) -> None:
+        _check(isinstance(v, Mapping), f"{key} must map a name to {section}.* settings, {example}; got {v!r}")
+        hints = typing.get_type_hints(cls)
+        for name, changes in v.items():
+            _check(isinstance(changes, Mapping) and len(changes) > 0,
+                   f"{key}.{name} must map {section}.* keys to values, {example}; got {changes!r}")
+            for k, value in changes.items():
+                if k not in hints:
+                    raise _unknown(str(k), list(hints), f"{key}.{name} (keys of the {section} section)")
+                _coerce(value, hints[k], f"{key}.{name}.{k}")
+    return check
 
 
-def _check_recipes(v: Any, _: Mapping) -> None:
-    example = "e.g. recipes: {paper: {momentum: 0.0, weight_decay: 0.0, schedule: constant}}"
-    _check(isinstance(v, Mapping), f"recipes must map a name to train.* settings, {example}; got {v!r}")
-    hints = typing.get_type_hints(TrainConfig)
-    for name, changes in v.items():
-        _check(isinstance(changes, Mapping) and len(changes) > 0,
-               f"recipes.{name} must map train.* keys to values, {example}; got {changes!r}")
-        for key, value in changes.items():
-            if key not in hints:
-                raise _unknown(str(key), list(hints), f"recipes.{name} (keys of the train section)")
-            _coerce(value, hints[key], f"recipes.{name}.{key}")
+_check_variants = _section_changes("variants", PruneConfig, "prune",
+                                   "e.g. variants: {rewind: {retrain: rewind, rewind_epoch: 2}}")
+_check_recipes = _section_changes("recipes", TrainConfig, "train",
+                                  "e.g. recipes: {paper: {momentum: 0.0, weight_decay: 0.0, schedule: constant}}")
 
 
 def _check_pai_methods(v: Any, _: Mapping) -> None:

@@ -27,3 +27,19 @@ def tiny_cfg(tiny_params):
 def _isolated_store(tmp_path, monkeypatch):
     """Every test writes results to its own directory, never to results/."""
     monkeypatch.setenv("PGCORE_STORE", str(tmp_path / "store"))
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    """``pgcore <argv>`` in this process: exit status, stdout, stderr."""
+    from pgcore import cli
+
+    rc = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The single line an error prints; no traceback."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("pgcore: error: "), err
+    return lines[0]

@@ -26,6 +26,7 @@ import yaml
 from pgcore import cli
 from pgcore.config import ConfigError, check_notebook_parameters, from_dict, load_yaml, set_value
 from pgcore.store import CorruptResultError, Run, find_runs, read_json, write_json
+from conftest import one_error_line as _one_error_line, run_cli as _pgcore  # noqa: E402
 
 PGCORE = [sys.executable, "-m", "pgcore.cli"]
 
@@ -35,17 +36,6 @@ def _write_params(path: Path, params: dict, **top) -> Path:
     return path
 
 
-def _pgcore(capsys, *argv) -> tuple[int, str, str]:
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _one_error_line(err: str) -> str:
-    """The single line an error prints; no traceback."""
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("pgcore: error: "), err
-    return lines[0]
 
 
 def _imp_run(store: Path, seed: int = 0) -> Path:

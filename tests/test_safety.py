@@ -18,20 +18,11 @@ from pgcore import cli, compute
 from pgcore.config import ConfigError
 from pgcore.store import CorruptResultError, NotARunError, Run, check_run_dir, find_runs
 from pgcore.study import Study
+from conftest import one_error_line as _one_error_line, run_cli as _pgcore  # noqa: E402
 
 HEX = "0123456789ab"
 
 
-def _pgcore(capsys, *argv) -> tuple[int, str, str]:
-    rc = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def _one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("pgcore: error: "), err
-    return lines[0]
 
 
 def _files(root: Path) -> dict[str, bytes]:
