@@ -66,7 +66,7 @@ figures: $(STAMP)
 # profile). Results and figures of the test run go to build/, never to results/ or figures/.
 test: $(STAMP)
 	rm -rf build/test-store
-	$(PLAIN) PGCORE_STORE=$(CURDIR)/build/test-store $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env
+	$(PLAIN) PGCORE_STORE=$(CURDIR)/build/test-store $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=10
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
