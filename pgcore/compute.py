@@ -42,6 +42,7 @@ from .store import CorruptResultError, Run, default_root, recording_writes
 from .study import FIGURES, TIE, Need, Study, depends_on
 
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
+TASK_DURATION = "1h"  # what the scheduler assumes a task takes before it has timed one (it is a training)
 DASHBOARD = "127.0.0.1:8787"  # the scheduler's dashboard: this machine only, unless asked (--dashboard)
 SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "cores": 1, "memory": "4GB",
                   "gpus": 0, "jobs": 2}
@@ -564,8 +565,12 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     study = dataclasses.replace(study, root=root.resolve(), progress=False)
     # A worker that dies mid-task has its task rerun up to `retries` times; this is the
     # scheduler's setting, so it holds for the clusters opened here (their scheduler runs here).
+    # Every task trains for minutes to hours: told so, the scheduler spreads tasks that become
+    # ready together over idle workers, instead of queueing them all on the worker that holds the
+    # (tiny) record of the task they build on while another worker sits idle.
     wanted = expand(study, figures, needs)
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                          "distributed.scheduler.unknown-task-duration": TASK_DURATION}):
         if client is not None:
             return _submit_all(study, _given(client), wanted, retries, progress, out)
         with open_cluster(cluster, workers, study.params, slurm, study.root, dashboard) as c:
