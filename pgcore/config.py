@@ -11,6 +11,8 @@ import copy
 import dataclasses
 import difflib
 import hashlib
+import importlib
+import inspect
 import json
 import math
 import re
@@ -22,12 +24,64 @@ from typing import Any, Mapping
 
 import yaml
 
-from .plans import PROTOCOLS as PLANS
-
 DATASETS = ("mnist1d", "mnist5k", "mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn1d", "lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
-PROTOCOLS = tuple(PLANS)  # what each one does, and the settings in its hash: pgcore.plans
 EXECUTIONS = ("sequential", "lockstep")
+
+# Every protocol (what each does at a level: pgcore.plans): the protocol whose run it builds
+# on, whether it has pruning levels, the pruning settings that enter its hash, and the pruning
+# methods it accepts. The number of levels never enters a hash: level k does not depend on how
+# many follow, so a run grows.
+_PRUNE = ("rate", "method", "scope", "retrain", "rewind_epoch", "prunable", "ignore")
+_MASK = ("rate", "method", "scope", "prunable", "ignore")
+PROTOCOLS: dict[str, dict[str, Any]] = {
+    "imp": {"source": None, "levels": True, "prune": _PRUNE, "methods": ("magnitude", "random")},
+    "extended_dense": {"source": None, "levels": True, "prune": (), "methods": None},
+    "extended_stretched": {"source": None, "levels": True, "prune": (), "methods": None},
+    "train": {"source": None, "levels": False, "prune": (), "methods": None},
+    "reinit": {"source": "imp", "levels": True, "prune": _PRUNE, "methods": ("magnitude", "random")},
+    "extended_oneshot": {"source": "extended_dense", "levels": True, "prune": ("rate", "scope", "prunable", "ignore"),
+                         "methods": None},
+    "pai": {"source": None, "levels": True, "prune": _MASK, "methods": ("snip", "magnitude", "random")},
+}
+
+# Parameters a model's framework leaves dense by default (``prune.ignore: null`` picks this).
+# OpenLTH prunes ResNets' output layer (``fc.weight``) but not VGG's or LeNet's.
+DENSE_BY_DEFAULT: dict[str, tuple[str, ...]] = {
+    "lenet_300_100": ("fc3.weight",),
+    "vgg11": ("fc.weight",),
+    "vgg16": ("fc.weight",),
+}
+
+# A researcher's own model or dataset is named by import path, ``"mypkg.nets:WideLeNet"``:
+# a model is called as ``f(input_shape, num_classes, **width/depth if set)`` and returns an
+# nn.Module; a dataset is called as ``f(data_seed)`` and returns (x_train, y_train, x_test,
+# y_test) tensors (float inputs, int64 labels 0..C-1). The run's hash covers the path and the
+# digest of its module's source, as it covers pgcore's own numerics through the store.
+_IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
+
+
+def is_import_path(name: str) -> bool:
+    return bool(_IMPORT_PATH.fullmatch(name))
+
+
+def import_path(name: str) -> Any:
+    """The object ``"module.path:attr"`` names, or :class:`ConfigError` saying why not."""
+    module, attr = name.split(":")
+    try:
+        obj = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"cannot import {name!r} ({type(e).__name__}: {e}); the module must be importable "
+                          f"(installed, or on PYTHONPATH) and define {attr}") from None
+    if not callable(obj):
+        raise ConfigError(f"{name!r} is not callable; name a function or class")
+    return obj
+
+
+def source_digest(name: str) -> str:
+    """12 hex digits of the source of the module ``name`` lives in (any edit changes it)."""
+    module = inspect.getmodule(import_path(name))
+    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
 # Bump when a change to the engine makes old cached results incomparable. (Code that computes
 # numbers is also fingerprinted with every run: pgcore.store.numerics_digest.)
 HASH_VERSION = 2
@@ -84,7 +138,7 @@ class PruneConfig:
     retrain: str = "lrr"  # lrr (learning-rate rewinding) | rewind (weight rewinding) | finetune
     rewind_epoch: int = 0  # weight rewinding: epoch whose weights the survivors are reset to
     prunable: tuple[str, ...] = ("conv", "linear")  # module kinds whose weights are pruned
-    ignore: tuple[str, ...] | None = None  # parameter names never pruned; None: the model's own rule (models.DENSE_BY_DEFAULT)
+    ignore: tuple[str, ...] | None = None  # parameter names never pruned; None: the model's own rule (DENSE_BY_DEFAULT)
 
 
 @dataclass(frozen=True)
@@ -99,8 +153,6 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         if self.prune.ignore is None:  # the model's own rule: which layers its framework leaves dense
-            from .models import DENSE_BY_DEFAULT
-
             ignore = DENSE_BY_DEFAULT.get(self.model.name, ())
             object.__setattr__(self, "prune", dataclasses.replace(self.prune, ignore=ignore))
         validate(self)
@@ -125,9 +177,12 @@ class RunConfig:
             d.pop("execution")
         # Only the pruning settings the protocol reads (never the number of levels: level k
         # does not depend on how many follow, so a run can be extended).
-        d["prune"] = {k: v for k, v in d["prune"].items() if k in PLANS[self.protocol]["prune"]}
+        d["prune"] = {k: v for k, v in d["prune"].items() if k in PROTOCOLS[self.protocol]["prune"]}
         if not d["prune"]:
             d.pop("prune")
+        code = {n: source_digest(n) for n in (self.data.name, self.model.name) if is_import_path(n)}
+        if code:  # a researcher's own model or dataset: its code is part of what it computes
+            d["code"] = code
         d["hash_version"] = HASH_VERSION
         return d
 
@@ -477,11 +532,11 @@ def _check(cond: bool, msg: str) -> None:
         raise ConfigError(msg)
 
 
-def _choice(value: str, options: tuple[str, ...], what: str) -> None:
+def _choice(value: str, options: Any, what: str, also: str = "") -> None:
     if value not in options:
-        close = difflib.get_close_matches(str(value), options, n=1)
+        close = difflib.get_close_matches(str(value), list(options), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown {what} '{value}'.{hint} Choose one of: {', '.join(options)}.")
+        raise ConfigError(f"unknown {what} '{value}'.{hint} Choose one of: {', '.join(options)}{', ' + also if also else ''}.")
 
 
 def _is_int(x: Any) -> bool:
@@ -492,8 +547,11 @@ def validate(cfg: RunConfig) -> None:
     """Raise :class:`ConfigError` for any value that would fail or mislead later."""
     d, m, t, p = cfg.data, cfg.model, cfg.train, cfg.prune
     _choice(cfg.protocol, PROTOCOLS, "protocol")
-    _choice(d.name, DATASETS, "dataset")
-    _choice(m.name, MODELS, "model")
+    for name, known, what in ((d.name, DATASETS, "dataset"), (m.name, MODELS, "model")):
+        if is_import_path(name):
+            import_path(name)
+        else:
+            _choice(name, known, what, also="or your own as an import path, e.g. mypkg.nets:WideNet")
     _check(_is_int(cfg.seed) and cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed!r}")
     _check(_is_int(d.num_samples) and d.num_samples >= 50, f"data.num_samples must be an integer >= 50, got {d.num_samples!r}")
     _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
@@ -521,7 +579,7 @@ def validate(cfg: RunConfig) -> None:
     _check(_is_int(t.eval_every) and t.eval_every >= 1, f"train.eval_every must be a positive integer, got {t.eval_every!r}")
     _check(_is_int(p.levels) and p.levels >= 0, f"prune.levels must be a non-negative integer, got {p.levels!r}")
     _check(0.0 < p.rate < 1.0, f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
-    _choice(p.method, PLANS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"), f"prune.method for protocol {cfg.protocol}")
+    _choice(p.method, PROTOCOLS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"), f"prune.method for protocol {cfg.protocol}")
     _choice(cfg.execution, EXECUTIONS, "execution")
     _choice(p.scope, ("global", "layerwise"), "prune.scope")
     _choice(p.retrain, ("lrr", "rewind", "finetune"), "prune.retrain")

@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .config import DataConfig
+from .config import DataConfig, import_path, is_import_path
 from .seeds import generator
 
 # Per-channel normalization of the torchvision image datasets (standard values).
@@ -230,6 +230,21 @@ def apply_label_noise(y: torch.Tensor, fraction: float, num_classes: int, seed: 
     return y_noisy, is_noisy
 
 
+def _own_dataset(cfg: DataConfig) -> tuple[torch.Tensor, ...]:
+    """``cfg.name``'s (x_train, y_train, x_test, y_test), checked: float inputs, int64 labels."""
+    out = import_path(cfg.name)(cfg.data_seed)
+    if not (isinstance(out, (tuple, list)) and len(out) == 4 and all(isinstance(t, torch.Tensor) for t in out)):
+        raise TypeError(f"{cfg.name}(data_seed) must return four tensors (x_train, y_train, x_test, y_test)")
+    xtr, ytr, xte, yte = out
+    for what, x, y in (("train", xtr, ytr), ("test", xte, yte)):
+        if not (x.is_floating_point() and y.dtype == torch.int64 and y.dim() == 1 and len(x) == len(y) and len(y)):
+            raise TypeError(f"{cfg.name}: x_{what} must be floats and y_{what} int64 labels, one per example, "
+                            f"got {x.dtype} {tuple(x.shape)} and {y.dtype} {tuple(y.shape)}")
+    if int(min(ytr.min(), yte.min())) < 0:
+        raise TypeError(f"{cfg.name}: labels must be 0..C-1")
+    return xtr.float().cpu(), ytr.cpu(), xte.float().cpu(), yte.cpu()
+
+
 def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
     """Load, normalize, split and (optionally) corrupt a dataset; tensors go to ``device``."""
     if cfg.name == "mnist1d":
@@ -239,6 +254,9 @@ def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
         xte = torch.as_tensor(ds["x_test"], dtype=torch.float32)
         yte = torch.as_tensor(ds["y_test"], dtype=torch.int64)
         num_classes = 10
+    elif is_import_path(cfg.name):  # a researcher's own dataset (pgcore.config.import_path)
+        xtr, ytr, xte, yte = _own_dataset(cfg)
+        num_classes = int(max(ytr.max(), yte.max())) + 1
     elif cfg.name == "mnist5k":
         xtr_u8, ytr_np, xte_u8, yte_np = make_mnist5k(cfg.data_seed)
         xtr, xte = _normalize(xtr_u8, cfg.name), _normalize(xte_u8, cfg.name)
@@ -261,7 +279,7 @@ def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
     xtr, ytr = xtr[tr_idx], ytr[tr_idx]
 
     y_noisy, is_noisy = apply_label_noise(ytr, cfg.noisy_fraction, num_classes, cfg.noise_seed)
-    augment = _IMAGE_AUGMENT[cfg.name] if cfg.augment is None else bool(cfg.augment)
+    augment = _IMAGE_AUGMENT.get(cfg.name, False) if cfg.augment is None else bool(cfg.augment)
     if augment and xtr.dim() != 4:
         raise ValueError(f"data.augment=true needs image data; {cfg.name} has inputs of shape {tuple(xtr.shape[1:])}")
     dev = torch.device(device)

@@ -8,7 +8,7 @@ BatchNorm biases zero; other biases keep PyTorch's default. The MNIST-1D models 
 PyTorch's default initialization.
 
 Which weights are prunable is also the model's own rule, as in OpenLTH: every conv and
-linear weight, except the output layer of VGG and LeNet (:data:`DENSE_BY_DEFAULT`).
+linear weight, except the output layer of VGG and LeNet (:data:`pgcore.config.DENSE_BY_DEFAULT`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from .config import ModelConfig
+from .config import ModelConfig, import_path, is_import_path
 
 
 class MLP(nn.Module):
@@ -126,13 +126,6 @@ class CifarVGG(nn.Module):
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-# Parameters a model's framework leaves dense by default (``prune.ignore: null`` picks this).
-# OpenLTH prunes ResNets' output layer (``fc.weight``) but not VGG's or LeNet's.
-DENSE_BY_DEFAULT: dict[str, tuple[str, ...]] = {
-    "lenet_300_100": ("fc3.weight",),
-    "vgg11": ("fc.weight",),
-    "vgg16": ("fc.weight",),
-}
 OPENLTH_INIT = ("lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
 
 
@@ -156,6 +149,9 @@ def build(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classes: int
     """
     if isinstance(cfg, str):
         cfg = ModelConfig(name=cfg, **overrides)
+    if is_import_path(cfg.name):  # a researcher's own model (pgcore.config.import_path)
+        sizes = {k: v for k, v in (("width", cfg.width), ("depth", cfg.depth)) if v is not None}
+        return import_path(cfg.name)(input_shape, num_classes, **sizes)
     model = _build(cfg, input_shape, num_classes)
     return openlth_init(model) if cfg.name in OPENLTH_INIT else model
 

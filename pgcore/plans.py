@@ -35,10 +35,9 @@ is the seed's ``train`` run, stored once and referenced.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .config import RunConfig
+from .config import PROTOCOLS, RunConfig
 
 
 @dataclass(frozen=True)
@@ -74,17 +73,17 @@ class LevelPlan:
     reuse: str | None = None
 
 
-def sparsity_at(cfg: "RunConfig", level: int) -> float:
+def sparsity_at(cfg: RunConfig, level: int) -> float:
     return 1.0 - (1.0 - cfg.prune.rate) ** level
 
 
-def dense(cfg: "RunConfig", level: int = 0) -> LevelPlan:
+def dense(cfg: RunConfig, level: int = 0) -> LevelPlan:
     """The seed's dense run: one schedule from the initialization."""
     T = cfg.train.epochs
     return LevelPlan(0, epochs=T, epochs_total=T, reuse=None if cfg.protocol == "train" else "dense")
 
 
-def imp(cfg: "RunConfig", level: int) -> LevelPlan:
+def imp(cfg: RunConfig, level: int) -> LevelPlan:
     p, T = cfg.prune, cfg.train.epochs
     if level == 0:
         if p.retrain == "rewind":  # the dense run again, keeping its rewind point
@@ -96,27 +95,27 @@ def imp(cfg: "RunConfig", level: int) -> LevelPlan:
                      lr="final" if p.retrain == "finetune" else "schedule", epochs_total=T + level * (T - start))
 
 
-def extended_dense(cfg: "RunConfig", level: int) -> LevelPlan:
+def extended_dense(cfg: RunConfig, level: int) -> LevelPlan:
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
     return LevelPlan(level, weights="previous", epochs=T, epochs_total=(level + 1) * T)
 
 
-def extended_stretched(cfg: "RunConfig", level: int) -> LevelPlan:
+def extended_stretched(cfg: RunConfig, level: int) -> LevelPlan:
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
     return LevelPlan(level, weights="init", epochs=(level + 1) * T, epochs_total=(level + 1) * T)
 
 
-def reinit(cfg: "RunConfig", level: int) -> LevelPlan:
+def reinit(cfg: RunConfig, level: int) -> LevelPlan:
     T = cfg.train.epochs
     return LevelPlan(level, weights="reinit", mask="source", source_level=level, sparsity=sparsity_at(cfg, level),
                      epochs=T, epochs_total=T)
 
 
-def extended_oneshot(cfg: "RunConfig", level: int) -> LevelPlan:
+def extended_oneshot(cfg: RunConfig, level: int) -> LevelPlan:
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
@@ -124,7 +123,7 @@ def extended_oneshot(cfg: "RunConfig", level: int) -> LevelPlan:
                      sparsity=sparsity_at(cfg, level), epochs=T, epochs_total=(level + 1) * T)
 
 
-def pai(cfg: "RunConfig", level: int) -> LevelPlan:
+def pai(cfg: RunConfig, level: int) -> LevelPlan:
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
@@ -132,33 +131,21 @@ def pai(cfg: "RunConfig", level: int) -> LevelPlan:
                      sparsity=sparsity_at(cfg, level), epochs=T, epochs_total=T)
 
 
-# Every protocol: its plan, the protocol whose run it builds on, whether it has pruning levels,
-# the pruning settings that enter its hash, and the pruning methods it accepts. The number of
-# levels never enters a hash: level k does not depend on how many follow, so a run grows.
-_PRUNE = ("rate", "method", "scope", "retrain", "rewind_epoch", "prunable", "ignore")
-_MASK = ("rate", "method", "scope", "prunable", "ignore")
-PROTOCOLS: dict[str, dict[str, Any]] = {
-    "imp": {"plan": imp, "source": None, "levels": True, "prune": _PRUNE, "methods": ("magnitude", "random")},
-    "extended_dense": {"plan": extended_dense, "source": None, "levels": True, "prune": (), "methods": None},
-    "extended_stretched": {"plan": extended_stretched, "source": None, "levels": True, "prune": (), "methods": None},
-    "train": {"plan": dense, "source": None, "levels": False, "prune": (), "methods": None},
-    "reinit": {"plan": reinit, "source": "imp", "levels": True, "prune": _PRUNE, "methods": ("magnitude", "random")},
-    "extended_oneshot": {"plan": extended_oneshot, "source": "extended_dense", "levels": True,
-                         "prune": ("rate", "scope", "prunable", "ignore"), "methods": None},
-    "pai": {"plan": pai, "source": None, "levels": True, "prune": _MASK, "methods": ("snip", "magnitude", "random")},
-}
+# What each protocol does at a level (its source run, levels and hashed settings: config.PROTOCOLS).
+PLANS = {"imp": imp, "extended_dense": extended_dense, "extended_stretched": extended_stretched, "train": dense,
+         "reinit": reinit, "extended_oneshot": extended_oneshot, "pai": pai}
 
 
-def plan(cfg: "RunConfig", level: int) -> LevelPlan:
+def plan(cfg: RunConfig, level: int) -> LevelPlan:
     """What level ``level`` of ``cfg``'s protocol is."""
-    return PROTOCOLS[cfg.protocol]["plan"](cfg, level)
+    return PLANS[cfg.protocol](cfg, level)
 
 
-def last_level(cfg: "RunConfig") -> int:
+def last_level(cfg: RunConfig) -> int:
     return cfg.prune.levels if PROTOCOLS[cfg.protocol]["levels"] else 0
 
 
-def source_protocol(cfg: "RunConfig") -> str | None:
+def source_protocol(cfg: RunConfig) -> str | None:
     return PROTOCOLS[cfg.protocol]["source"]
 
 

@@ -94,11 +94,6 @@ def layer_sparsity(mask: Mask) -> dict[str, float]:
     return {n: 1.0 - int(m.sum()) / m.numel() for n, m in mask.items()}
 
 
-def expected_sparsity(level: int, rate: float = 0.2) -> float:
-    """Sparsity after ``level`` rounds of pruning ``rate`` of the survivors."""
-    return 1.0 - (1.0 - rate) ** level
-
-
 def snip_scores(model: nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """SNIP's saliency |dL/dw ⊙ w| (Lee et al. 2019) of the cross-entropy on the batch (x, y),
     computed on a copy of the model so its BatchNorm statistics are untouched."""

@@ -45,6 +45,7 @@ import torch
 
 from . import __version__
 from .config import PROTOCOLS, ConfigError, RunConfig, from_dict
+from .plans import last_level
 
 DEFAULT_ROOT_ENV = "PGCORE_STORE"
 
@@ -365,10 +366,6 @@ class Run:
     def _level_paths(self, level: int) -> tuple[Path, Path]:
         return self.path / f"level_{level:03d}.json", self.path / f"level_{level:03d}.pt"
 
-    def last_level(self) -> int:
-        """The level a complete run ends at: 0 for protocol ``train``, else ``prune.levels``."""
-        return 0 if self.cfg.protocol == "train" else self.cfg.prune.levels
-
     def _stored(self, suffix: str = "json") -> list[int]:
         """Levels with a ``level_<k>.<suffix>`` file, in order, gaps included."""
         if not self.path.exists():
@@ -451,15 +448,17 @@ class Run:
         _note_write(self.path)
 
     def is_done(self) -> bool:
-        """Whether config.json and every level 0..:meth:`last_level` are stored. Everything
-        stored is checked first (:meth:`verify`): anything invalid raises
-        :class:`CorruptResultError` naming the file and the fix, so it is never used."""
-        if not (self.path / "config.json").exists():
+        """Whether config.json (for this config) and every level 0..``last_level`` are stored.
+        Cheap: file names and config.json only. Checkpoints are verified against their
+        checksums when loaded and by :meth:`verify` (``pgcore verify``); metrics when read."""
+        cfg_path = self.path / "config.json"
+        if not cfg_path.exists():
             return False
-        problems = self.verify()
-        if problems:
-            raise CorruptResultError(self.explain(problems))
-        return len(self._stored()) > self.last_level()
+        stored = read_json(cfg_path)
+        if not isinstance(stored, dict) or stored.get("science") != self.cfg.science_dict():
+            raise CorruptResultError(f"{cfg_path} describes a different config than its directory; run "
+                                     f"`pgcore repair {self.path}`, then the same `pgcore run` to rewrite it")
+        return len(self.finished_levels()) > last_level(self.cfg)
 
     def verify(self) -> list[Problem]:
         """Everything wrong with the stored files: an unreadable config.json or one for another
@@ -529,8 +528,6 @@ class Run:
     # -- tidy results -------------------------------------------------------------------
     def frame(self) -> pd.DataFrame:
         """One row per level x metric source of this run."""
-        from .plans import last_level
-
         rows = []
         for level in self.finished_levels():
             if level > last_level(self.cfg):  # the run grew beyond what this config asks for
@@ -545,8 +542,6 @@ class Run:
 
     def history(self) -> pd.DataFrame:
         """Every evaluation of every level (one row each), for training curves."""
-        from .plans import last_level
-
         rows = []
         for level in self.finished_levels():
             if level > last_level(self.cfg):

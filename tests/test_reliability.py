@@ -95,12 +95,15 @@ def test_nan_is_never_written_and_a_stored_nan_is_reported(finished, capsys):
 
 # -- finished runs are checked ---------------------------------------------------------------
 
-@pytest.mark.parametrize("damaged, level", [("level_002.pt", 2), ("config.json", None)])
-def test_truncated_file_of_finished_run_stops_run_show_and_verify(finished, params_file, capsys, damaged, level):
+@pytest.mark.parametrize("damaged, level", [("level_003.pt", 3), ("config.json", None)])
+def test_truncated_file_of_finished_run_stops_what_reads_it_and_verify_names_it(finished, params_file, capsys,
+                                                                               damaged, level):
+    """Status is cheap (file names and config.json); a checkpoint is verified when it is loaded
+    (here by growing the run from its last level), by `pgcore show` and by `pgcore verify`."""
     store, run_dir, _ = finished
     path = run_dir / damaged
     path.write_bytes(path.read_bytes()[:100])
-    for argv in (["run", params_file, "--store", store], ["show", run_dir]):
+    for argv in (["run", params_file, "--store", store, "--set", "prune.levels=4"], ["show", run_dir]):
         rc, _, err = _pgcore(capsys, *argv)
         line = _one_error_line(err)
         assert rc == 2 and damaged in line and f"pgcore repair {run_dir}" in line, line
@@ -108,7 +111,7 @@ def test_truncated_file_of_finished_run_stops_run_show_and_verify(finished, para
     assert rc == 1 and f"{path}" in out and f"pgcore repair {run_dir}" in out
     assert "checked 2 run(s)" in out and "1 with problems" in out  # the train run imp builds on is fine
     if level is not None:
-        assert "drop level 2 and later" in out
+        assert f"drop level {level} and later" in out
 
 
 def test_missing_middle_level_is_an_error_naming_it(finished, params_file, capsys):
@@ -116,7 +119,7 @@ def test_missing_middle_level_is_an_error_naming_it(finished, params_file, capsy
     for p in run_dir.glob("level_001.*"):
         p.unlink()
     rc, _, err = _pgcore(capsys, "run", params_file, "--store", store)
-    assert rc == 2 and "level_001.json is missing but later levels are stored" in _one_error_line(err)
+    assert rc == 2 and "level 1 is missing but level 3 is stored" in _one_error_line(err)
     with pytest.raises(CorruptResultError, match="level 1 is missing but level 3 is stored"):
         find_runs(run_dir)[0].frame()
 
