@@ -27,7 +27,7 @@ from pgcore import models
 from pgcore.batched import train_many
 from pgcore.config import from_dict, load_yaml, set_value
 from pgcore.protocols import deterministic_kernels, resolve_device
-from pgcore.store import provenance
+from pgcore.provenance import provenance
 from pgcore.train import train
 
 from throughput import _sync, cifar_shaped

@@ -51,7 +51,7 @@ def cases(profile: str) -> list[tuple[str, dict, list[Need] | None]]:
 def critical_path(study: Study, needs: list[Need], records: list[dict]) -> float:
     """The longest chain of waiting tasks, by the tasks' own times."""
     seconds = {r["task"]: r.get("wall_s", 0.0) for r in records}
-    graph = compute.tasks(study, compute.expand(study, needs=needs), lockstep=False)
+    graph = compute.tasks(study, study.expand(needs=needs), lockstep=False)
     finish: dict[str, float] = {}
     for task, deps in graph.items():  # those a task waits for come first
         finish[task.name] = max((finish[d.name] for d in deps), default=0.0) + seconds.get(task.name, 0.0)
@@ -72,13 +72,13 @@ def measure(name: str, params: dict, needs: list[Need] | None, workers: int, thr
         wall = time.perf_counter() - tic
         if summary.failed or summary.skipped:
             raise RuntimeError("\n".join(summary.lines()))
-        full = compute.expand(study, needs=needs) if needs else compute.expand(study)
+        full = study.expand(needs=needs) if needs else study.expand()
         work = sum(r.get("wall_s", 0.0) for r in summary.records)
         return {"case": name, "workers": workers, "train_threads": CPU_THREADS if not torch.cuda.is_available() else "gpu",
                 "tasks": summary.tasks, "runs": len(summary.trained), "wall_s": round(wall, 1),
                 "runs_per_min": round(len(summary.trained) / wall * 60, 1), "work_s": round(work, 1),
                 "critical_path_s": round(critical_path(study, full, summary.records), 1),
-                "cores": compute.cores(), "load_avg_1min_before": round(load, 2), "cpu": platform.processor() or
+                "cores": compute.CPU_COUNT, "load_avg_1min_before": round(load, 2), "cpu": platform.processor() or
                 platform.machine(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -94,7 +94,7 @@ def main() -> None:
         if args.only and not name.endswith(args.only):
             continue
         for w in args.workers:
-            row = measure(name, params, needs, w, max(1, compute.cores() // w))
+            row = measure(name, params, needs, w, max(1, compute.CPU_COUNT // w))
             rows.append(row)
             print(", ".join(f"{k}={v}" for k, v in row.items()), flush=True)
     out = Path(args.out)

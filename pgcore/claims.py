@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .analysis import best_level, ci95, compare_to_dense, equivalence, paired_by_level, significance, vs_dense
+from .analysis import best_level, ci95, compare_to_dense, equivalence, significance, vs_dense
 
 REPRODUCED, NOT_REPRODUCED, NOT_SIGNIFICANT = "reproduced", "not reproduced", "not significant"
 # "Matches": the paired difference lies within this fraction of the dense model's test error

@@ -8,18 +8,21 @@ adds the traceback. Finished levels are never touched by an error.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+from typing import Any, Callable
 
 import pandas as pd
 
 from . import compute
 from .config import PROTOCOLS, ConfigError, check_study, from_dict, load_yaml, set_value
-from .store import CorruptResultError
+from .store import CorruptResultError, default_root
+from .study import FIGURES, Study
 
 EPILOG = """examples:
   pgcore run params/small.yaml                      # IMP with LR rewinding, every seed in the file
@@ -302,6 +305,91 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- plan and compute ---------------------------------------------------------------------
+def _study(args: argparse.Namespace) -> Study:
+    """The study of the command line, every key checked (:func:`pgcore.config.check_study`,
+    ``--store`` and ``--retries`` too) before any cluster starts."""
+    params = load_yaml(args.config)
+    for assignment in args.set or []:
+        set_value(params, assignment)
+    check_study({**params, **({"store_dir": args.store} if args.store else {})})
+    if getattr(args, "retries", 0) < 0:
+        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
+    study = Study.from_dict(params)
+    # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path.
+    study = dataclasses.replace(study, root=Path(args.store or study.root or default_root()).resolve())
+    study.config("imp")  # a bad parameter file fails here, in one line, before any cluster starts
+    return study
+
+
+def print_plan(df: pd.DataFrame, root: Path, out: Callable[[str], None] = print) -> None:
+    """The plan as a table (run directories relative to the store) and a one-line count."""
+    shown = df.assign(run=[os.path.relpath(r, root) if os.path.isabs(r) else r for r in df.run])
+    width = {c: int(shown[c].astype(str).str.len().max()) if len(shown) else 0 for c in ("need", "figures", "run")}
+    left = {c: (lambda w: lambda v: f"{v!s:<{w}}")(w) for c, w in width.items()}
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 80):
+        out(shown.to_string(index=False, formatters=left, justify="left"))
+    counts = df.state.value_counts()
+    parts = [f"{counts[s]} {s}" for s in ("done", "partial", "missing", "corrupt", "waits for imp") if s in counts]
+    out(f"{len(df)} runs in {root}: " + ", ".join(parts))
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    study = _study(args)
+    print_plan(study.plan(args.figures or FIGURES), Path(study.root))
+    return 0
+
+
+def cmd_compute(args: argparse.Namespace) -> int:
+    study = _study(args)
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
+    dashboard = compute.dashboard_address(args.dashboard)
+    summary = compute.compute_study(study, figures=args.figures or FIGURES, cluster=args.cluster, workers=args.workers,
+                            slurm=slurm, retries=args.retries, progress=not args.no_progress, dashboard=dashboard)
+    for line in summary.lines():
+        print(line)
+    left = study.plan(args.figures or FIGURES)
+    open_runs = left[left.state != "done"]
+    print(f"store {study.root}: {len(left) - len(open_runs)} of {len(left)} runs done")
+    return 1 if summary.failed or summary.skipped or len(open_runs) else 0
+
+
+def add_study_parsers(sub: Any) -> None:
+    """``pgcore plan`` and ``pgcore compute`` on the command line's subparsers."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("config", help="parameter file, e.g. params/small.yaml")
+    common.add_argument("--store", help="results directory (default: the file's store_dir, $PGCORE_STORE or results/)")
+    common.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value, e.g. train.epochs=10")
+    common.add_argument("--figures", nargs="+", choices=FIGURES, help="only the runs these figures need (default all)")
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
+    p = sub.add_parser("plan", parents=[common], help="list every run a profile's notebooks need and what the store holds",
+                       description="Every run the notebooks of a parameter file read (shared runs once), with the "
+                                   "levels stored and its state: done, partial or missing.")
+    p.set_defaults(func=cmd_plan)
+    c = sub.add_parser("compute", parents=[common], help="train every run a profile's notebooks need, in parallel (Dask)",
+                       description="Train what `pgcore plan` lists as missing on a Dask cluster; the notebooks then "
+                                   "only read. Exit status 1 if any run failed.")
+    c.add_argument("--cluster", default="local",
+                   help="local (this machine's cores or GPUs, default), slurm, or a scheduler address tcp://host:8786")
+    c.add_argument("--workers", type=int, help="local: worker processes (default one per core, or per GPU); "
+                                               "slurm: most jobs at once (default cluster.jobs, else 2)")
+    c.add_argument("--retries", type=int, default=compute.RETRIES, help=f"reruns of a task whose worker died (default {compute.RETRIES})")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--dashboard", default=compute.DASHBOARD, metavar="ADDRESS",
+                   help=f"where the Dask dashboard listens (default {compute.DASHBOARD}: this machine only; "
+                        f"0.0.0.0:8787 opens it to the network; none: no dashboard)")
+    s = c.add_argument_group("slurm (default: the parameter file's cluster: section)")
+    s.add_argument("--partition", help="SLURM partition (queue)")
+    s.add_argument("--account", help="SLURM account to charge")
+    s.add_argument("--walltime", help="per job, [D-]HH:MM:SS (default 01:00:00); workers leave before it and are replaced")
+    s.add_argument("--cores", type=int, help="cores per job (default 1); torch uses all of them")
+    s.add_argument("--memory", help="memory per job, e.g. 8GB (default 4GB)")
+    s.add_argument("--gpus", type=int, choices=[0, 1], help="GPUs per job (default 0)")
+    c.set_defaults(func=cmd_compute)
+
+
 def parser() -> argparse.ArgumentParser:
     debug = argparse.ArgumentParser(add_help=False)
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
@@ -361,7 +449,7 @@ def parser() -> argparse.ArgumentParser:
     pa.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value, e.g. prune.levels=12")
     pa.add_argument("--out", help="write here instead of printing")
     pa.set_defaults(func=cmd_params)
-    compute.add_parsers(sub)  # plan, compute
+    add_study_parsers(sub)  # plan, compute
     return p
 
 

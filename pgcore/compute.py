@@ -18,7 +18,6 @@ build on a failed one are skipped, and everything else finishes.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import logging
@@ -34,103 +33,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
-import pandas as pd
+from dask.system import CPU_COUNT  # the cores this process may use (affinity and cgroup limits)
 
-from .config import ConfigError, check_study, load_yaml, set_value
+from .config import ConfigError
 from .plans import last_level
-from .store import CorruptResultError, Run, default_root, recording_writes
-from .study import FIGURES, TIE, Need, Study, depends_on
+from .progress import bar
+from .store import Run, default_root, recording_writes
+from .study import FIGURES, Need, Study, depends_on
 
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
 TASK_DURATION = "1h"  # what the scheduler assumes a task takes before it has timed one (it is a training)
 DASHBOARD = "127.0.0.1:8787"  # the scheduler's dashboard: this machine only, unless asked (--dashboard)
 SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "cores": 1, "memory": "4GB",
                   "gpus": 0, "jobs": 2}
-
-
-# -- what a study needs ------------------------------------------------------------------
-def expand(study: Study, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> list[Need]:
-    """The figures' needs (or the ``needs`` given) and every need they build on, each once, a
-    need after those it builds on."""
-    ordered: dict[Need, Need] = {}
-
-    def visit(need: Need) -> None:
-        if need in ordered:
-            return
-        for dep in depends_on(study, need):
-            visit(dep)
-        ordered[need] = need
-
-    for need in study.needs(figures) if needs is None else needs:
-        visit(need)
-    figs = {n: n.figures for n in ordered}
-    for need in reversed(ordered):  # dependents before what they build on: figures flow down
-        for dep in depends_on(study, need):
-            figs[dep] = tuple(dict.fromkeys(figs[dep] + figs[need]))
-    return [Need(n.protocol, n.changes, figs[n]) for n in ordered]
-
-
-def _run_rows(study: Study, need: Need, seed: int) -> list[dict[str, Any]]:
-    """One row per run behind ``need`` for ``seed``: where it is and how far it got."""
-    rows = []
-    for cfg in study.runs(need, seed):
-        run = Run(cfg, study.root)
-        want = last_level(cfg) + 1
-        try:
-            have = len(run.finished_levels())
-            state = "done" if run.is_done() and have >= want else ("partial" if have else "missing")
-        except CorruptResultError:  # `pgcore verify` says what is wrong and how to fix it
-            have, state = 0, "corrupt"
-        if need.protocol == TIE and cfg.protocol == "imp":  # its runs are known once the IMP run is
-            rows.append({"need": need.label(), "figures": ",".join(need.figures), "seed": seed, "run": "-",
-                         "have": 0, "want": 0, "state": "waits for imp"})
-            continue
-        rows.append({"need": need.label(), "figures": ",".join(need.figures), "seed": seed, "run": str(run.path),
-                     "have": have, "want": want, "state": state})
-    return rows
-
-
-def plan(study: Study, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> pd.DataFrame:
-    """Every run the figures need, once (a run several needs share is listed under the first,
-    with the most levels any of them asks for): need, figures, seed, run directory, levels
-    stored of levels needed and state (``done``, ``partial``, ``missing``, ``corrupt`` (see
-    ``pgcore verify``), or ``waits for imp`` for figure 7's retrainings, which are known only
-    once the IMP run is)."""
-    rows: dict[str, dict[str, Any]] = {}
-    for need in expand(study, figures, needs):
-        for seed in study.seeds:
-            for row in _run_rows(study, need, seed):
-                key = row["run"] if row["state"] != "waits for imp" else f"{need.label()}/{seed}"
-                if key in rows:
-                    kept = rows[key]
-                    kept["figures"] = _join(kept["figures"], row["figures"])
-                    if row["want"] > kept["want"]:
-                        kept.update(want=row["want"], state=row["state"])
-                else:
-                    rows[key] = row
-    df = pd.DataFrame(list(rows.values()), columns=["need", "figures", "seed", "run", "have", "want", "state"])
-    df["levels"] = [f"{min(h, w)}/{w}" if w else "-" for h, w in zip(df.have, df.want)]
-    return df.drop(columns=["have", "want"])
-
-
-def _left(column: pd.Series) -> Callable[[Any], str]:
-    width = int(column.astype(str).str.len().max()) if len(column) else 0
-    return lambda v: f"{v!s:<{width}}"
-
-
-def _join(a: str, b: str) -> str:
-    return ",".join(x for x in dict.fromkeys(a.split(",") + b.split(",")) if x)
-
-
-def print_plan(df: pd.DataFrame, root: Path, out: Callable[[str], None] = print) -> None:
-    """The plan as a table (run directories relative to the store) and a one-line count."""
-    shown = df.assign(run=[os.path.relpath(r, root) if r != "-" else r for r in df.run])
-    left = {c: _left(shown[c]) for c in ("need", "figures", "run")}
-    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 80):
-        out(shown.to_string(index=False, formatters=left, justify="left"))
-    counts = df.state.value_counts()
-    parts = [f"{counts[s]} {s}" for s in ("done", "partial", "missing", "waits for imp") if s in counts]
-    out(f"{len(df)} runs in {root}: " + ", ".join(parts))
 
 
 # -- tasks -------------------------------------------------------------------------------
@@ -169,11 +84,11 @@ def _twins(study: Study, needs: Sequence[Need]) -> dict[Need, Need]:
     by_runs: dict[tuple[str, ...], Need] = {}
     twin: dict[Need, Need] = {}
     for need in needs:
-        if need.protocol == TIE:
+        paths = study.run_paths(need, study.seeds[0])
+        if paths is None:  # its runs are not known yet: nothing to share
             twin[need] = need
             continue
-        cfgs = study.runs(need, study.seeds[0])
-        key = tuple(str(Run(c, study.root).path) for c in cfgs)
+        key = tuple(paths)
         first = by_runs.setdefault(key, need)
         if first != need and _levels(study, need) > _levels(study, first):
             by_runs[key] = need  # the one with more levels trains; the other's runs are its prefix
@@ -275,11 +190,6 @@ class Cluster:
         return f"{self.kind} cluster, {n} worker(s){' (one GPU each)' if self.gpus else ''}{per}"
 
 
-def cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
 def visible_gpus() -> list[str]:
     """The CUDA devices this machine shows, as CUDA_VISIBLE_DEVICES names them."""
     import torch
@@ -350,15 +260,15 @@ def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD,
     with _taken_port_quiet():
         if gpus:
             gpus = gpus[:workers] if workers else gpus
-            threads = threads or max(1, cores() // len(gpus))
+            threads = threads or max(1, CPU_COUNT // len(gpus))
             specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
                      for d in gpus}
             cluster = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": options},
                                   silence_logs=logging.ERROR, name="pgcore")
             n = len(gpus)
         else:
-            n = workers or cores()
-            threads = threads or max(1, cores() // n)
+            n = workers or CPU_COUNT
+            threads = threads or max(1, CPU_COUNT // n)
             cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                                    dashboard_address=options["dashboard_address"], scheduler_kwargs=options,
                                    silence_logs=logging.ERROR)
@@ -453,7 +363,7 @@ def _given(client: Any) -> Cluster:
 
     gpus = any(client.run(_cuda_devices).values())
     n = len(client.scheduler_info()["workers"])
-    threads = max(1, cores() // n) if isinstance(client.cluster, LocalCluster) and n else None
+    threads = max(1, CPU_COUNT // n) if isinstance(client.cluster, LocalCluster) and n else None
     return Cluster(client, "given", n or None, threads, gpus, client.dashboard_link)
 
 
@@ -538,18 +448,6 @@ class Summary:
         return out
 
 
-def execution(study: Study, gpus: bool) -> bool:
-    """Lockstep or not, for the whole study, decided once where the work is submitted:
-    whatever the store holds already, else lockstep when the workers have GPUs and there are
-    several seeds (the rule of :func:`pgcore.protocols.choose_execution`)."""
-    import torch
-
-    from .protocols import choose_execution
-
-    cfgs = [study.config("imp", seed=s) for s in study.seeds]
-    return choose_execution(cfgs, study.root, torch.device("cuda" if gpus else "cpu"), study.lockstep)
-
-
 def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = FIGURES,
                   needs: Iterable[Need] | None = None, cluster: str = "local", workers: int | None = None,
                   slurm: Mapping[str, Any] | None = None, retries: int = RETRIES, progress: bool = True,
@@ -568,7 +466,7 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     # Every task trains for minutes to hours: told so, the scheduler spreads tasks that become
     # ready together over idle workers, instead of queueing them all on the worker that holds the
     # (tiny) record of the task they build on while another worker sits idle.
-    wanted = expand(study, figures, needs)
+    wanted = study.expand(figures, needs)
     with dask.config.set({"distributed.scheduler.allowed-failures": retries,
                           "distributed.scheduler.unknown-task-duration": TASK_DURATION}):
         if client is not None:
@@ -583,7 +481,9 @@ def _submit_all(study: Study, cluster: Cluster, needs: list[Need], retries: int,
     from distributed import as_completed
 
     tic = time.perf_counter()
-    lockstep = execution(study, cluster.gpus)
+    import torch
+
+    lockstep = study.lockstep_on(torch.device("cuda" if cluster.gpus else "cpu"))
     study = dataclasses.replace(study, lockstep=lockstep)
     graph = tasks(study, needs, lockstep)
     out(f"computing {len(graph)} tasks on a {cluster.describe()}; seeds {'in lockstep' if lockstep else 'one by one'}; "
@@ -598,11 +498,11 @@ def _submit_all(study: Study, cluster: Cluster, needs: list[Need], retries: int,
             retries=retries)
     summary = Summary(tasks=len(graph))
     names = {f.key: t.name for t, f in futures.items()}
-    with _run_bar(study, needs, progress) as bar:
+    with bar(total=len(graph), desc="tasks", unit="task", disable=not progress, dynamic_ncols=True) as b:
         for future in as_completed(list(futures.values())):
             record = _record(future, names)
             _tally(summary, record)
-            bar.update(len(record["trained"]) + len(record["reused"]))
+            b.update()
     summary.trained, summary.reused = sorted(set(summary.trained)), sorted(set(summary.reused) - set(summary.trained))
     summary.wall_s = time.perf_counter() - tic
     return summary
@@ -633,93 +533,3 @@ def _tally(summary: Summary, record: dict[str, Any]) -> None:
         summary.failed.append(record)
     elif record["status"] == "skipped":
         summary.skipped.append(record)
-
-
-@contextlib.contextmanager
-def _run_bar(study: Study, needs: list[Need], progress: bool) -> Iterator[Any]:
-    """A progress bar over runs (a run shared by several tasks may be counted by each)."""
-    from .progress import bar
-
-    todo = plan(study, needs=needs)
-    waiting = todo.state == "waits for imp"
-    total = int((~waiting).sum() + 2 * waiting.sum())  # two retrainings per figure-7 level and seed
-    b = bar(total=total, desc="runs", unit="run", disable=not progress, dynamic_ncols=True)
-    try:
-        yield b
-    finally:
-        b.total = max(b.n, b.total)
-        b.refresh()
-        b.close()
-
-
-# -- command line ------------------------------------------------------------------------
-def _study(args: argparse.Namespace) -> Study:
-    """The study of the command line, every key checked (:func:`pgcore.config.check_study`,
-    ``--store`` and ``--retries`` too) before any cluster starts."""
-    params = load_yaml(args.config)
-    for assignment in args.set or []:
-        set_value(params, assignment)
-    check_study({**params, **({"store_dir": args.store} if args.store else {})})
-    if getattr(args, "retries", 0) < 0:
-        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
-    study = Study.from_dict(params)
-    # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path.
-    study = dataclasses.replace(study, root=Path(args.store or study.root or default_root()).resolve())
-    study.config("imp")  # a bad parameter file fails here, in one line, before any cluster starts
-    return study
-
-
-def cmd_plan(args: argparse.Namespace) -> int:
-    study = _study(args)
-    print_plan(plan(study, args.figures or FIGURES), Path(study.root))
-    return 0
-
-
-def cmd_compute(args: argparse.Namespace) -> int:
-    study = _study(args)
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
-    dashboard = dashboard_address(args.dashboard)
-    summary = compute_study(study, figures=args.figures or FIGURES, cluster=args.cluster, workers=args.workers,
-                            slurm=slurm, retries=args.retries, progress=not args.no_progress, dashboard=dashboard)
-    for line in summary.lines():
-        print(line)
-    left = plan(study, args.figures or FIGURES)
-    open_runs = left[left.state != "done"]
-    print(f"store {study.root}: {len(left) - len(open_runs)} of {len(left)} runs done")
-    return 1 if summary.failed or summary.skipped or len(open_runs) else 0
-
-
-def add_parsers(sub: Any) -> None:
-    """``pgcore plan`` and ``pgcore compute`` on the command line's subparsers."""
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("config", help="parameter file, e.g. params/small.yaml")
-    common.add_argument("--store", help="results directory (default: the file's store_dir, $PGCORE_STORE or results/)")
-    common.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a value, e.g. train.epochs=10")
-    common.add_argument("--figures", nargs="+", choices=FIGURES, help="only the runs these figures need (default all)")
-    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show the full traceback of an error")
-    p = sub.add_parser("plan", parents=[common], help="list every run a profile's notebooks need and what the store holds",
-                       description="Every run the notebooks of a parameter file read (shared runs once), with the "
-                                   "levels stored and its state: done, partial or missing.")
-    p.set_defaults(func=cmd_plan)
-    c = sub.add_parser("compute", parents=[common], help="train every run a profile's notebooks need, in parallel (Dask)",
-                       description="Train what `pgcore plan` lists as missing on a Dask cluster; the notebooks then "
-                                   "only read. Exit status 1 if any run failed.")
-    c.add_argument("--cluster", default="local",
-                   help="local (this machine's cores or GPUs, default), slurm, or a scheduler address tcp://host:8786")
-    c.add_argument("--workers", type=int, help="local: worker processes (default one per core, or per GPU); "
-                                               "slurm: most jobs at once (default cluster.jobs, else 2)")
-    c.add_argument("--retries", type=int, default=RETRIES, help=f"reruns of a task whose worker died (default {RETRIES})")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c.add_argument("--dashboard", default=DASHBOARD, metavar="ADDRESS",
-                   help=f"where the Dask dashboard listens (default {DASHBOARD}: this machine only; "
-                        f"0.0.0.0:8787 opens it to the network; none: no dashboard)")
-    s = c.add_argument_group("slurm (default: the parameter file's cluster: section)")
-    s.add_argument("--partition", help="SLURM partition (queue)")
-    s.add_argument("--account", help="SLURM account to charge")
-    s.add_argument("--walltime", help="per job, [D-]HH:MM:SS (default 01:00:00); workers leave before it and are replaced")
-    s.add_argument("--cores", type=int, help="cores per job (default 1); torch uses all of them")
-    s.add_argument("--memory", help="memory per job, e.g. 8GB (default 4GB)")
-    s.add_argument("--gpus", type=int, choices=[0, 1], help="GPUs per job (default 0)")
-    c.set_defaults(func=cmd_compute)

@@ -83,7 +83,7 @@ def source_digest(name: str) -> str:
     module = inspect.getmodule(import_path(name))
     return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
 # Bump when a change to the engine makes old cached results incomparable. (Code that computes
-# numbers is also fingerprinted with every run: pgcore.store.numerics_digest.)
+# numbers is also fingerprinted with every run: pgcore.provenance.numerics_digest.)
 HASH_VERSION = 2
 
 

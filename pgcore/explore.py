@@ -27,20 +27,16 @@ def stored_studies(study: Any, figures: Sequence[str] = EXPLORABLE) -> dict[str,
     holds complete for every seed and that have more than one level, named by what they vary
     and the figures that read them: ``{"imp [fig1, fig2, ...]": [run_seed0, run_seed1]}``.
     Reads the store only; a missing study is left out, not trained."""
-    status = study.status(figures)
-    found: dict[tuple[str, ...], tuple[str, list[str], list[Run]]] = {}
-    for need, group in status.groupby("need", sort=False):
+    order = list(figures)
+    found = {}
+    for need, group in study.plan(figures).groupby("need", sort=False):
         if not (group.state == "done").all():
             continue
         runs = [find_run(path) for path in group.run]
-        if any(len(r.finished_levels()) < 2 for r in runs):
-            continue
-        key = tuple(group.run)  # one run can serve several needs (e.g. with an explicit default)
-        figs = [f for cell in group.figures.unique() for f in cell.split(",")]
-        label, seen, _ = found.get(key, (need, [], runs))
-        found[key] = (label, list(dict.fromkeys(seen + figs)), runs)
-    order = list(figures)
-    return {f"{label} [{', '.join(sorted(figs, key=order.index))}]": runs for label, figs, runs in found.values()}
+        if all(len(r.finished_levels()) > 1 for r in runs):
+            figs = {f for cell in group.figures for f in cell.split(",") if f in order}
+            found[f"{need} [{', '.join(sorted(figs, key=order.index))}]"] = runs
+    return found
 
 
 def as_runs(study: Any) -> list[Run]:

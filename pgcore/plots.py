@@ -99,7 +99,7 @@ def figures_dir(profile: str, override: str | Path | None = None) -> Path:
     overwrites the committed figures."""
     if override is not None:
         return Path(override)
-    from .store import project_dir
+    from .provenance import project_dir
 
     return project_dir() / ("build/figures-smoke" if profile == "smoke" else f"figures/{profile}")
 
@@ -107,7 +107,7 @@ def figures_dir(profile: str, override: str | Path | None = None) -> Path:
 def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> list[Path]:
     """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png``, with a footer naming the
     machine its numbers come from; returns the paths."""
-    from .store import machine
+    from .provenance import machine
 
     m = machine()
     fig.text(0.99, -0.01, f"{m['cpu']} · {m['cpu_capability']} kernels · torch {m['torch']}", ha="right", va="top",

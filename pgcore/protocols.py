@@ -34,7 +34,8 @@ from .config import RunConfig, from_dict
 from .plans import LevelPlan, last_level, plan, source_protocol, stretched
 from .progress import bar
 from .seeds import derive, generator
-from .store import Run, frame, provenance
+from .provenance import provenance
+from .store import Run, frame
 from .train import TrainResult, final_lr, train
 
 

@@ -31,9 +31,7 @@ import hashlib
 import io
 import json
 import os
-import platform
 import re
-import subprocess
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -43,9 +41,9 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 import torch
 
-from . import __version__
 from .config import PROTOCOLS, ConfigError, RunConfig, from_dict
 from .plans import last_level
+from .provenance import numerics_digest, project_dir, provenance
 
 DEFAULT_ROOT_ENV = "PGCORE_STORE"
 
@@ -58,98 +56,10 @@ class StaleResultError(CorruptResultError):
     """A result was computed by code whose numerics differ from the running code's."""
 
 
-# The modules whose code decides a number (comments and docstrings aside).
-NUMERICS_MODULES = ("data", "models", "pruning", "seeds", "plans", "train", "batched", "protocols")
-_DIGEST: str | None = None
-
-
-def numerics_digest() -> str:
-    """A 12-hex digest of the code that computes results: the syntax trees of
-    :data:`NUMERICS_MODULES` without docstrings (so comments, docstrings and formatting do
-    not count; any change to a statement does)."""
-    global _DIGEST
-    if _DIGEST is None:
-        import ast
-
-        h = hashlib.sha256()
-        here = Path(__file__).resolve().parent
-        for name in NUMERICS_MODULES:
-            tree = ast.parse((here / f"{name}.py").read_text())
-            for node in ast.walk(tree):
-                body = getattr(node, "body", None)
-                if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                        and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
-                    node.body = body[1:] or [ast.Pass()]
-            h.update(name.encode() + ast.dump(tree).encode())
-        _DIGEST = h.hexdigest()[:12]
-    return _DIGEST
-
-
-def project_dir() -> Path:
-    """The checkout pgcore is installed from (editable install), else the working directory."""
-    repo = Path(__file__).resolve().parent.parent
-    return repo if (repo / "pyproject.toml").exists() else Path.cwd()
-
-
 def default_root() -> Path:
     """``$PGCORE_STORE`` if set, else ``results/`` in the project checkout."""
     env = os.environ.get(DEFAULT_ROOT_ENV)
     return Path(env).expanduser() if env else project_dir() / "results"
-
-
-def git_commit() -> str:
-    """Commit of the pgcore checkout, with ``-dirty`` if it has uncommitted changes; ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pgcore"],
-                               cwd=here.parent, capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def machine() -> dict[str, Any]:
-    """The CPU and the kernels its numbers come from: float results differ between CPU
-    instruction sets (AVX-512 vs AVX2 kernels add in other orders), so every result and
-    figure records them. ``ATEN_CPU_CAPABILITY`` pins the kernels (``default``, ``avx2``)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"), "torch": torch.__version__}
-
-
-def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
-    """Code version and environment, recorded with every result."""
-    import numpy
-
-    dev = torch.device(device) if device is not None else None
-    info = {
-        "pgcore": __version__,
-        "git_commit": git_commit(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(dev) if dev is not None else None,
-        "numerics": numerics_digest(),
-        "machine": machine(),
-    }
-    if dev is not None and dev.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(dev)
-        info["cuda"] = torch.version.cuda
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
-    return info
 
 
 def _umask() -> int:

@@ -23,6 +23,7 @@ Experiment keys (all optional):
 
 from __future__ import annotations
 
+import graphlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -34,7 +35,7 @@ from .config import (SECTIONS, ConfigError, RunConfig, check_notebook_parameters
                      override)
 from .plans import last_level, plan, source_protocol
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
-from .store import Run
+from .store import CorruptResultError, Run
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "explore", "fig9")
 TIE = "tie"  # a need whose runs are dense retrainings without chosen examples (pgcore.tie)
@@ -184,19 +185,29 @@ class Study:
     def runs(self, need: Need, seed: int) -> list[RunConfig]:
         """The run configs behind one need for one seed (a TIE need: its two retrainings, known
         only once the IMP run exists; before that, the IMP run itself)."""
+        execution = "lockstep" if self.lockstep_on(resolve_device(self.device)) else "sequential"
         if need.protocol == TIE:
             from .tie import tie_configs
 
-            imp = Run(self.config("imp", seed=seed).replace(execution=self._execution()), self.root)
+            imp = Run(self.config("imp", seed=seed).replace(execution=execution), self.root)
             if not imp.is_done():
                 return [imp.cfg]
             return tie_configs(imp, dict(need.changes)["level"], float(self.params.get("tie_fraction", 0.1)))
-        return [self.config(need.protocol, need.changes, seed).replace(execution=self._execution())]
+        return [self.config(need.protocol, need.changes, seed).replace(execution=execution)]
 
-    def _execution(self) -> str:
+    def run_paths(self, need: Need, seed: int) -> list[str] | None:
+        """Where ``need``'s runs for ``seed`` are stored; None while they are not known yet
+        (figure 7's retrainings, before the IMP run they are chosen from is done)."""
+        cfgs = self.runs(need, seed)
+        if need.protocol == TIE and cfgs[0].protocol == "imp":
+            return None
+        return [str(Run(c, self.root).path) for c in cfgs]
+
+    def lockstep_on(self, dev: torch.device) -> bool:
+        """Whether this study's seeds train in lockstep on ``dev``: the one decision, made by
+        :func:`pgcore.protocols.choose_execution` for the study's IMP runs."""
         cfgs = [self.config("imp", seed=s) for s in self.seeds]
-        dev = resolve_device(self.device)
-        return "lockstep" if choose_execution(cfgs, self.root, dev, self.lockstep) else "sequential"
+        return choose_execution(cfgs, self.root, dev, self.lockstep)
 
     def compute(self, need: Need) -> None:
         """Train (or find) every seed's runs of ``need``, one process, one after the other."""
@@ -205,22 +216,61 @@ class Study:
         else:
             self.run(need.protocol, dict(need.changes))
 
-    def status(self, figures: Iterable[str] = FIGURES) -> pd.DataFrame:
-        """One row per need x seed: the run directory, levels finished of the levels *this need*
-        asks for, and ``done`` / ``partial`` / ``missing`` (:func:`pgcore.compute.plan` instead
-        lists each run once, against the most levels any need asks of it)."""
-        rows = []
-        for need in self.needs(figures):
+    # -- the one answer to "which runs, in what state" ------------------------------------
+    def expand(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> list[Need]:
+        """The figures' needs (or the ``needs`` given) and every need they build on, each once,
+        each after those it builds on; a need lists every figure that reads it or builds on it."""
+        wanted = list(self.needs(figures) if needs is None else needs)
+        deps: dict[Need, list[Need]] = {}
+        stack = list(reversed(wanted))
+        while stack:
+            need = stack.pop()
+            if need not in deps:
+                deps[need] = depends_on(self, need)
+                stack += reversed(deps[need])
+        order = list(graphlib.TopologicalSorter(deps).static_order())
+        figs = {n: n.figures for n in wanted}
+        for need in reversed(order):  # dependents before what they build on: figures flow down
+            for dep in deps[need]:
+                figs[dep] = tuple(dict.fromkeys(figs.get(dep, ()) + figs.get(need, ())))
+        return [Need(n.protocol, n.changes, figs.get(n, ())) for n in order]
+
+    def plan(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> pd.DataFrame:
+        """Every run the figures need (and what they build on), once: a run several needs share
+        is listed under the first, with every figure and the most levels any asks for. Columns
+        need, figures, seed, run, levels (stored/needed) and state: ``done``, ``partial``,
+        ``missing``, ``corrupt`` (``pgcore verify`` says why) or ``waits for imp`` (figure 7's
+        retrainings, known once the IMP run is). ``pgcore plan``, ``pgcore compute``, the
+        explorer and the notebooks all ask this."""
+        rows: dict[str, dict[str, Any]] = {}
+        for need in self.expand(figures, needs):
             for seed in self.seeds:
-                for cfg in self.runs(need, seed):
-                    run = Run(cfg, self.root)
-                    have, want = len(run.finished_levels()), last_level(cfg) + 1
-                    state = "done" if run.is_done() else ("partial" if have else "missing")
-                    if need.protocol == TIE and cfg.protocol == "imp":
-                        state = "waits for imp"
-                    rows.append({"need": need.label(), "figures": ",".join(need.figures), "seed": seed,
-                                 "run": str(run.path), "levels": f"{min(have, want)}/{want}", "state": state})
-        return pd.DataFrame(rows)
+                for row in self._rows(need, seed):
+                    kept = rows.setdefault(row["run"], row)
+                    if kept is not row:
+                        kept["figures"] = ",".join(dict.fromkeys((kept["figures"] + "," + row["figures"]).split(",")))
+                        if row["want"] > kept["want"]:
+                            kept.update(want=row["want"], state=row["state"])
+        df = pd.DataFrame(list(rows.values()), columns=["need", "figures", "seed", "run", "have", "want", "state"])
+        df["levels"] = [f"{min(h, w)}/{w}" if w else "-" for h, w in zip(df.have, df.want)]
+        return df.drop(columns=["have", "want"])
+
+    def _rows(self, need: Need, seed: int) -> list[dict[str, Any]]:
+        """One row per run behind ``need`` for ``seed``: where it is and how far it got."""
+        head = {"need": need.label(), "figures": ",".join(need.figures), "seed": seed}
+        rows = []
+        for cfg in self.runs(need, seed):
+            if need.protocol == TIE and cfg.protocol == "imp":  # its runs are known once the IMP run is
+                rows.append({**head, "run": f"{need.label()}/seed{seed}", "have": 0, "want": 0, "state": "waits for imp"})
+                continue
+            run, want = Run(cfg, self.root), last_level(cfg) + 1
+            try:
+                have = len(run.finished_levels())
+                state = "done" if run.is_done() and have >= want else ("partial" if have else "missing")
+            except CorruptResultError:
+                have, state = 0, "corrupt"
+            rows.append({**head, "run": str(run.path), "have": have, "want": want, "state": state})
+        return rows
 
 
 _IPYTHON = {"In", "Out", "exit", "quit", "get_ipython", "display"}
@@ -260,7 +310,7 @@ def notebook(ns: Mapping[str, Any]) -> tuple[Study, Path]:
     import json
 
     from . import plots
-    from .store import machine
+    from .provenance import machine
 
     plots.style()
     study = Study.from_parameters(ns)

@@ -73,7 +73,7 @@ def sequential_store(params, tmp_path_factory) -> Path:
     """The study computed need by need in this process: the reference."""
     root = tmp_path_factory.mktemp("sequential")
     study = Study.from_dict(params, root=root, progress=False)
-    for need in compute.expand(study):
+    for need in study.expand():
         study.compute(need)
     return root
 
@@ -114,7 +114,7 @@ class WorkerKiller(threading.Thread):
 def multilevel_runs(study: Study) -> dict[str, Path]:
     """Task name -> run directory, for every task that trains one run of 3 levels."""
     out = {}
-    for task in compute.tasks(study, compute.expand(study), lockstep=False):
+    for task in compute.tasks(study, study.expand(), lockstep=False):
         if task.need.protocol != "tie":
             (cfg,) = study.runs(task.need, task.seeds[0])
             if last_level(cfg) == 2:
@@ -207,14 +207,14 @@ def test_failed_run_is_reported_and_the_rest_finish(params, cluster, tmp_path):
     text = Path(failure["traceback"]).read_text()
     assert Path(failure["traceback"]).parent == root / "failures"
     assert "Traceback" in text and "changes: {'prune.retrain': 'finetune'}" in text and "prune:" in text
-    left = compute.plan(study, ["fig1"])
+    left = study.plan(["fig1"])
     assert left[left.state != "done"].run.tolist() == [str(broken)]
     assert len(summary.trained) == len(left) - 1
 
 
 def test_tasks_wait_for_what_they_build_on(params):
     study = Study.from_dict(params, progress=False)
-    graph = compute.tasks(study, compute.expand(study), lockstep=False)
+    graph = compute.tasks(study, study.expand(), lockstep=False)
     order = list(graph)
     for task, deps in graph.items():
         for dep in deps:
@@ -228,7 +228,7 @@ def test_tasks_wait_for_what_they_build_on(params):
     assert names["tie(level=1)/seed0"] == ["imp/seed0"]
     # figure 4's imp to noise_levels (here = levels) is figure 1's imp run: no second task
     assert sum(n.startswith("imp(prune.levels=2)") for n in names) == 0
-    lockstep = compute.tasks(study, compute.expand(study), lockstep=True)
+    lockstep = compute.tasks(study, study.expand(), lockstep=True)
     assert {t.seeds for t in lockstep} == {(0, 1)} and len(lockstep) == len(graph) // 2
 
 

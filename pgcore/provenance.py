@@ -1,0 +1,105 @@
+"""Where a number comes from: the code that computed it (version, git commit, the digest of
+the code that decides numbers) and the machine (CPU, its kernels, torch). Every result records
+:func:`provenance`; every figure's footer and ``machine.json`` record :func:`machine`."""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__
+
+# The modules whose code decides a number (comments and docstrings aside).
+NUMERICS_MODULES = ("data", "models", "pruning", "seeds", "plans", "train", "batched", "protocols")
+
+
+def syntax(source: str) -> str:
+    """The syntax tree of Python ``source`` without docstrings, as text: comments, docstrings
+    and formatting do not change it; any change to a statement does."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree)
+
+
+@functools.cache
+def numerics_digest() -> str:
+    """A 12-hex digest of the code that computes results: the :func:`syntax` of
+    :data:`NUMERICS_MODULES`."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in NUMERICS_MODULES:
+        h.update(name.encode() + syntax((here / f"{name}.py").read_text()).encode())
+    return h.hexdigest()[:12]
+
+
+def project_dir() -> Path:
+    """The checkout pgcore is installed from (editable install), else the working directory."""
+    repo = Path(__file__).resolve().parent.parent
+    return repo if (repo / "pyproject.toml").exists() else Path.cwd()
+
+
+def git_commit() -> str:
+    """Commit of the pgcore checkout, with ``-dirty`` if it has uncommitted changes; ``unknown`` outside git."""
+    here = Path(__file__).resolve().parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pgcore"],
+                               cwd=here.parent, capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine() -> dict[str, Any]:
+    """The CPU and the kernels its numbers come from: float results differ between CPU
+    instruction sets (AVX-512 vs AVX2 kernels add in other orders), so every result and
+    figure records them. ``ATEN_CPU_CAPABILITY`` pins the kernels (``default``, ``avx2``)."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"), "torch": torch.__version__}
+
+
+def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
+    """Code version and environment, recorded with every result."""
+    import numpy
+
+    dev = torch.device(device) if device is not None else None
+    info = {
+        "pgcore": __version__,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(dev) if dev is not None else None,
+        "numerics": numerics_digest(),
+        "machine": machine(),
+    }
+    if dev is not None and dev.type == "cuda":
+        info["device_name"] = torch.cuda.get_device_name(dev)
+        info["cuda"] = torch.version.cuda
+    else:
+        info["device_name"] = platform.processor() or platform.machine()
+    return info
