@@ -15,7 +15,9 @@ import importlib
 import inspect
 import json
 import math
+import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -68,6 +70,8 @@ def is_import_path(name: str) -> bool:
 def import_path(name: str) -> Any:
     """The object ``"module.path:attr"`` names, or :class:`ConfigError` saying why not."""
     module, attr = name.split(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: modules beside you import
+        sys.path.append(os.getcwd())
     try:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
@@ -79,9 +83,13 @@ def import_path(name: str) -> Any:
 
 
 def source_digest(name: str) -> str:
-    """12 hex digits of the source of the module ``name`` lives in (any edit changes it)."""
-    module = inspect.getmodule(import_path(name))
-    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()[:12]
+    """12 hex digits of the source of the module ``name`` names and of the module its object is
+    defined in (any edit to either changes it)."""
+    modules = {importlib.import_module(name.split(":")[0]), inspect.getmodule(import_path(name))}
+    sources = sorted(inspect.getsource(m) for m in modules if m is not None)
+    return hashlib.sha256("\0".join(sources).encode()).hexdigest()[:12]
+
+
 # Bump when a change to the engine makes old cached results incomparable. (Code that computes
 # numbers is also fingerprinted with every run: pgcore.provenance.numerics_digest.)
 HASH_VERSION = 2
