@@ -253,6 +253,16 @@ def nearest_level(wanted: int, measured: "list[int] | pd.Index") -> int | None:
     return min(levels, key=lambda k: (abs(k - wanted), k)) if levels else None
 
 
+def tie_gap(tie: pd.DataFrame) -> pd.DataFrame:
+    """Figure 7's paired numbers per measured level: test error without the top-improved
+    examples minus without as many random ones (same seed), as mean, ci95 and count, with the
+    level's sparsity."""
+    test = tie[tie.source == "test"]
+    per = test.pivot_table(index=["tie_level", "tie_sparsity", "seed"], columns="removed", values="error")
+    diffs = (per["top-improved"] - per["random"]).rename("diff").reset_index()
+    return diffs.groupby(["tie_level", "tie_sparsity"])["diff"].agg(["mean", ci95, "count"]).reset_index()
+
+
 def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
     """Figure 7: dense models trained without the top-improved examples generalize worse than
     dense models trained without as many random examples, at IMP's best level (validation).
@@ -264,9 +274,7 @@ def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
     if not len(test):
         return Verdict(claim, NOT_SIGNIFICANT, "no retraining without top-improved examples was measured.",
                        {"level": k_best, "best_level": k_best, "n": 0, "levels": 0})
-    per = test.pivot_table(index=["tie_level", "seed"], columns="removed", values="error")
-    diffs = (per["top-improved"] - per["random"]).rename("diff").reset_index()
-    by_level = diffs.groupby("tie_level")["diff"].agg(["mean", ci95, "count"])
+    by_level = tie_gap(tie).set_index("tie_level")
     words = [significance(m, c) for m, c in zip(by_level["mean"], by_level["ci95"])]
     k = nearest_level(k_best, by_level.index)
     row = by_level.loc[k]

@@ -24,6 +24,7 @@ Experiment keys (all optional):
 from __future__ import annotations
 
 import graphlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -33,8 +34,10 @@ import torch
 
 from .config import (SECTIONS, ConfigError, RunConfig, check_notebook_parameters, check_study, from_dict, load_yaml,
                      override)
+from . import claims, plots
 from .plans import last_level, plan, source_protocol
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
+from .provenance import machine
 from .store import CorruptResultError, Run
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "explore", "fig9")
@@ -130,6 +133,30 @@ class Study:
         imp = self.run("imp", changes)
         return run_tie(imp.runs, level, float(self.params.get("tie_fraction", 0.1)), root=self.root,
                        device=self.device, progress=self.progress)
+
+    # -- a notebook's figure ---------------------------------------------------------------
+    def title(self, what: str, levels: int | None = None) -> str:
+        """A figure's title: dataset / model, what it shows, and the profile, seeds and levels it holds."""
+        p = self.params
+        n = int(p["prune"].get("levels", 20)) if levels is None else levels
+        return f"{p['data']['name']} / {p['model']['name']}: {what} ({p.get('profile', 'smoke')}, {len(self.seeds)} seeds, {n} levels)"
+
+    def publish(self, name: str, fig: Any, numbers: Mapping[str, pd.DataFrame], verdicts: Sequence | Mapping,
+                notes: Sequence[str] = (), metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> list[Path]:
+        """Save figure ``name`` (PDF and PNG), the numbers behind it (``numbers``: a tidy frame per
+        curve) and its verdicts (:mod:`pgcore.claims`; a mapping labels them) in the profile's
+        figures directory, and show the verdicts and ``notes`` as the notebook's result."""
+        from IPython.display import Markdown, display
+
+        profile = self.params.get("profile", "smoke")
+        out = plots.figures_dir(profile, self.params.get("figures_dir"))
+        labelled = verdicts.items() if isinstance(verdicts, Mapping) else [(None, v) for v in verdicts]
+        paths = plots.save(fig, name, out) + [plots.save_numbers(dict(numbers), name, out, profile, metrics),
+                                              claims.save([v for _, v in labelled], name, out, profile)]
+        lines = [f"{label}: {v.markdown()}" if label else v.markdown() for label, v in labelled] + list(notes)
+        display(Markdown("**Result at this scale.**\n\n" + "\n".join(f"- {line}" for line in lines)))
+        print("saved", *[p.name for p in paths])
+        return paths
 
     # -- what the figures need -----------------------------------------------------------
     def tie_levels(self) -> list[int]:
@@ -304,17 +331,12 @@ def depends_on(study: Study, need: Need) -> list[Need]:
     return deps
 
 
-def notebook(ns: Mapping[str, Any]) -> tuple[Study, Path]:
-    """What every notebook starts with: the plotting style, the :class:`Study` of its parameter
-    cell and the directory its figures go to (with ``machine.json``: where the numbers come from)."""
-    import json
-
-    from . import plots
-    from .provenance import machine
-
+def notebook(ns: Mapping[str, Any]) -> Study:
+    """What every notebook starts with: the plotting style and the :class:`Study` of its
+    parameter cell; its figures directory gets ``machine.json`` (where the numbers come from)."""
     plots.style()
     study = Study.from_parameters(ns)
     out = plots.figures_dir(study.params.get("profile", "smoke"), study.params.get("figures_dir"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "machine.json").write_text(json.dumps(machine(), indent=1, sort_keys=True) + "\n")
-    return study, out
+    return study

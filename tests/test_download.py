@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from pgcore import download as dl
 from pgcore.config import from_dict, load_yaml, override

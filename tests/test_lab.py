@@ -14,6 +14,8 @@ Without a Chromium or Playwright the browser tests skip, saying so;
 
 from __future__ import annotations
 
+import io
+
 import hashlib
 import importlib.util
 import json
@@ -50,9 +52,11 @@ def test_plain_bar_outside_a_kernel():
     from pgcore.progress import bar, widget_front_end
 
     assert not widget_front_end()  # pytest is no Jupyter kernel
-    b = bar(range(3), desc="levels", disable=True)
+    out = io.StringIO()
+    b = bar(range(3), desc="levels", file=out)
     assert type(b) is std.tqdm
     assert list(b) == [0, 1, 2]
+    assert "levels" in out.getvalue() and "3/3" in out.getvalue()
 
 
 def _in_kernel(code: str, env: dict[str, str]) -> str:
@@ -109,7 +113,6 @@ def _imp_runs(study):
 
 
 def test_levels_lists_each_level_with_its_sparsity(tiny_study):
-    from pgcore import pruning
     from pgcore.explore import levels
 
     lv = levels(_imp_runs(tiny_study))

@@ -6,8 +6,6 @@ subprocess where a signal, a full disk or a missing network is involved.
 
 import contextlib
 import copy
-import errno
-import json
 import os
 import random
 import re
@@ -23,7 +21,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgcore import cli
 from pgcore.config import ConfigError, check_notebook_parameters, from_dict, load_yaml, set_value
 from pgcore.store import CorruptResultError, Run, find_runs, read_json, write_json
 from conftest import one_error_line as _one_error_line, run_cli as _pgcore  # noqa: E402

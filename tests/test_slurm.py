@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgcore import compute
 from pgcore.study import Study
 
 pytestmark = pytest.mark.cluster
