@@ -267,13 +267,61 @@ def _repair_dir(d: Path, from_level: int | None) -> None:
     print(f"{d}: removed {names}; the same `pgcore run` command recomputes from level {len(run.finished_levels())}")
 
 
-def cmd_accept(args: argparse.Namespace) -> int:
-    from .store import find_runs
+def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
+    """What differs between ``run``'s stored levels 0..``levels`` and the same levels computed
+    now, by this code, in the store ``scratch``: their metrics, training curves and checkpoint
+    checksums must be identical (an empty list)."""
+    from .protocols import run as run_protocol
 
-    for run in find_runs(args.run, args.store):
-        old = run.accept_numerics()
-        print(f"{run.path}: accepted (computed by code with numerics digest {old})")
-    return 0
+    cfg = run.cfg.replace(prune=dataclasses.replace(run.cfg.prune, levels=min(levels, run.cfg.prune.levels)))
+    device = run.load_metrics(0).get("provenance", {}).get("device") or "auto"
+    fresh = run_protocol(cfg, scratch, device, progress=False)
+    fields = ("final", "history", "sparsity", "epochs_total", "checkpoint_sha256")
+    return [f"level {k} {f}" for k in fresh.finished_levels() for f in fields
+            if run.load_metrics(k).get(f) != fresh.load_metrics(k).get(f)]
+
+
+def cmd_accept(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .store import _open_dir
+
+    if args.run is None and not args.all:
+        raise ConfigError("name the runs to accept (pgcore accept results/imp-<hash>) or all of the store with --all")
+    if args.check is not None and args.check < 0:
+        raise ConfigError(f"--check takes a number of levels >= 0, got {args.check}")
+    experiments: dict[Path, list] = {}
+    for d in _named_dirs(args.run, args.store):
+        run = _open_dir(d)
+        if run.path.is_dir() and (run.path / "config.json").exists():
+            experiments.setdefault(run.path.parent, []).append(run)
+    bad = 0
+    with tempfile.TemporaryDirectory(prefix="pgcore-accept-") as scratch:
+        for exp, runs in sorted(experiments.items()):
+            stale = [r for r in runs if _stale(r)]
+            if not stale:
+                continue
+            if args.check is not None:  # the first seed's first levels, recomputed by this code
+                diffs = reproduced(stale[0], args.check, Path(scratch))
+                if diffs:
+                    bad += 1
+                    print(f"{exp}: not accepted: this code computes other numbers ({', '.join(diffs[:4])})")
+                    continue
+                print(f"{exp}: levels 0-{min(args.check, stale[0].cfg.prune.levels)} of seed {stale[0].cfg.seed} "
+                      f"reproduced bit for bit")
+            for run in stale:
+                print(f"{run.path}: accepted (computed by code with numerics digest {run.accept_numerics()})")
+    return 1 if bad else 0
+
+
+def _stale(run: Any) -> bool:
+    from .store import StaleResultError
+
+    try:
+        run.check_numerics()
+    except StaleResultError:
+        return True
+    return False
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -429,8 +477,12 @@ def parser() -> argparse.ArgumentParser:
     rp.add_argument("--from-level", type=int, metavar="K", help="also drop level K (>= 0) and every later level")
     rp.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
     rp.set_defaults(func=cmd_repair)
-    a = sub.add_parser("accept", parents=[debug], help="keep a run computed by code with other numerics, knowingly")
-    a.add_argument("run", help="run or experiment directory, or a hash prefix")
+    a = sub.add_parser("accept", parents=[debug], help="keep runs computed by code with other numerics, knowingly or "
+                                                       "after recomputing their first levels (--check)")
+    a.add_argument("run", nargs="?", help="run or experiment directory, or a hash prefix")
+    a.add_argument("--all", action="store_true", help="every run of the store computed by other numerics code")
+    a.add_argument("--check", type=int, metavar="LEVELS", help="accept an experiment only if this code recomputes "
+                   "levels 0..LEVELS of its first seed bit for bit (metrics, curves, checkpoints)")
     a.add_argument("--store", help="results directory (default $PGCORE_STORE or results/)")
     a.set_defaults(func=cmd_accept)
     d = sub.add_parser("download", parents=[debug], help="fetch a dataset into a data directory",

@@ -12,6 +12,8 @@ from pgcore.config import from_dict, override
 from pgcore.protocols import run, run_seeds
 from pgcore.store import Run, StaleResultError
 
+from conftest import run_cli
+
 
 def _count_trainings(monkeypatch):
     calls = []
@@ -112,6 +114,35 @@ def test_stale_numerics_are_reported_and_can_be_accepted(tiny_cfg, tmp_path):
     assert r.accept_numerics() == "000000000000"
     assert run_seeds(tiny_cfg, [0], root=tmp_path, device="cpu", progress=False).runs[0].path == r.path
     assert json.loads(cfg_path.read_text())["accepted_from"] == ["000000000000"]
+
+
+def _forge_old_digest(run_dir):
+    path = run_dir / "config.json"
+    stored = json.loads(path.read_text())
+    stored["numerics"] = "000000000000"
+    path.write_text(json.dumps(stored))
+
+
+def test_accept_check_recomputes_first_levels_and_accepts_only_identical_numbers(tiny_cfg, tmp_path, capsys):
+    store = tmp_path / "s"
+    good = run(tiny_cfg, store, "cpu", progress=False)
+    other = run(tiny_cfg.replace(seed=1), store, "cpu", progress=False)
+    for r in (good, other):
+        _forge_old_digest(r.path)
+    rc, out, err = run_cli(capsys, "accept", "--all", "--store", store, "--check", "1")
+    assert rc == 0, err
+    assert "levels 0-1 of seed 0 reproduced bit for bit" in out and out.count("accepted (computed by code") == 2
+    run_seeds(tiny_cfg, [0, 1], root=store, device="cpu", progress=False)  # usable again
+    # Numbers this code does not compute (as if the training code had changed) are not accepted.
+    _forge_old_digest(good.path)
+    js = good.path / "level_001.json"
+    record = json.loads(js.read_text())
+    record["final"]["test"]["loss"] += 1e-6
+    js.write_text(json.dumps(record))
+    rc, out, _ = run_cli(capsys, "accept", str(good.path), "--check", "1")
+    assert rc == 1 and "not accepted: this code computes other numbers (level 1 final)" in out
+    with pytest.raises(StaleResultError):
+        good.check_numerics()
 
 
 def test_numerics_digest_ignores_docstrings_but_not_statements():
