@@ -289,6 +289,10 @@ def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
 EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress", "lockstep", "cluster",
                    "variants", "noise_fractions", "noise_levels", "stretched_levels", "pai_methods",
                    "tie_fraction", "tie_levels", "recipes")
+# What a study assumes for an experiment key its parameter file leaves out (noise_levels: prune.levels).
+STUDY_DEFAULTS = {"profile": "smoke", "progress": True, "lockstep": "auto", "device": "auto", "variants": None,
+                  "noise_fractions": [], "noise_levels": None, "stretched_levels": None, "pai_methods": [],
+                  "tie_fraction": 0.1, "tie_levels": "all", "recipes": None}
 
 
 # -- the study-level keys of a parameter file ----------------------------------------------------

@@ -32,7 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .config import (SECTIONS, ConfigError, RunConfig, check_notebook_parameters, check_study, from_dict, load_yaml,
+from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_notebook_parameters, check_study, from_dict, load_yaml,
                      override)
 from . import claims, plots
 from .plans import last_level, plan, source_protocol
@@ -75,6 +75,9 @@ class Study:
     device: str | torch.device = "auto"
     progress: bool = True
     lockstep: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        self.params = {**STUDY_DEFAULTS, **{k: v for k, v in self.params.items() if v is not None}}
 
     @classmethod
     def from_parameters(cls, ns: Mapping[str, Any]) -> "Study":
@@ -131,15 +134,20 @@ class Study:
         from .tie import run_tie
 
         imp = self.run("imp", changes)
-        return run_tie(imp.runs, level, float(self.params.get("tie_fraction", 0.1)), root=self.root,
+        return run_tie(imp.runs, level, float(self.params["tie_fraction"]), root=self.root,
                        device=self.device, progress=self.progress)
+
+    @property
+    def levels(self) -> int:
+        """The pruning levels of the study's runs (``prune.levels``, or its default)."""
+        return self.config("imp").prune.levels
 
     # -- a notebook's figure ---------------------------------------------------------------
     def title(self, what: str, levels: int | None = None) -> str:
         """A figure's title: dataset / model, what it shows, and the profile, seeds and levels it holds."""
         p = self.params
-        n = int(p["prune"].get("levels", 20)) if levels is None else levels
-        return f"{p['data']['name']} / {p['model']['name']}: {what} ({p.get('profile', 'smoke')}, {len(self.seeds)} seeds, {n} levels)"
+        n = self.levels if levels is None else levels
+        return f"{p['data']['name']} / {p['model']['name']}: {what} ({p['profile']}, {len(self.seeds)} seeds, {n} levels)"
 
     def publish(self, name: str, fig: Any, numbers: Mapping[str, pd.DataFrame], verdicts: Sequence | Mapping,
                 notes: Sequence[str] = (), metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> list[Path]:
@@ -148,7 +156,7 @@ class Study:
         figures directory, and show the verdicts and ``notes`` as the notebook's result."""
         from IPython.display import Markdown, display
 
-        profile = self.params.get("profile", "smoke")
+        profile = self.params["profile"]
         out = plots.figures_dir(profile, self.params.get("figures_dir"))
         labelled = verdicts.items() if isinstance(verdicts, Mapping) else [(None, v) for v in verdicts]
         paths = plots.save(fig, name, out) + [plots.save_numbers(dict(numbers), name, out, profile, metrics),
@@ -160,9 +168,8 @@ class Study:
 
     # -- what the figures need -----------------------------------------------------------
     def tie_levels(self) -> list[int]:
-        levels = self.params.get("tie_levels", "all")
-        top = int(self.params["prune"].get("levels", 20))
-        return list(range(1, top + 1)) if levels == "all" else [int(k) for k in levels]
+        levels = self.params["tie_levels"]
+        return list(range(1, self.levels + 1)) if levels == "all" else [int(k) for k in levels]
 
     def recipe_changes(self, name: str) -> tuple[tuple[str, Any], ...]:
         """Figure 9's IMP run under recipe ``name`` (``train.*`` overrides of the profile's recipe)."""
@@ -172,10 +179,9 @@ class Study:
         """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` levels (memorization may
         only give way near 99.9% sparsity); extended dense training, which stays dense, to the
         profile's own levels (it is the time-matched control, not a sparsity sweep)."""
-        levels = int(self.params["prune"].get("levels", 20))
         noise = {"data.noisy_fraction": fraction} if fraction else {}
-        return {"imp": {**noise, "prune.levels": int(self.params.get("noise_levels", levels))},
-                "extended_dense": {**noise, "prune.levels": levels}}
+        return {"imp": {**noise, "prune.levels": int(self.params["noise_levels"] or self.levels)},
+                "extended_dense": {**noise, "prune.levels": self.levels}}
 
     def needs(self, figures: Iterable[str] = FIGURES) -> list[Need]:
         """Every run the named figures read, each once (a run needed by several figures lists
@@ -193,13 +199,13 @@ class Study:
             if fig == "fig3" and p.get("stretched_levels"):
                 wanted.append(_need("extended_stretched", fig, prune__levels=int(p["stretched_levels"])))
             if fig == "fig4":
-                for f in [0.0, *p.get("noise_fractions", [])]:
+                for f in [0.0, *p["noise_fractions"]]:
                     for proto, changes in self.noise_changes(f).items():
                         wanted.append(_need(proto, fig, **{k.replace(".", "__"): v for k, v in changes.items()}))
             if fig == "fig5":
                 wanted += [_need("imp", fig, prune__method="random"), _need("reinit", fig)]
             if fig in ("fig5", "fig6"):
-                wanted += [_need("pai", fig, prune__method=m) for m in p.get("pai_methods", [])]
+                wanted += [_need("pai", fig, prune__method=m) for m in p["pai_methods"]]
             if fig == "fig6":
                 wanted += [_need("reinit", fig), _need("extended_oneshot", fig)]
             if fig == "fig7":
@@ -219,7 +225,7 @@ class Study:
             imp = Run(self.config("imp", seed=seed).replace(execution=execution), self.root)
             if not imp.is_done():
                 return [imp.cfg]
-            return tie_configs(imp, dict(need.changes)["level"], float(self.params.get("tie_fraction", 0.1)))
+            return tie_configs(imp, dict(need.changes)["level"], float(self.params["tie_fraction"]))
         return [self.config(need.protocol, need.changes, seed).replace(execution=execution)]
 
     def run_paths(self, need: Need, seed: int) -> list[str] | None:
@@ -336,7 +342,7 @@ def notebook(ns: Mapping[str, Any]) -> Study:
     parameter cell; its figures directory gets ``machine.json`` (where the numbers come from)."""
     plots.style()
     study = Study.from_parameters(ns)
-    out = plots.figures_dir(study.params.get("profile", "smoke"), study.params.get("figures_dir"))
+    out = plots.figures_dir(study.params["profile"], study.params.get("figures_dir"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "machine.json").write_text(json.dumps(machine(), indent=1, sort_keys=True) + "\n")
     return study
