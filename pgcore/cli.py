@@ -153,7 +153,7 @@ def _check_runs(runs: list) -> None:
     for run in runs:
         problems = run.verify()
         if problems:
-            raise CorruptResultError(run.explain(problems))
+            raise run.explain(problems)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -195,11 +195,11 @@ def _problems_of(run_dir: Path) -> list[str]:
     except (MisfiledRunError, NotARunError) as e:
         return [str(e)]
     except CorruptResultError as e:
-        return [f"{str(e).split('; ')[0]}; fix: pgcore repair {run_dir}"]
+        return [f"{e.what}; fix: pgcore repair {run_dir}"]
     problems = run.verify()
     lines = [f"{p}" for p in problems]
     if problems:
-        lines.append(f"fix: {run.explain(problems).split('; ', 1)[1]}")
+        lines.append(f"fix: {run.explain(problems).fix}")
     try:
         run.check_numerics()
     except StaleResultError as e:

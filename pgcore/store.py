@@ -49,7 +49,12 @@ DEFAULT_ROOT_ENV = "PGCORE_STORE"
 
 
 class CorruptResultError(RuntimeError):
-    """A result file exists but cannot be trusted."""
+    """A result file exists but cannot be trusted: ``what`` is wrong and ``fix`` says how to
+    mend it; the message is both, as one line."""
+
+    def __init__(self, what: str, fix: str = ""):
+        self.what, self.fix = what, fix
+        super().__init__(f"{what}; {fix}" if fix else what)
 
 
 class StaleResultError(CorruptResultError):
@@ -109,7 +114,7 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(), parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise CorruptResultError(f"result file {path} is corrupt ({e}); run `pgcore repair {_run_dir(path)}` "
+        raise CorruptResultError(f"result file {path} is corrupt ({e})", f"run `pgcore repair {_run_dir(path)}` "
                                  f"to drop it and what depends on it, then run again to recompute") from e
 
 
@@ -131,8 +136,8 @@ class Problem:
 
 
 def _what(e: Exception) -> str:
-    """What an error says is wrong, without the fix it suggests (after its first '; ')."""
-    return str(e).split("; ")[0]
+    """What an error says is wrong, without the fix it suggests."""
+    return e.what if isinstance(e, CorruptResultError) else str(e)
 
 
 _LEVEL_FILE = re.compile(r"level_(\d{3,})\.(json|pt)")
@@ -230,7 +235,7 @@ class Run:
         if cfg_path.exists():
             stored = read_json(cfg_path)
             if stored.get("science") != self.cfg.science_dict():
-                raise CorruptResultError(f"{cfg_path} describes a different config than its hash says; "
+                raise CorruptResultError(f"{cfg_path} describes a different config than its hash says",
                                          f"delete {self.path} to recompute")
             self.check_numerics(stored)
             return
@@ -289,7 +294,7 @@ class Run:
         levels = self._stored()
         if levels != list(range(len(levels))):
             gap = next(k for k in range(len(levels) + 1) if k not in levels)
-            raise CorruptResultError(f"{self.path}: level {gap} is missing but level {levels[-1]} is stored; "
+            raise CorruptResultError(f"{self.path}: level {gap} is missing but level {levels[-1]} is stored",
                                      f"run `pgcore repair {self.path}` to drop levels {gap} to {levels[-1]}, "
                                      f"then run again to recompute them")
         return levels
@@ -308,7 +313,8 @@ class Run:
         js, _ = self._level_paths(level)
         record = read_json(js)
         if not isinstance(record, dict) or "final" not in record:
-            raise CorruptResultError(f"result file {js} lacks its metrics; run `pgcore repair {self.path}` to drop level {level} and later, then run again")
+            raise CorruptResultError(f"result file {js} lacks its metrics",
+                                     f"run `pgcore repair {self.path}` to drop level {level} and later, then run again")
         return record
 
     def save_reference(self, level: int, source: "Run", source_level: int, **changes: Any) -> None:
@@ -332,8 +338,8 @@ class Run:
         if not _store_run(parts) or not isinstance(source_level, int) or source_level < 0:
             js = self._level_paths(level)[0]
             raise CorruptResultError(f"result file {js} is corrupt (its reference {ref!r} is not a level of a run in "
-                                     f"the store {self.root}); run `pgcore repair {self.path}` to drop level {level} "
-                                     f"and later, then run again")
+                                     f"the store {self.root})", f"run `pgcore repair {self.path}` to drop level "
+                                     f"{level} and later, then run again")
         return self.root.joinpath(*parts) / f"level_{source_level:03d}.json"
 
     def load_checkpoint(self, level: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -346,11 +352,11 @@ class Run:
         try:
             blob = pt.read_bytes()
         except FileNotFoundError as e:
-            raise CorruptResultError(f"checkpoint {pt} is missing though {js} says level {level} finished; "
+            raise CorruptResultError(f"checkpoint {pt} is missing though {js} says level {level} finished",
                                      f"run `pgcore repair {self.path}` to drop level {level} and later, then run again") from e
         if _sha256(blob) != expected:
-            raise CorruptResultError(f"checkpoint {pt} does not match the checksum in {js} (truncated or "
-                                     f"overwritten); run `pgcore repair {self.path}` to drop level {level} and later, then run again")
+            raise CorruptResultError(f"checkpoint {pt} does not match the checksum in {js} (truncated or overwritten)",
+                                     f"run `pgcore repair {self.path}` to drop level {level} and later, then run again")
         return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
 
     def mark_done(self) -> None:
@@ -366,8 +372,8 @@ class Run:
             return False
         stored = read_json(cfg_path)
         if not isinstance(stored, dict) or stored.get("science") != self.cfg.science_dict():
-            raise CorruptResultError(f"{cfg_path} describes a different config than its directory; run "
-                                     f"`pgcore repair {self.path}`, then the same `pgcore run` to rewrite it")
+            raise CorruptResultError(f"{cfg_path} describes a different config than its directory",
+                                     f"run `pgcore repair {self.path}`, then the same `pgcore run` to rewrite it")
         return len(self.finished_levels()) > last_level(self.cfg)
 
     def verify(self) -> list[Problem]:
@@ -396,15 +402,15 @@ class Run:
                 problems.append(Problem(k, f"{self._level_paths(k)[1]} cannot be loaded ({type(e).__name__}: {e})"))
         return problems
 
-    def explain(self, problems: list[Problem]) -> str:
-        """One line: the first problem and the command that fixes it."""
+    def explain(self, problems: list[Problem]) -> CorruptResultError:
+        """The first problem and the command that fixes it, as one error."""
         first = min((p for p in problems), key=lambda p: -1 if p.level is None else p.level)
         if first.level is None:
             fix = f"run `pgcore repair {self.path}`, then the same `pgcore run` to rewrite it"
         else:
             fix = f"run `pgcore repair {self.path}` to drop level {first.level} and later, then run again to recompute them"
         more = f" (and {len(problems) - 1} more problem(s): `pgcore verify {self.path}`)" if len(problems) > 1 else ""
-        return f"{first}; {fix}{more}"
+        return CorruptResultError(str(first), fix + more)
 
     def repair(self, from_level: int | None = None, dry_run: bool = False) -> list[Path]:
         """Drop what :meth:`verify` finds invalid and every level after it (or every level from
