@@ -21,7 +21,10 @@ import pandas as pd
 
 from . import compute
 from .config import PROTOCOLS, ConfigError, check_study, from_dict, load_yaml, set_value
-from .store import CorruptResultError, default_root
+from .protocols import run as run_protocol
+from .protocols import run_seeds
+from .store import (CorruptResultError, MisfiledRunError, NotARunError, StaleResultError, _open_dir, check_run_dir,
+                    default_root, find_run_dirs, find_runs, frame, run_dirs)
 from .study import FIGURES, Study
 
 EPILOG = """examples:
@@ -104,8 +107,6 @@ def _run_options(args: argparse.Namespace, params: dict) -> tuple[list[int], str
 def _where_stopped(root: str | None, since: float) -> str:
     """'level k of <run>' for the run this command last wrote to (its source run, say, or one
     seed of several), or a plain word when it had not written anything yet."""
-    from .store import default_root, run_dirs
-
     touched = []
     for d in run_dirs(Path(root) if root else default_root()):
         newest = max((p.stat().st_mtime for p in d.iterdir()), default=0.0)
@@ -121,8 +122,6 @@ def _where_stopped(root: str | None, since: float) -> str:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .protocols import run_seeds
-
     params = load_yaml(args.config)
     for assignment in args.set or []:
         set_value(params, assignment)
@@ -157,8 +156,6 @@ def _check_runs(runs: list) -> None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from .store import find_runs, frame
-
     runs = find_runs(args.run, args.store)
     _check_runs(runs)
     cfg = runs[0].cfg
@@ -176,8 +173,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 def _named_dirs(ref: str | None, store: str | None) -> list[Path]:
     """Run directories named by a run, an experiment directory or a hash prefix, resolved as
     ``show`` and ``accept`` resolve them (:func:`pgcore.store.find_run_dirs`); all if None."""
-    from .store import default_root, find_run_dirs, run_dirs
-
     if ref is None:
         return run_dirs(Path(store) if store else default_root())
     return find_run_dirs(ref, store)
@@ -185,8 +180,6 @@ def _named_dirs(ref: str | None, store: str | None) -> list[Path]:
 
 def _problems_of(run_dir: Path) -> list[str]:
     """One line per problem of a run directory, and the fix."""
-    from .store import MisfiledRunError, NotARunError, StaleResultError, _open_dir
-
     if not (run_dir / "config.json").exists():
         return [f"{run_dir / 'config.json'} is missing; fix: run the `pgcore run` command that made this run "
                 f"(it rewrites config.json), or delete {run_dir}"]
@@ -227,8 +220,6 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    from .store import check_run_dir
-
     if args.from_level is not None and args.from_level < 0:
         raise ConfigError(f"--from-level must be a level >= 0, got {args.from_level}")
     dirs = _named_dirs(args.run, args.store)
@@ -242,8 +233,6 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def _repair_dir(d: Path, from_level: int | None) -> None:
     """Repair one run directory (a pgcore run: :func:`pgcore.store.check_run_dir`), saying
     what it removes."""
-    from .store import MisfiledRunError, _open_dir
-
     try:
         run = _open_dir(d)
     except MisfiledRunError as e:
@@ -271,8 +260,6 @@ def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
     """What differs between ``run``'s stored levels 0..``levels`` and the same levels computed
     now, by this code, in the store ``scratch``: their metrics, training curves and checkpoint
     checksums must be identical (an empty list)."""
-    from .protocols import run as run_protocol
-
     cfg = run.cfg.replace(prune=dataclasses.replace(run.cfg.prune, levels=min(levels, run.cfg.prune.levels)))
     device = run.load_metrics(0).get("provenance", {}).get("device") or "auto"
     fresh = run_protocol(cfg, scratch, device, progress=False)
@@ -283,8 +270,6 @@ def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
 
 def cmd_accept(args: argparse.Namespace) -> int:
     import tempfile
-
-    from .store import _open_dir
 
     if args.run is None and not args.all:
         raise ConfigError("name the runs to accept (pgcore accept results/imp-<hash>) or all of the store with --all")
@@ -315,8 +300,6 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 
 def _stale(run: Any) -> bool:
-    from .store import StaleResultError
-
     try:
         run.check_numerics()
     except StaleResultError:

@@ -39,6 +39,7 @@ from .plans import last_level, plan, source_protocol
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
 from .provenance import machine
 from .store import CorruptResultError, Run
+from .tie import run_tie, tie_configs
 
 FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "explore", "fig9")
 TIE = "tie"  # a need whose runs are dense retrainings without chosen examples (pgcore.tie)
@@ -131,8 +132,6 @@ class Study:
     def tie(self, level: int, changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
         """Figure 7 at one IMP level: dense retraining without the top-improved examples and
         without a random subset of the same size (see :func:`pgcore.tie.run_tie`)."""
-        from .tie import run_tie
-
         imp = self.run("imp", changes)
         return run_tie(imp.runs, level, float(self.params["tie_fraction"]), root=self.root,
                        device=self.device, progress=self.progress)
@@ -220,8 +219,6 @@ class Study:
         only once the IMP run exists; before that, the IMP run itself)."""
         execution = "lockstep" if self.lockstep_on(resolve_device(self.device)) else "sequential"
         if need.protocol == TIE:
-            from .tie import tie_configs
-
             imp = Run(self.config("imp", seed=seed).replace(execution=execution), self.root)
             if not imp.is_done():
                 return [imp.cfg]
