@@ -301,7 +301,7 @@ CLUSTER_KEYS = {"partition": str, "account": str, "walltime": str, "cores": int,
                 "jobs": int}
 _PROFILE = re.compile(r"[A-Za-z0-9_.-]+")
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-_NULLABLE = ("variants", "recipes", "stretched_levels", "device", "cluster", "store_dir", "figures_dir")  # null: not used
+_NULLABLE = ("variants", "recipes", "stretched_levels", "noise_levels", "device", "cluster", "store_dir", "figures_dir")  # null: not used
 _PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", "recipes", "cluster")  # papermill: strings
 
 

@@ -230,3 +230,17 @@ def test_a_store_or_figures_dir_that_is_a_file_is_refused(tiny_params, tmp_path)
             check_study({**tiny_params, "seeds": [0], key: str(path)})
     check_study({**tiny_params, "seeds": [0], "store_dir": str(tmp_path / "new"), "figures_dir": None})
     assert path.read_text() == "mine"
+
+
+def test_a_study_with_its_defaults_filled_in_passes_the_checks_again():
+    """Workers rebuild a study from ``study.params``, defaults included: they must check out."""
+    from pathlib import Path
+
+    from pgcore.config import STUDY_DEFAULTS, load_yaml
+    from pgcore.study import Study
+
+    params = {k: v for k, v in load_yaml(Path(__file__).parent.parent / "params" / "smoke.yaml").items()
+              if k not in STUDY_DEFAULTS}
+    study = Study.from_dict(params)
+    assert set(STUDY_DEFAULTS) <= set(study.params)
+    assert Study.from_dict(study.params).params == study.params
