@@ -46,7 +46,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pgcore import models, pruning
+from pgcore import config, models, pruning
 from pgcore.batched import Ensemble
 from pgcore.config import DataConfig, ModelConfig, TrainConfig
 from pgcore.data import _STATS, Data, DataNotFoundError, load, torchvision_arrays
@@ -324,7 +324,7 @@ def main() -> None:
         build = lambda: models.build(spec, (1, 28, 28), 10)  # noqa: E731
         torch.manual_seed(0)
         base_model = build().to(dev)
-        mask = _half_mask(base_model, models.DENSE_BY_DEFAULT.get(spec.name, ()))
+        mask = _half_mask(base_model, config.DENSE_BY_DEFAULT.get(spec.name, ()))
         flops = 6 * linear_weights(base_model)  # 6 x 266,200
         loader = torch.utils.data.DataLoader(_MnistDataset(x_u8, y), batch_size=lcfg.batch_size, shuffle=True,
                                              num_workers=args.workers, pin_memory=dev.type == "cuda",

@@ -258,9 +258,10 @@ def tie_gap(tie: pd.DataFrame) -> pd.DataFrame:
     examples minus without as many random ones (same seed), as mean, ci95 and count, with the
     level's sparsity."""
     test = tie[tie.source == "test"]
-    per = test.pivot_table(index=["tie_level", "tie_sparsity", "seed"], columns="removed", values="error")
+    keys = ["tie_level", "tie_sparsity"] if "tie_sparsity" in test else ["tie_level"]
+    per = test.pivot_table(index=[*keys, "seed"], columns="removed", values="error")
     diffs = (per["top-improved"] - per["random"]).rename("diff").reset_index()
-    return diffs.groupby(["tie_level", "tie_sparsity"])["diff"].agg(["mean", ci95, "count"]).reset_index()
+    return diffs.groupby(keys)["diff"].agg(["mean", ci95, "count"]).reset_index()
 
 
 def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:

@@ -24,13 +24,13 @@ EXPLORABLE = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "explore")
 
 def stored_studies(study: Any, figures: Sequence[str] = EXPLORABLE) -> dict[str, list[Run]]:
     """The studies behind ``figures`` (a :class:`~pgcore.study.Study`'s needs) that the store
-    holds complete for every seed and that have more than one level, named by what they vary
+    holds for every seed with more than one level, named by what they vary
     and the figures that read them: ``{"imp [fig1, fig2, ...]": [run_seed0, run_seed1]}``.
     Reads the store only; a missing study is left out, not trained."""
     order = list(figures)
     found = {}
     for need, group in study.plan(figures).groupby("need", sort=False):
-        if not (group.state == "done").all():
+        if not group.state.isin(["done", "partial"]).all():  # partial: stored, and more levels are wanted
             continue
         runs = [find_run(path) for path in group.run]
         if all(len(r.finished_levels()) > 1 for r in runs):
@@ -171,6 +171,9 @@ def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: b
     if not isinstance(studies, Mapping):
         studies = {"study": studies}
     studies = {name: as_runs(s) for name, s in studies.items()}
+    if not studies:
+        raise ValueError("no stored study to explore: run the figures' notebooks or `pgcore compute` first "
+                         "(stored_studies lists what the store holds with more than one level)")
     from .progress import widget_front_end
 
     if not (widget_front_end() if widget is None else widget):  # headless (papermill, nbval): no one to move a slider; the sparsest level, drawn once
