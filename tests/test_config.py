@@ -5,7 +5,8 @@ import pytest
 
 from pgcore.config import (SECTIONS, ConfigError, ModelConfig, RunConfig, check_study, from_dict, load_yaml,
                            set_value)
-from pgcore.plans import PROTOCOLS as PLANS
+from pgcore.config import PROTOCOLS as PLANS
+from pgcore.plans import PLANS as PLAN_FUNCTIONS
 from pgcore.study import Study
 
 
@@ -244,3 +245,7 @@ def test_a_study_with_its_defaults_filled_in_passes_the_checks_again():
     study = Study.from_dict(params)
     assert set(STUDY_DEFAULTS) <= set(study.params)
     assert Study.from_dict(study.params).params == study.params
+
+
+def test_every_protocol_has_a_plan_and_every_plan_a_protocol():
+    assert set(PLANS) == set(PLAN_FUNCTIONS)
