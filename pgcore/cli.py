@@ -271,12 +271,12 @@ def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
 def cmd_accept(args: argparse.Namespace) -> int:
     import tempfile
 
-    if args.run is None and not args.all:
+    if not args.run and not args.all:
         raise ConfigError("name the runs to accept (pgcore accept results/imp-<hash>) or all of the store with --all")
     if args.check is not None and args.check < 0:
         raise ConfigError(f"--check takes a number of levels >= 0, got {args.check}")
     experiments: dict[Path, list] = {}
-    for d in _named_dirs(args.run, args.store):
+    for d in [d for ref in (args.run or [None]) for d in _named_dirs(ref, args.store)]:
         run = _open_dir(d)
         if run.path.is_dir() and (run.path / "config.json").exists():
             experiments.setdefault(run.path.parent, []).append(run)
@@ -462,7 +462,7 @@ def parser() -> argparse.ArgumentParser:
     rp.set_defaults(func=cmd_repair)
     a = sub.add_parser("accept", parents=[debug], help="keep runs computed by code with other numerics, knowingly or "
                                                        "after recomputing their first levels (--check)")
-    a.add_argument("run", nargs="?", help="run or experiment directory, or a hash prefix")
+    a.add_argument("run", nargs="*", help="runs or experiment directories, or hash prefixes")
     a.add_argument("--all", action="store_true", help="every run of the store computed by other numerics code")
     a.add_argument("--check", type=int, metavar="LEVELS", help="accept an experiment only if this code recomputes "
                    "levels 0..LEVELS of its first seed bit for bit (metrics, curves, checkpoints)")
