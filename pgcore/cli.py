@@ -21,6 +21,7 @@ import pandas as pd
 
 from . import compute
 from .config import PROTOCOLS, ConfigError, check_study, from_dict, load_yaml, set_value
+from .plans import last_level
 from .protocols import run as run_protocol
 from .protocols import run_seeds
 from .store import (CorruptResultError, MisfiledRunError, NotARunError, StaleResultError, _open_dir, check_run_dir,
@@ -292,8 +293,8 @@ def cmd_accept(args: argparse.Namespace) -> int:
                     bad += 1
                     print(f"{exp}: not accepted: this code computes other numbers ({', '.join(diffs[:4])})")
                     continue
-                print(f"{exp}: levels 0-{min(args.check, stale[0].cfg.prune.levels)} of seed {stale[0].cfg.seed} "
-                      f"reproduced bit for bit")
+                top = min(args.check, last_level(stale[0].cfg))
+                print(f"{exp}: level{'s 0-' if top else ' '}{top} of seed {stale[0].cfg.seed} reproduced bit for bit")
             for run in stale:
                 print(f"{run.path}: accepted (computed by code with numerics digest {run.accept_numerics()})")
     return 1 if bad else 0
