@@ -278,9 +278,8 @@ def cmd_accept(args: argparse.Namespace) -> int:
         raise ConfigError(f"--check takes a number of levels >= 0, got {args.check}")
     experiments: dict[Path, list] = {}
     for d in [d for ref in (args.run or [None]) for d in _named_dirs(ref, args.store)]:
-        run = _open_dir(d)
-        if run.path.is_dir() and (run.path / "config.json").exists():
-            experiments.setdefault(run.path.parent, []).append(run)
+        run = _open_dir(d)  # refuses a directory that is not a pgcore run
+        experiments.setdefault(run.path.parent, []).append(run)
     bad = 0
     with tempfile.TemporaryDirectory(prefix="pgcore-accept-") as scratch:
         for exp, runs in sorted(experiments.items()):

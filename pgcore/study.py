@@ -103,8 +103,9 @@ class Study:
         params = check_study(params)
         if "seeds" not in params:
             raise ConfigError("the parameters lack seeds, e.g. seeds: [0, 1]; see params/smoke.yaml")
-        kw = dict(root=params.get("store_dir"), device=params.get("device") or "auto",
-                  progress=bool(params.get("progress", True)), lockstep=params.get("lockstep", "auto"))
+        given = {**STUDY_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
+        kw = dict(root=params.get("store_dir"), device=given["device"], progress=bool(given["progress"]),
+                  lockstep=given["lockstep"])
         kw.update(kwargs)
         return cls(params=dict(params), seeds=list(params["seeds"]), **kw)
 
