@@ -1,14 +1,7 @@
-"""Many models in lockstep: K same-architecture models trained as one vectorized model.
+"""Lockstep training: K same-architecture models as one vectorized model, so small networks fill a large GPU.
 
-Small networks leave a large GPU mostly idle. :class:`Ensemble` stacks K models' parameters
-(``torch.func.stack_module_state``), runs forward and backward for all of them with
-``torch.func.vmap`` over ``functional_call``, and applies :func:`pgcore.train.masked_sgd` to
-the stacked tensors. It is a :class:`pgcore.train.Learner`, so it is trained by the same loop
-as a single model (:func:`pgcore.train.fit`): each model keeps its own seed's data order and
-augmentation, its own mask, momentum and weight decay. On the CPU in float32 the result
-equals K separate runs to float tolerance (vectorized kernels add in another order), which
-the tests check; lockstep runs are therefore stored apart from sequential ones (the
-execution mode is part of a run's hash).
+Each model keeps its own seed's data order, augmentation and mask. Results equal K separate runs only to float
+tolerance (vectorized kernels add in another order), so the execution mode is part of a run's hash.
 """
 
 from __future__ import annotations
@@ -27,7 +20,7 @@ from .train import MaskedStep, TrainResult, autocast, fit
 
 
 class Ensemble:
-    """K same-architecture models as stacked tensors: a :class:`pgcore.train.Learner`."""
+    """K models' stacked parameters, trained by ``vmap`` over ``functional_call``: a :class:`pgcore.train.Learner`."""
 
     def __init__(self, models: Sequence[nn.Module], masks: Sequence[Mask | None] | None, cfg: TrainConfig):
         self.models, self.cfg, self.K = list(models), cfg, len(models)
@@ -70,8 +63,8 @@ def train_many(models: Sequence[nn.Module], data: Data, cfg: TrainConfig, *, see
                masks: Sequence[Mask | None] | None = None, start_epoch: int = 0, constant_lr: float | None = None,
                on_epoch_end: Callable[[int, int, nn.Module], None] | None = None, progress: bool = True,
                desc: str = "train") -> list[TrainResult]:
-    """Train ``models`` (same class and shapes) in place, in lockstep, as :func:`pgcore.train.train`
-    would train each with ``seed=seeds[k]`` and ``mask=masks[k]``. Returns one result per model."""
+    """Train ``models`` (same class and shapes) in place, in lockstep, as :func:`pgcore.train.train` would train
+    each with ``seed=seeds[k]`` and ``mask=masks[k]``; one result per model."""
     if not models:
         return []
     return fit(Ensemble(models, masks, cfg), data, cfg, seeds=seeds, stream=stream, start_epoch=start_epoch,

@@ -1,14 +1,7 @@
-"""The models of the paper and of the MNIST-1D profile, behind one ``build`` entry point.
+"""The models of the paper and of the MNIST-1D profile, behind one :func:`build` entry point.
 
-CIFAR ResNets follow He et al. (2016) as in OpenLTH (``cifar_resnet_20`` has ~0.27 M
-parameters); CIFAR VGGs are OpenLTH's (BatchNorm after every conv, one linear head).
-The paper's models (LeNet-300-100, ResNets, VGGs) are initialized as OpenLTH initializes
-them: kaiming-normal conv and linear weights, BatchNorm weights uniform in [0, 1) and
-BatchNorm biases zero; other biases keep PyTorch's default. The MNIST-1D models keep
-PyTorch's default initialization.
-
-Which weights are prunable is also the model's own rule, as in OpenLTH: every conv and
-linear weight, except the output layer of VGG and LeNet (:data:`pgcore.config.DENSE_BY_DEFAULT`).
+CIFAR ResNets (He et al. 2016) and VGGs are OpenLTH's, and the paper's models are initialized as OpenLTH does
+(:func:`openlth_init`); the MNIST-1D models keep PyTorch's default initialization.
 """
 
 from __future__ import annotations
@@ -142,11 +135,8 @@ def openlth_init(model: nn.Module) -> nn.Module:
 
 
 def build(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classes: int, **overrides) -> nn.Module:
-    """Build a model by name for inputs of ``input_shape`` (without the batch dimension).
-
-    ``cfg`` is a :class:`ModelConfig` or just a name; ``width``/``depth`` left ``None``
-    take the model's default.
-    """
+    """Build a model (a :class:`ModelConfig` or a name) for inputs of ``input_shape`` (no batch dimension);
+    ``width``/``depth`` left ``None`` take the model's default."""
     if isinstance(cfg, str):
         cfg = ModelConfig(name=cfg, **overrides)
     if is_import_path(cfg.name):  # a researcher's own model (pgcore.config.import_path)

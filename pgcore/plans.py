@@ -1,35 +1,8 @@
-"""What each protocol does at each level, as plain data.
+"""What each protocol does at each level, as plain data: one function ``plan(cfg, level) -> LevelPlan`` per protocol.
 
-A protocol is one function ``plan(cfg, level) -> LevelPlan``. The plan says where the level's
-weights come from, how its mask is made, which part of which schedule it trains and how many
-epochs the model has then trained in total. Executors (:mod:`pgcore.protocols`, sequential or
-in lockstep, on any worker) only carry plans out; they know nothing of protocols.
-
-The protocols of the paper (level k has sparsity 1 - (1 - rate)^k where it prunes; T is one
-training run of ``train.epochs`` epochs):
-
-- ``imp``: iterative pruning. Level 0 is the dense run; level k removes ``rate`` of level
-  k-1's surviving weights (``prune.method``: ``magnitude``, or ``random`` for the
-  size-reduction control) and retrains by learning-rate rewinding (``lrr``: keep the weights,
-  replay the schedule), weight rewinding (``rewind``: survivors back to their epoch-
-  ``rewind_epoch`` values, train the rest of the schedule) or fine-tuning (``finetune``: T
-  epochs at the schedule's final learning rate).
-- ``extended_dense``: the dense model trained for k+1 replayed schedules, no pruning: the
-  training time of LRR level k without its size reduction (our reading of the paper).
-- ``extended_stretched``: the other reading: one schedule stretched over (k+1)·T epochs,
-  from the initialization (an assumption, offered beside ``extended_dense``).
-- ``train``: one dense run (level 0 only); ``data.exclude`` leaves examples out (TIE).
-- ``reinit``: IMP level k's mask on an independent fresh initialization, one schedule: the
-  same mask and sparsity without IMP's extra training time.
-- ``extended_oneshot``: ``extended_dense`` after k schedules, pruned once by magnitude to IMP
-  level k's sparsity and retrained one schedule: extended training and size reduction
-  together without iterative pruning (our reading of the paper's "augmented training").
-- ``pai``: pruning at initialization: a mask chosen on the initial weights (``prune.method``:
-  ``snip`` = |g ⊙ w|, ``magnitude`` or ``random``) at level k's sparsity, trained one
-  schedule: size reduction with neither IMP's training time nor its trained weights.
-
-Every protocol whose level 0 is the plain dense run says so (``reuse="dense"``): that level
-is the seed's ``train`` run, stored once and referenced.
+Executors (:mod:`pgcore.protocols`, sequential or lockstep, on any worker) only carry plans out. Level k has
+sparsity 1 - (1 - rate)^k where it prunes; T is one schedule (``train.epochs``). A level 0 that is the plain dense
+run says so (``reuse="dense"``): it is the seed's ``train`` run, stored once and referenced.
 """
 
 from __future__ import annotations
@@ -42,35 +15,20 @@ from .config import PROTOCOLS, RunConfig
 
 @dataclass(frozen=True)
 class LevelPlan:
-    """One level of one protocol.
-
-    - ``weights``: where training starts: ``init`` (the seed's initialization), ``reinit``
-      (an independent fresh initialization), ``previous`` (this run's previous level as
-      trained), ``rewind`` (this run's rewind point) or ``source`` (the source run's level
-      ``source_level``).
-    - ``mask``: ``dense``; ``prune`` (remove ``rate`` of the previous level's survivors,
-      ranked by ``scores`` of the previous level's trained weights); ``oneshot`` (from dense
-      to ``sparsity`` at once, ranked by ``scores`` of the starting weights); ``source`` (the
-      source run's mask at ``source_level``).
-    - ``epochs``: the schedule's length; training runs from ``start_epoch`` to it, at the
-      schedule's rate (``lr="schedule"``) or at its final rate (``lr="final"``).
-    - ``rewind_at``: keep the weights after this many epochs as the run's rewind point.
-    - ``epochs_total``: epochs trained in total once the level is done.
-    - ``reuse``: ``dense`` when the level is exactly the seed's dense run (not retrained).
-    """
+    """One level of one protocol: its starting weights, its mask, the part of the schedule it trains."""
 
     level: int
-    weights: str = "init"
-    mask: str = "dense"
-    scores: str = "magnitude"
+    weights: str = "init"  # init | reinit (fresh) | previous (level as trained) | rewind | source (source_level)
+    mask: str = "dense"  # dense | prune (rate of previous survivors) | oneshot (dense to sparsity) | source
+    scores: str = "magnitude"  # ranks weights: prune ranks trained weights, oneshot the starting ones
     sparsity: float = 0.0
     source_level: int | None = None
-    start_epoch: int = 0
+    start_epoch: int = 0  # trains from start_epoch to epochs of the schedule
     epochs: int = 0
-    lr: str = "schedule"
-    rewind_at: int | None = None
-    epochs_total: int = 0
-    reuse: str | None = None
+    lr: str = "schedule"  # or "final": the schedule's final rate throughout (fine-tuning)
+    rewind_at: int | None = None  # keep the weights after this many epochs as the rewind point
+    epochs_total: int = 0  # epochs trained in total once the level is done
+    reuse: str | None = None  # "dense": the level is exactly the seed's dense run
 
 
 def sparsity_at(cfg: RunConfig, level: int) -> float:
@@ -78,12 +36,14 @@ def sparsity_at(cfg: RunConfig, level: int) -> float:
 
 
 def dense(cfg: RunConfig, level: int = 0) -> LevelPlan:
-    """The seed's dense run: one schedule from the initialization."""
+    """The seed's dense run: one schedule from the initialization (``train``; ``data.exclude`` leaves examples out)."""
     T = cfg.train.epochs
     return LevelPlan(0, epochs=T, epochs_total=T, reuse=None if cfg.protocol == "train" else "dense")
 
 
 def imp(cfg: RunConfig, level: int) -> LevelPlan:
+    """Iterative pruning: remove ``rate`` of level k-1's survivors (``prune.method``), retrain by LR rewinding
+    (``lrr``), weight rewinding to ``rewind_epoch`` (``rewind``) or T epochs at the final rate (``finetune``)."""
     p, T = cfg.prune, cfg.train.epochs
     if level == 0:
         if p.retrain == "rewind":  # the dense run again, keeping its rewind point
@@ -96,6 +56,7 @@ def imp(cfg: RunConfig, level: int) -> LevelPlan:
 
 
 def extended_dense(cfg: RunConfig, level: int) -> LevelPlan:
+    """The dense model after k+1 replayed schedules: LRR level k's training time without its size reduction."""
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
@@ -103,6 +64,7 @@ def extended_dense(cfg: RunConfig, level: int) -> LevelPlan:
 
 
 def extended_stretched(cfg: RunConfig, level: int) -> LevelPlan:
+    """The other reading of extended training: one schedule stretched over (k+1)·T epochs from the initialization."""
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
@@ -110,12 +72,14 @@ def extended_stretched(cfg: RunConfig, level: int) -> LevelPlan:
 
 
 def reinit(cfg: RunConfig, level: int) -> LevelPlan:
+    """IMP level k's mask on an independent fresh initialization, one schedule: no extra training time."""
     T = cfg.train.epochs
     return LevelPlan(level, weights="reinit", mask="source", source_level=level, sparsity=sparsity_at(cfg, level),
                      epochs=T, epochs_total=T)
 
 
 def extended_oneshot(cfg: RunConfig, level: int) -> LevelPlan:
+    """``extended_dense`` after k schedules, pruned once by magnitude to IMP level k's sparsity, one schedule."""
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
@@ -124,6 +88,7 @@ def extended_oneshot(cfg: RunConfig, level: int) -> LevelPlan:
 
 
 def pai(cfg: RunConfig, level: int) -> LevelPlan:
+    """Pruning at initialization (``snip``, ``magnitude`` or ``random``) to level k's sparsity, one schedule."""
     T = cfg.train.epochs
     if level == 0:
         return dense(cfg)
@@ -150,13 +115,12 @@ def source_protocol(cfg: RunConfig) -> str | None:
 
 
 def stretched(train: Any, epochs: int) -> Any:
-    """``train`` (a TrainConfig) with its schedule stretched to ``epochs`` epochs: milestones,
-    warm-up and evaluation interval scale with it."""
+    """``train`` (a TrainConfig) stretched to ``epochs`` epochs: milestones, warm-up and eval interval scale."""
     import dataclasses
-
     f = epochs / train.epochs
     if f == 1:
         return train
     return dataclasses.replace(train, epochs=epochs, milestones=tuple(int(round(m * f)) for m in train.milestones),
-                               warmup_epochs=train.warmup_epochs * f, eval_every=max(1, int(round(train.eval_every * f))))
+                               warmup_epochs=train.warmup_epochs * f,
+                               eval_every=max(1, int(round(train.eval_every * f))))
 

@@ -1,9 +1,7 @@
-"""Masks and unstructured pruning: magnitude or random, global or layerwise.
+"""Masks and unstructured pruning: magnitude, random or SNIP scores, global or layerwise.
 
-A mask is a dict ``parameter name -> bool tensor`` over the prunable weights (by default
-every conv and linear weight; biases and BatchNorm stay dense, as in OpenLTH). Pruning
-removes a fraction of the weights that still survive, so level k of iterative pruning at
-rate r has sparsity ``1 - (1 - r)^k``.
+A mask maps a prunable weight's name (conv and linear weights; biases and BatchNorm stay dense, as in OpenLTH)
+to a bool tensor. Pruning removes a fraction of the survivors, so level k at rate r has sparsity 1 - (1 - r)^k.
 """
 
 from __future__ import annotations
@@ -18,7 +16,8 @@ Mask = dict[str, torch.Tensor]
 _KINDS = {"conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "linear": (nn.Linear,)}
 
 
-def prunable_names(model: nn.Module, kinds: Iterable[str] = ("conv", "linear"), ignore: Iterable[str] = ()) -> list[str]:
+def prunable_names(model: nn.Module, kinds: Iterable[str] = ("conv", "linear"),
+                   ignore: Iterable[str] = ()) -> list[str]:
     """Names of the weight tensors of the module kinds in ``kinds``, minus ``ignore``."""
     types = tuple(t for k in kinds for t in _KINDS[k])
     ignore = set(ignore)
@@ -37,12 +36,8 @@ def dense_mask(model: nn.Module, kinds: Iterable[str] = ("conv", "linear"), igno
 
 
 def prune(scores: dict[str, torch.Tensor], mask: Mask, rate: float, scope: str = "global") -> Mask:
-    """Remove the ``rate`` fraction of surviving weights with the lowest ``scores``.
-
-    ``global`` ranks all surviving prunable weights together; ``layerwise`` removes
-    ``rate`` of each tensor's survivors. Exactly ``round(rate * survivors)`` weights are
-    removed (ties broken by position), so sparsity follows ``1 - (1-rate)^k`` to rounding.
-    """
+    """Remove the ``rate`` fraction of surviving weights with the lowest ``scores``, ranked together (``global``)
+    or per tensor (``layerwise``): exactly ``round(rate * survivors)``, ties broken by position."""
     if not 0.0 < rate < 1.0:
         raise ValueError(f"pruning rate must be in (0, 1), got {rate}")
     if scope == "layerwise":
@@ -95,8 +90,8 @@ def layer_sparsity(mask: Mask) -> dict[str, float]:
 
 
 def snip_scores(model: nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """SNIP's saliency |dL/dw ⊙ w| (Lee et al. 2019) of the cross-entropy on the batch (x, y),
-    computed on a copy of the model so its BatchNorm statistics are untouched."""
+    """SNIP's saliency |dL/dw ⊙ w| (Lee et al. 2019) on the batch (x, y), computed on a copy of the model
+    so its BatchNorm statistics are untouched."""
     import copy
 
     import torch.nn.functional as F

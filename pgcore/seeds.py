@@ -1,20 +1,8 @@
 """Every random number in pgcore comes from one function and a named stream.
 
-A run's seed never feeds a generator directly: :func:`derive` hashes (stream name, seed,
-index) into a 63-bit seed, so two purposes never share a random stream, whatever the seed
-or level. The streams:
-
-===============  =================================================================
-``init``         a model's initial weights (the seed's own initialization)
-``reinit``       the fresh initialization of the ``reinit`` control
-``order``        the shuffle of the training set, one per (level, epoch sequence)
-``augment``      random crops and flips, one per level
-``prune``        random pruning scores (the random-pruning controls), one per level
-``saliency``     the batch a saliency score (SNIP) is measured on
-``subset``       random subsets of training examples (the TIE control)
-``noise``        which training labels are noisy and their new class (``data.noise_seed``)
-``split``        the validation split and offline train/test splits (``data.data_seed``)
-===============  =================================================================
+:func:`derive` hashes (stream, seed, index) into a 63-bit seed, so two purposes never share a random stream.
+Streams: ``init`` and ``reinit`` (initial weights), ``order`` (shuffles), ``augment``, ``prune`` (random scores),
+``saliency`` (SNIP's batch), ``subset`` (TIE), ``noise`` (noisy labels), ``split`` (validation and offline splits).
 """
 
 from __future__ import annotations
