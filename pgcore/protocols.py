@@ -1,16 +1,8 @@
-"""Carrying out protocols: every level of every seed is a :class:`pgcore.plans.LevelPlan`
-turned into a model, a mask and a training call.
+"""Carrying out protocols: each level of each seed is a :class:`pgcore.plans.LevelPlan` turned into a model,
+a mask and a training call, seeds one after the other (``sequential``) or as one vectorized model (``lockstep``).
 
-The executor knows nothing of protocols: it reads a plan, starts the level where the plan
-says (initialization, previous level, rewind point, a source run), makes the mask the plan
-asks for, trains the part of the schedule the plan names and stores the level. Seeds run one
-after the other (``sequential``) or together as one vectorized model (``lockstep``); the
-execution mode is part of a run's hash, since lockstep rounds floats differently.
-
-Every level is stored as soon as it finishes; a rerun skips finished runs and resumes an
-interrupted one from its last finished level, with the same numbers as an uninterrupted run.
-A run is trained under its own lock, so two processes (or cluster workers) that reach the
-same run never both train it: the second waits and then reads it.
+Every level is stored as soon as it finishes, so a rerun resumes with the same numbers; each run trains under
+its own lock, so two processes that reach the same run never both train it.
 """
 
 from __future__ import annotations
@@ -59,9 +51,8 @@ def deterministic_kernels(dev: torch.device) -> None:
         torch.use_deterministic_algorithms(True)
 
 
-# CPU runs use one intra-op thread: the number of threads changes how BLAS splits its sums, so
-# it changes the bits of every result. Parallelism comes from running runs side by side
-# (``pgcore compute``), which is also what scales to many cores.
+# CPU runs use one intra-op thread: the thread count changes how BLAS splits its sums, so the bits of every
+# result. Parallelism comes from running runs side by side (``pgcore compute``), which scales to many cores.
 CPU_THREADS = 1
 
 
@@ -80,8 +71,7 @@ def fixed_threads(dev: torch.device):
 
 
 def init_model(cfg: RunConfig, data: data_mod.Data, stream: str = "init") -> torch.nn.Module:
-    """The seed's initial model (``stream="reinit"``: the independent initialization of the
-    reinit control); the global RNG is left as it was."""
+    """The seed's initial model (``stream="reinit"``: the reinit control's); the global RNG is left as it was."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derive(cfg.seed, stream))
         return models.build(cfg.model, data.input_shape, data.num_classes)
@@ -96,8 +86,7 @@ SALIENCY_BATCH = 1024  # examples a saliency score (SNIP) is measured on
 
 def scores(kind: str, model: torch.nn.Module, mask: pruning.Mask, cfg: RunConfig, data: data_mod.Data,
            level: int) -> dict[str, torch.Tensor]:
-    """How a plan ranks weights: ``magnitude``, ``random`` (stream ``prune``) or ``snip``
-    (|g ⊙ w| on a batch drawn from stream ``saliency``)."""
+    """How a plan ranks weights: ``magnitude``, ``random`` (stream ``prune``) or ``snip`` (stream ``saliency``)."""
     if kind == "magnitude":
         return pruning.magnitude_scores(model, mask)
     if kind == "random":
@@ -108,8 +97,8 @@ def scores(kind: str, model: torch.nn.Module, mask: pruning.Mask, cfg: RunConfig
 
 
 class _Seed:
-    """One seed's run, carried out level by level: :meth:`start` sets up a level from its
-    plan, training happens outside (alone or in lockstep), :meth:`finish` stores it."""
+    """One seed's run, level by level: :meth:`start` sets a level up from its plan, training happens outside
+    (alone or in lockstep), :meth:`finish` stores it."""
 
     def __init__(self, cfg: RunConfig, store: Run, dev: torch.device, data: data_mod.Data, source: Run | None):
         self.cfg, self.store, self.dev, self.data, self.source = cfg, store, dev, data, source
@@ -165,7 +154,8 @@ class _Seed:
     def finish(self, p: LevelPlan, result: TrainResult, batched: int) -> None:
         """Store the level just trained."""
         metrics = {
-            "level": p.level, "sparsity": pruning.sparsity(self.mask), "layer_sparsity": pruning.layer_sparsity(self.mask),
+            "level": p.level, "sparsity": pruning.sparsity(self.mask),
+            "layer_sparsity": pruning.layer_sparsity(self.mask),
             "epochs_trained": p.epochs - p.start_epoch, "epochs_total": p.epochs_total, "plan": dataclasses.asdict(p),
             "final": result.final, "history": result.history, "wall_s": time.perf_counter() - self.tic,
             "execution": self.cfg.execution, "models_in_lockstep": batched, "provenance": provenance(self.dev),
@@ -223,9 +213,8 @@ def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.devi
 
 def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, device: str | torch.device = "auto",
                  progress: bool = True, data: data_mod.Data | None = None, lockstep: bool = True) -> list[Run]:
-    """Run several configs that differ only in their seed, one after the other or in lockstep.
-    Each seed is stored as its own run and resumes on its own. The runs a protocol builds on
-    (its source run, the dense run its level 0 reuses) are run first."""
+    """Run configs that differ only in their seed, sequentially or in lockstep, each stored as its own run;
+    the runs a protocol builds on (its source run, the dense run its level 0 reuses) are run first."""
     execution = "lockstep" if lockstep else "sequential"
     cfgs = [c.replace(execution=execution) for c in cfgs]
     stores = [Run(c, root) for c in cfgs]
@@ -302,9 +291,8 @@ class Experiment:
 
 def choose_execution(cfgs: Sequence[RunConfig], root: str | Path | None, dev: torch.device,
                      lockstep: bool | str) -> bool:
-    """``lockstep`` resolved: ``auto`` continues whichever mode the store already holds these
-    runs in (so nothing is recomputed for a mode change) and otherwise uses lockstep on a GPU
-    with several seeds, one after the other on the CPU (where vectorizing gains little)."""
+    """``lockstep`` resolved: ``auto`` continues the mode the store already holds these runs in, else lockstep
+    on a GPU with several seeds, sequential on the CPU (where vectorizing gains little)."""
     if isinstance(lockstep, bool):
         return lockstep
     if lockstep != "auto":
@@ -318,10 +306,8 @@ def choose_execution(cfgs: Sequence[RunConfig], root: str | Path | None, dev: to
 def run_seeds(params: Mapping[str, Any] | RunConfig, seeds: Sequence[int] | None = None, *,
               protocol: str | None = None, root: str | Path | None = None, device: str | torch.device = "auto",
               progress: bool = True, lockstep: bool | str = "auto") -> Experiment:
-    """Run a config (a :class:`RunConfig` or plain nested data such as a parameter file) for
-    every seed, reusing whatever the store already holds. The config is validated for all
-    seeds before any training starts, and the dataset is loaded once for all of them.
-    ``lockstep``: True, False or ``auto`` (:func:`choose_execution`)."""
+    """Run a config (a :class:`RunConfig` or nested data such as a parameter file) for every seed, reusing what
+    the store holds; every seed is validated before training. ``lockstep``: :func:`choose_execution`."""
     base = params.to_dict() if isinstance(params, RunConfig) else copy.deepcopy(dict(params))
     if protocol is not None:
         base["protocol"] = protocol

@@ -93,9 +93,7 @@ def snip_scores(model: nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor) 
     """SNIP's saliency |dL/dw ⊙ w| (Lee et al. 2019) on the batch (x, y), computed on a copy of the model
     so its BatchNorm statistics are untouched."""
     import copy
-
     import torch.nn.functional as F
-
     probe = copy.deepcopy(model).train()
     params = dict(probe.named_parameters())
     loss = F.cross_entropy(probe(x), y)

@@ -1,17 +1,8 @@
 """One training run: SGD with momentum and weight decay under a learning-rate schedule.
 
-There is one training loop (:func:`fit`), one batch iterator (:func:`batches`), one update
-(:func:`masked_sgd`) and one history record (:func:`record`). The loop trains K models at
-once: K = 1 is :func:`train` (a plain ``nn.Module``, :class:`Single`), K > 1 is lockstep
-training (:class:`pgcore.batched.Ensemble`, the K models as one vectorized model).
-
-The hot loop is plain: index a shuffled batch out of the on-device dataset, augment it
-as a whole, step, and keep pruned weights at exactly zero (their gradients are masked,
-so momentum and weight decay never move them, and they are re-zeroed after the step).
-The loop waits for the device once per epoch, to check that the loss is finite: a
-diverged run stops with :class:`DivergedError` before anything of it is stored. On a GPU,
-image models use channels_last; ``train.precision=bf16`` runs forward and backward under
-bfloat16 autocast and ``train.compile`` uses torch.compile.
+One loop (:func:`fit`) trains K models: K = 1 is :func:`train`, K > 1 lockstep (:mod:`pgcore.batched`). Pruned
+weights stay exactly zero (masked gradients, re-zeroed after each step). The loop waits for the device once per
+epoch, to stop a diverged run (:class:`DivergedError`) before anything of it is stored.
 """
 
 from __future__ import annotations
@@ -78,11 +69,8 @@ def _stats(loss: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
 
 
 def evaluate(model: nn.Module, data: Data) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
-    """Loss and accuracy on every metric source, and the per-example training losses.
-
-    Training examples are scored against the labels they were trained with, so
-    ``train_noisy`` accuracy is memorization of the noisy labels.
-    """
+    """Loss and accuracy on every metric source, and the per-example training losses; training examples are
+    scored against the labels they were trained with, so ``train_noisy`` accuracy is memorization."""
     tr_loss, tr_correct = per_example(model, data.x_train, data.y_train)
     clean = ~data.noisy
     metrics = {
@@ -110,9 +98,8 @@ def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractConte
 
 
 class CompiledOrEager(nn.Module):
-    """``torch.compile(model)`` that falls back to the eager model, with one warning, if
-    compiling or running the compiled graph fails (no compiler, unsupported op). Parameters
-    are the model's own, so masks and the optimizer see no difference."""
+    """``torch.compile(model)`` that falls back to the eager model, with one warning, if compiling or running
+    the compiled graph fails; parameters are the model's own, so masks and the optimizer see no difference."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
@@ -124,7 +111,8 @@ class CompiledOrEager(nn.Module):
             try:
                 return self.compiled(x)
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly", RuntimeWarning)
+                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly",
+                              RuntimeWarning)
                 self.compiled = None
         return self.model(x)
 
@@ -137,10 +125,8 @@ class DivergedError(RuntimeError):
 def masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list[torch.Tensor],
                masks: list[torch.Tensor], masked: tuple[int, ...], lr: torch.Tensor | float,
                momentum: float, weight_decay: float, nesterov: bool) -> None:
-    """``torch.optim.SGD``'s update (dampening 0) on lists of tensors, with the gradients and
-    weights at positions ``masked`` multiplied by ``masks``; ``bufs`` are the momentum buffers
-    (zeros at the start). A plain function of tensors, so one compiled graph serves every level
-    (no guards on object identity); lockstep training applies it to stacked tensors."""
+    """``torch.optim.SGD``'s update (dampening 0), gradients and weights at ``masked`` multiplied by ``masks``.
+    A pure function of tensors, so one compiled graph serves every level and lockstep's stacked tensors."""
     if masked:
         torch._foreach_mul_([grads[i] for i in masked], masks)
     if weight_decay:
@@ -155,12 +141,8 @@ def masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list
 
 
 class MaskedStep:
-    """The update after ``backward``: :func:`masked_sgd` on a list of parameters (a model's, or
-    the stacked parameters of K models), eager or, with ``train.compile``, as one
-    ``torch.compile``d function whose graph every later level reuses. The learning rate lives
-    in a device tensor that :meth:`set_lr` fills in place, so the schedule changes it without
-    recompiling or syncing. If compiling or running the compiled graph fails, it warns once and
-    runs the same function eagerly."""
+    """:func:`masked_sgd` on a list of parameters, eager or compiled (falling back to eager with a warning);
+    compiled, the learning rate is a device tensor filled in place, so the schedule never recompiles or syncs."""
 
     def __init__(self, model_or_params: nn.Module | Sequence[torch.Tensor], cfg: TrainConfig,
                  mask: Mask | Sequence[tuple[int, torch.Tensor]] | None = None):
@@ -174,7 +156,8 @@ class MaskedStep:
         self.masks = [m.to(device=self.params[i].device, dtype=self.params[i].dtype) for i, m in pairs]
         self.cfg = cfg
         self.bufs = [torch.zeros_like(p) for p in self.params]
-        self.lr: torch.Tensor | float = torch.tensor(float(cfg.lr), device=self.params[0].device) if cfg.compile else cfg.lr
+        self.lr: torch.Tensor | float = (torch.tensor(float(cfg.lr), device=self.params[0].device) if cfg.compile
+                                         else cfg.lr)
         self.update: Callable = torch.compile(masked_sgd) if cfg.compile else masked_sgd
 
     def set_lr(self, lr: float) -> None:
@@ -242,9 +225,8 @@ class Single:
 def batches(data: Data, cfg: TrainConfig, epoch: int, orders: Sequence[torch.Generator],
             augments: Sequence[torch.Generator], constant_lr: float | None = None
             ) -> Iterator[tuple[float, torch.Tensor, torch.Tensor]]:
-    """One epoch of (lr, x, y) for K models, x and y of shape (K, batch, ...): each model's
-    shuffle from its own ``orders`` generator and its crops and flips from its own ``augments``
-    generator, all drawn on the CPU at the start of the epoch and copied to the device once."""
+    """One epoch of (lr, x, y) for K models, x and y of shape (K, batch, ...), each model shuffled and augmented
+    by its own generators, drawn on the CPU at the start of the epoch and copied to the device once."""
     device, n, b = data.x_train.device, len(data.y_train), cfg.batch_size
     steps = math.ceil(n / b)
     order = torch.stack([torch.randperm(n, generator=g) for g in orders]).to(device)
@@ -277,12 +259,11 @@ def _check_finite(losses: torch.Tensor, models: Sequence[nn.Module], epoch: int,
 
 def fit(learner: Learner, data: Data, cfg: TrainConfig, *, seeds: Sequence[int], stream: int = 0,
         start_epoch: int = 0, constant_lr: float | None = None,
-        on_epoch_end: Callable[[int, int, nn.Module], None] | None = None,
-        progress: bool = True, desc: str = "train") -> list[TrainResult]:
-    """Train the learner's K models from ``start_epoch`` to ``cfg.epochs`` of the schedule, model k
-    with the random streams of ``seeds[k]`` at level ``stream``. ``constant_lr`` replaces the
-    schedule (fine-tuning). ``on_epoch_end(k, epoch, model)`` is called before training and after
-    each epoch with the number of epochs completed. The last epoch is always evaluated."""
+        on_epoch_end: Callable[[int, int, nn.Module], None] | None = None, progress: bool = True,
+        desc: str = "train") -> list[TrainResult]:
+    """Train K models from ``start_epoch`` to ``cfg.epochs``, model k with the streams of ``seeds[k]`` at level
+    ``stream``; ``constant_lr`` replaces the schedule (fine-tuning). ``on_epoch_end(k, epochs_done, model)``
+    runs before training and after each epoch; the last epoch is always evaluated."""
     models, K = learner.models, len(learner.models)
     if len(seeds) != K:
         raise ValueError(f"one seed per model: {K} models, {len(seeds)} seeds")
