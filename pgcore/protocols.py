@@ -1,9 +1,6 @@
-"""Carrying out protocols: each level of each seed is a :class:`pgcore.plans.LevelPlan` turned into a model,
-a mask and a training call, seeds one after the other (``sequential``) or as one vectorized model (``lockstep``).
-
-Every level is stored as soon as it finishes, so a rerun resumes with the same numbers; each run trains under
-its own lock, so two processes that reach the same run never both train it.
-"""
+"""Carrying out protocols: each level of each seed is a :class:`pgcore.plans.LevelPlan` turned into a model, a
+mask and a training call. Levels are stored as they finish, so a rerun resumes with the same numbers; each run
+trains under its own lock, so two processes that reach the same run never both train it."""
 
 from __future__ import annotations
 
@@ -42,8 +39,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def deterministic_kernels(dev: torch.device) -> None:
-    """Same config and seed give the same numbers on the same machine: on CUDA, deterministic
-    algorithms only (cuDNN without autotuning, cuBLAS with a fixed workspace)."""
+    """On CUDA, deterministic algorithms only: the same config and seed give the same numbers on one machine."""
     if dev.type == "cuda":
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.backends.cudnn.benchmark = False
@@ -97,8 +93,7 @@ def scores(kind: str, model: torch.nn.Module, mask: pruning.Mask, cfg: RunConfig
 
 
 class _Seed:
-    """One seed's run, level by level: :meth:`start` sets a level up from its plan, training happens outside
-    (alone or in lockstep), :meth:`finish` stores it."""
+    """One seed's run, level by level: :meth:`start` sets a level up, it trains outside, :meth:`finish` stores it."""
 
     def __init__(self, cfg: RunConfig, store: Run, dev: torch.device, data: data_mod.Data, source: Run | None):
         self.cfg, self.store, self.dev, self.data, self.source = cfg, store, dev, data, source

@@ -1,8 +1,5 @@
-"""Masks and unstructured pruning: magnitude, random or SNIP scores, global or layerwise.
-
-A mask maps a prunable weight's name (conv and linear weights; biases and BatchNorm stay dense, as in OpenLTH)
-to a bool tensor. Pruning removes a fraction of the survivors, so level k at rate r has sparsity 1 - (1 - r)^k.
-"""
+"""Masks (prunable weight name -> bool tensor) and unstructured pruning: magnitude, random or SNIP scores, global or
+layerwise. Pruning removes a fraction of the survivors, so level k at rate r has sparsity 1 - (1 - r)^k."""
 
 from __future__ import annotations
 
@@ -90,8 +87,7 @@ def layer_sparsity(mask: Mask) -> dict[str, float]:
 
 
 def snip_scores(model: nn.Module, mask: Mask, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
-    """SNIP's saliency |dL/dw ⊙ w| (Lee et al. 2019) on the batch (x, y), computed on a copy of the model
-    so its BatchNorm statistics are untouched."""
+    """SNIP's saliency |dL/dw ⊙ w| (Lee et al. 2019) on (x, y), on a copy so BatchNorm statistics stay untouched."""
     import copy
     import torch.nn.functional as F
     probe = copy.deepcopy(model).train()

@@ -1,9 +1,6 @@
-"""Every random number in pgcore comes from one function and a named stream.
-
-:func:`derive` hashes (stream, seed, index) into a 63-bit seed, so two purposes never share a random stream.
-Streams: ``init`` and ``reinit`` (initial weights), ``order`` (shuffles), ``augment``, ``prune`` (random scores),
-``saliency`` (SNIP's batch), ``subset`` (TIE), ``noise`` (noisy labels), ``split`` (validation and offline splits).
-"""
+"""Every random number comes from one function, :func:`derive`, hashing (stream, seed, index) into a 63-bit seed,
+so two purposes never share a random stream. :data:`STREAMS`: ``init``/``reinit`` (weights), ``order`` (shuffles),
+``augment``, ``prune`` (random scores), ``saliency`` (SNIP), ``subset`` (TIE), ``noise`` (labels), ``split``."""
 
 from __future__ import annotations
 

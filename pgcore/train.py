@@ -1,9 +1,6 @@
-"""One training run: SGD with momentum and weight decay under a learning-rate schedule.
-
-One loop (:func:`fit`) trains K models: K = 1 is :func:`train`, K > 1 lockstep (:mod:`pgcore.batched`). Pruned
-weights stay exactly zero (masked gradients, re-zeroed after each step). The loop waits for the device once per
-epoch, to stop a diverged run (:class:`DivergedError`) before anything of it is stored.
-"""
+"""One training loop (:func:`fit`) for K models (K = 1: :func:`train`; K > 1: :mod:`pgcore.batched`): SGD with
+momentum and weight decay under a schedule. Pruned weights stay exactly zero; the loop syncs with the device once
+per epoch, to stop a diverged run (:class:`DivergedError`) before anything of it is stored."""
 
 from __future__ import annotations
 
