@@ -499,6 +499,11 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+# Training examples before the validation split; MNIST-1D keeps 80% of num_samples for training.
+TRAIN_SIZES = {"mnist5k": 4_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}
+MIN_EXAMPLES_PER_CLASS = 10
+
+
 def _at_least(where: str, value: Any, least: int) -> None:
     kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
     _check(_is_int(value) and value >= least, f"{where} must be {kind}, got {value!r}")
@@ -551,25 +556,14 @@ def validate(cfg: RunConfig) -> None:
     for kind in p.prunable:
         _choice(kind, ("conv", "linear"), "prune.prunable kind")
     _check(len(p.prunable) > 0, "prune.prunable must name at least one module kind (conv, linear)")
-    _check_training_set_size(d)
-
-
-# Training examples before the validation split; MNIST-1D keeps 80% of num_samples for training.
-TRAIN_SIZES = {"mnist5k": 4_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}
-MIN_EXAMPLES_PER_CLASS = 10
-
-
-def _check_training_set_size(d: DataConfig) -> None:
-    total = int(d.num_samples * 0.8) if d.name == "mnist1d" else TRAIN_SIZES.get(d.name)
-    if total is None:
-        return
-    n_val = int(round(d.val_fraction * total))
-    left = total - n_val - len(d.exclude)
-    classes = 100 if d.name == "cifar100" else 10
-    _check(left >= MIN_EXAMPLES_PER_CLASS * classes,
-           f"only {left} training examples are left ({total} minus {n_val} for data.val_fraction={d.val_fraction} "
-           f"and {len(d.exclude)} in data.exclude); at least {MIN_EXAMPLES_PER_CLASS * classes} "
-           f"({MIN_EXAMPLES_PER_CLASS} per class) are needed for a meaningful run")
+    total = int(d.num_samples * 0.8) if d.name == "mnist1d" else TRAIN_SIZES.get(d.name)  # None: the user's own
+    if total is not None:  # enough training examples left after the validation split and exclusions
+        n_val = int(round(d.val_fraction * total))
+        left = total - n_val - len(d.exclude)
+        least = MIN_EXAMPLES_PER_CLASS * (100 if d.name == "cifar100" else 10)
+        _check(left >= least, f"only {left} training examples are left ({total} minus {n_val} for data.val_fraction="
+                              f"{d.val_fraction} and {len(d.exclude)} in data.exclude); at least {least} "
+                              f"({MIN_EXAMPLES_PER_CLASS} per class) are needed for a meaningful run")
 
 
 OVERRIDES = "overrides"  # the notebook parameter holding dotted overrides
