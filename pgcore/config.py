@@ -1,12 +1,9 @@
-"""Experiment configuration: frozen dataclasses, validation, and the config hash.
-
-A run is fully described by a :class:`RunConfig`. Its hash (of every field that can
-change a number, see :meth:`RunConfig.science_dict`) names the run's directory in the
-store, so a finished run is found and reused and an interrupted one resumes.
-"""
+"""Experiment configuration: frozen dataclasses, validation, and the hash that names a run's
+directory in the store (so a finished run is reused and an interrupted one resumes)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
@@ -22,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import yaml
 
@@ -30,10 +27,9 @@ DATASETS = ("mnist1d", "mnist5k", "mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn1d", "lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
 EXECUTIONS = ("sequential", "lockstep")
 
-# Every protocol (what each does at a level: pgcore.plans): the protocol whose run it builds
-# on, whether it has pruning levels, the pruning settings that enter its hash, and the pruning
-# methods it accepts. The number of levels never enters a hash: level k does not depend on how
-# many follow, so a run grows.
+# Every protocol (what each does at a level: pgcore.plans): the protocol whose run it builds on, whether it has
+# pruning levels, the pruning settings that enter its hash, and the pruning methods it accepts. The number of levels
+# never enters a hash: level k does not depend on how many follow, so a run grows.
 _PRUNE = ("rate", "method", "scope", "retrain", "rewind_epoch", "prunable", "ignore")
 _MASK = ("rate", "method", "scope", "prunable", "ignore")
 PROTOCOLS: dict[str, dict[str, Any]] = {
@@ -55,11 +51,10 @@ DENSE_BY_DEFAULT: dict[str, tuple[str, ...]] = {
     "vgg16": ("fc.weight",),
 }
 
-# A researcher's own model or dataset is named by import path, ``"mypkg.nets:WideLeNet"``:
-# a model is called as ``f(input_shape, num_classes, **width/depth if set)`` and returns an
-# nn.Module; a dataset is called as ``f(data_seed)`` and returns (x_train, y_train, x_test,
-# y_test) tensors (float inputs, int64 labels 0..C-1). The run's hash covers the path and the
-# digest of its module's source, as it covers pgcore's own numerics through the store.
+# A researcher's own model or dataset is named by import path, ``"mypkg.nets:WideLeNet"``: a model is called as
+# ``f(input_shape, num_classes, **width/depth if set)`` and returns an nn.Module; a dataset is called as
+# ``f(data_seed)`` and returns (x_train, y_train, x_test, y_test) tensors (float inputs, int64 labels 0..C-1).
+# The run's hash covers the path and the digest of its module's source.
 _IMPORT_PATH = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
 
 
@@ -83,15 +78,14 @@ def import_path(name: str) -> Any:
 
 
 def source_digest(name: str) -> str:
-    """12 hex digits of the source of the module ``name`` names and of the module its object is
-    defined in (any edit to either changes it)."""
+    """12 hex digits of the source of ``name``'s module and of the module its object is defined in."""
     modules = {importlib.import_module(name.split(":")[0]), inspect.getmodule(import_path(name))}
     sources = sorted(inspect.getsource(m) for m in modules if m is not None)
     return hashlib.sha256("\0".join(sources).encode()).hexdigest()[:12]
 
 
-# Bump when a change to the engine makes old cached results incomparable. (Code that computes
-# numbers is also fingerprinted with every run: pgcore.provenance.numerics_digest.)
+# Bump when a change to the engine makes old cached results incomparable (the code that computes numbers is
+# fingerprinted with every run too: pgcore.provenance.numerics_digest).
 HASH_VERSION = 2
 
 
@@ -169,22 +163,18 @@ class RunConfig:
         return _plain(dataclasses.asdict(self))
 
     def science_dict(self) -> dict[str, Any]:
-        """The fields that can change a result: paths and download switches are left out,
-        and so are pruning settings a protocol never reads."""
+        """The fields that can change a result (not paths, nor pruning settings the protocol never reads)."""
         d = self.to_dict()
         d["data"].pop("data_dir")
         d["data"].pop("download")
         # Settings absent when at their default, so hashes from before they existed still hold.
-        if not d["data"]["exclude"]:
-            d["data"].pop("exclude")
-        if d["train"]["precision"] == "fp32":
-            d["train"].pop("precision")
-        if not d["train"]["compile"]:
-            d["train"].pop("compile")
+        for section, key, default in (("data", "exclude", []), ("train", "precision", "fp32"),
+                                      ("train", "compile", False)):
+            if d[section][key] == default:
+                d[section].pop(key)
         if self.execution == "sequential":
             d.pop("execution")
-        # Only the pruning settings the protocol reads (never the number of levels: level k
-        # does not depend on how many follow, so a run can be extended).
+        # Only the pruning settings the protocol reads (never the number of levels).
         d["prune"] = {k: v for k, v in d["prune"].items() if k in PROTOCOLS[self.protocol]["prune"]}
         if not d["prune"]:
             d.pop("prune")
@@ -195,8 +185,7 @@ class RunConfig:
         return d
 
     def hash(self) -> str:
-        """Stable 12-hex-digit hash of :meth:`science_dict` without the seed: the seeds of
-        one experiment share it and live side by side (``<protocol>-<hash>/seed<k>``)."""
+        """12 hex digits of :meth:`science_dict` without the seed: an experiment's seeds share it."""
         d = self.science_dict()
         d.pop("seed")
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
@@ -225,9 +214,7 @@ def _unknown(key: str, known: list[str], where: str) -> ConfigError:
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """``value`` as the field type ``tp``. YAML reads ``1e-3`` and ``"0.1"`` as strings, so a
-    string that spells a number is accepted for a numeric field; a value of another type
-    (``lr: true``, ``epochs: ten``) is an error."""
+    """``value`` as field type ``tp``; a number may be given as a string (YAML reads ``1e-3`` as one)."""
     if typing.get_origin(tp) in (typing.Union, types.UnionType):
         if value is None and type(None) in typing.get_args(tp):
             return None
@@ -236,13 +223,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list, got {value!r}")
         return tuple(_coerce(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
+    if tp in (bool, str):
+        if not isinstance(value, tp):
+            raise ConfigError(f"{where} must be {'true or false' if tp is bool else 'a string'}, got {value!r}")
         return value
     number = _number(value)
     if tp is float and number is not None:
@@ -256,60 +239,40 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
 
 def _number(value: Any) -> int | float | None:
     """An int or float given as such or as a string (``"5e-4"``); None for anything else."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return value
     if isinstance(value, str):
-        try:
-            return int(value.strip())
-        except ValueError:
-            try:
-                return float(value.strip())
-            except ValueError:
-                return None
+        for parse in (int, float):
+            with contextlib.suppress(ValueError):
+                return parse(value)  # both ignore surrounding whitespace
     return None
 
 
-def _section(cls: type, values: Mapping[str, Any] | None, where: str) -> Any:
-    if values is None:
-        values = {}
-    if not isinstance(values, Mapping):
-        raise ConfigError(f"section '{where}' must be a mapping of keys to values, e.g. "
-                          f"'{where}: {{...}}', got {values!r}")
-    known = {f.name: f for f in fields(cls)}
-    types_ = typing.get_type_hints(cls)
+def _fields(cls: type, values: Mapping[str, Any], where: str, keys_of: str | None = None) -> dict[str, Any]:
+    """``values`` coerced to the types of ``cls``'s fields; an unknown key names ``keys_of`` (or ``where``)."""
+    hints = typing.get_type_hints(cls)
     for key in values:
-        if key not in known:
-            raise _unknown(key, list(known), where)
-    return cls(**{key: _coerce(v, types_[key], f"{where}.{key}") for key, v in values.items()})
+        if key not in hints:
+            raise _unknown(str(key), list(hints), keys_of or where)
+    return {key: _coerce(v, hints[key], f"{where}.{key}") for key, v in values.items()}
 
 
-# Keys of a parameter file that are not part of one run's config.
-EXPERIMENT_KEYS = ("seeds", "profile", "store_dir", "figures_dir", "device", "progress", "lockstep", "cluster",
-                   "variants", "noise_fractions", "noise_levels", "stretched_levels", "pai_methods",
-                   "tie_fraction", "tie_levels", "recipes")
 # What a study assumes for an experiment key its parameter file leaves out (noise_levels: prune.levels).
 STUDY_DEFAULTS = {"profile": "smoke", "progress": True, "lockstep": "auto", "device": "auto", "variants": None,
                   "noise_fractions": [], "noise_levels": None, "stretched_levels": None, "pai_methods": [],
                   "tie_fraction": 0.1, "tie_levels": "all", "recipes": None}
-
-
-# -- the study-level keys of a parameter file ----------------------------------------------------
 PAI_METHODS = ("snip", "magnitude", "random")
 CLUSTER_KEYS = {"partition": str, "account": str, "walltime": str, "cores": int, "memory": str, "gpus": int,
                 "jobs": int}
-_PROFILE = re.compile(r"[A-Za-z0-9_.-]+")
-_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
-_NULLABLE = ("variants", "recipes", "stretched_levels", "noise_levels", "device", "cluster", "store_dir", "figures_dir")  # null: not used
-_PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", "recipes", "cluster")  # papermill: strings
+_NULLABLE = ("variants", "recipes", "stretched_levels", "noise_levels", "device", "cluster", "store_dir",
+             "figures_dir")  # null: not used
+# papermill passes these as strings
+_PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", "recipes", "cluster")
 
 
 def check_study(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every study-level key of a parameter file (:data:`EXPERIMENT_KEYS`), one
-    :class:`ConfigError` line for the first bad one, before any work starts. Returns a copy of
-    ``params`` in which a list or mapping given as a string (papermill's ``-p seeds '[0]'``)
-    is parsed."""
+    """Check every study-level key of a parameter file (:data:`EXPERIMENT_KEYS`) before any work starts.
+    Returns a copy of ``params`` with a list or mapping given as a string (``-p seeds '[0]'``) parsed."""
     out = dict(params)
     for key in _PARSED:
         if isinstance(out.get(key), str) and out[key] != "all":
@@ -328,6 +291,11 @@ def _fraction(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1
 
 
+def _rule(test: Callable[[Any], bool], msg: str) -> Callable[[Any, Mapping], None]:
+    """A check that ``test(value)`` holds; ``msg`` names the value given as ``{v!r}``."""
+    return lambda v, _: _check(test(v), msg.format(v=v))
+
+
 def _check_seeds(v: Any, _: Mapping) -> None:
     _check(isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_nonneg_int, v)),
            f"seeds must be a non-empty list of non-negative integers, e.g. seeds: [0, 1], got {v!r}")
@@ -336,35 +304,15 @@ def _check_seeds(v: Any, _: Mapping) -> None:
                       f"list it once")
 
 
-def _check_noise_fractions(v: Any, _: Mapping) -> None:
-    _check(isinstance(v, (list, tuple)) and all(map(_fraction, v)),
-           f"noise_fractions must be a list of label-noise fractions in (0, 1), e.g. [0.1, 0.2] (the clean run "
-           f"is always included), got {v!r}")
-
-
-def _count(name: str) -> Any:
-    return lambda v, _: _check(_nonneg_int(v), f"{name} must be an integer >= 0, got {v!r}")
-
-
-def _section_changes(key: str, cls: type, section: str, example: str) -> Any:
+def _section_changes(key: str, cls: type, section: str, example: str) -> Callable[[Any, Mapping], None]:
     """A check of ``key``: a mapping of names to changes of ``section``'s settings (``cls``)."""
     def check(v: Any, _: Mapping) -> None:
         _check(isinstance(v, Mapping), f"{key} must map a name to {section}.* settings, {example}; got {v!r}")
-        hints = typing.get_type_hints(cls)
         for name, changes in v.items():
             _check(isinstance(changes, Mapping) and len(changes) > 0,
                    f"{key}.{name} must map {section}.* keys to values, {example}; got {changes!r}")
-            for k, value in changes.items():
-                if k not in hints:
-                    raise _unknown(str(k), list(hints), f"{key}.{name} (keys of the {section} section)")
-                _coerce(value, hints[k], f"{key}.{name}.{k}")
+            _fields(cls, changes, f"{key}.{name}", f"{key}.{name} (keys of the {section} section)")
     return check
-
-
-_check_variants = _section_changes("variants", PruneConfig, "prune",
-                                   "e.g. variants: {rewind: {retrain: rewind, rewind_epoch: 2}}")
-_check_recipes = _section_changes("recipes", TrainConfig, "train",
-                                  "e.g. recipes: {paper: {momentum: 0.0, weight_decay: 0.0, schedule: constant}}")
 
 
 def _check_pai_methods(v: Any, _: Mapping) -> None:
@@ -382,31 +330,23 @@ def _check_tie_levels(v: Any, params: Mapping) -> None:
                f"got {v!r}")
 
 
-def _check_profile(v: Any, _: Mapping) -> None:
-    _check(isinstance(v, str) and _PROFILE.fullmatch(v) is not None and v not in (".", ".."),
-           f"profile must be a plain name of letters, digits, '_', '.' and '-' (figures go to figures/<profile>/), "
-           f"got {v!r}")
-
-
 def _check_cluster(v: Any, _: Mapping) -> None:
     _check(isinstance(v, Mapping), f"cluster must be a mapping such as {{partition: gpu, walltime: '04:00:00'}}, "
                                    f"got {v!r}")
     for key, value in v.items():
         if key not in CLUSTER_KEYS:
             raise ConfigError(f"unknown key cluster.{key}; known: {', '.join(CLUSTER_KEYS)}")
-        if value is None:
-            continue
+        least = 0 if key == "gpus" else 1
         if CLUSTER_KEYS[key] is int:
-            least = 0 if key == "gpus" else 1
-            _check(_is_int(value) and value >= least, f"cluster.{key} must be an integer >= {least}, got {value!r}")
-        elif key == "walltime":
-            _check(isinstance(value, str), f"cluster.walltime must be quoted, e.g. '04:00:00' (YAML reads an "
-                                           f"unquoted 04:00:00 as a number), got {value!r}")
+            _check(value is None or (_is_int(value) and value >= least),
+                   f"cluster.{key} must be an integer >= {least}, got {value!r}")
         else:
-            _check(isinstance(value, str), f"cluster.{key} must be a string, got {value!r}")
+            kind = ("quoted, e.g. '04:00:00' (YAML reads an unquoted 04:00:00 as a number)" if key == "walltime"
+                    else "a string")
+            _check(value is None or isinstance(value, str), f"cluster.{key} must be {kind}, got {value!r}")
 
 
-def _check_dir(name: str) -> Any:
+def _check_dir(name: str) -> Callable[[Any, Mapping], None]:
     def check(v: Any, _: Mapping) -> None:
         _check(isinstance(v, (str, Path)) and str(v) != "", f"{name} must be a directory path, got {v!r}")
         _check(not Path(v).exists() or Path(v).is_dir(), f"{name} {v} is a file, not a directory; name a "
@@ -414,42 +354,51 @@ def _check_dir(name: str) -> Any:
     return check
 
 
-def _flag(name: str) -> Any:
-    return lambda v, _: _check(isinstance(v, bool), f"{name} must be true or false, got {v!r}")
-
-
+# Every key of a parameter file that is not part of one run's config, and its check (first failure wins).
 _STUDY_CHECKS = {
     "seeds": _check_seeds,
-    "noise_fractions": _check_noise_fractions,
-    "noise_levels": _count("noise_levels"),
-    "stretched_levels": _count("stretched_levels"),
-    "variants": _check_variants,
-    "recipes": _check_recipes,
+    "noise_fractions": _rule(lambda v: isinstance(v, (list, tuple)) and all(map(_fraction, v)),
+                             "noise_fractions must be a list of label-noise fractions in (0, 1), e.g. [0.1, 0.2] "
+                             "(the clean run is always included), got {v!r}"),
+    "noise_levels": _rule(_nonneg_int, "noise_levels must be an integer >= 0, got {v!r}"),
+    "stretched_levels": _rule(_nonneg_int, "stretched_levels must be an integer >= 0, got {v!r}"),
+    "variants": _section_changes("variants", PruneConfig, "prune",
+                                 "e.g. variants: {rewind: {retrain: rewind, rewind_epoch: 2}}"),
+    "recipes": _section_changes("recipes", TrainConfig, "train",
+                                "e.g. recipes: {paper: {momentum: 0.0, weight_decay: 0.0, schedule: constant}}"),
     "pai_methods": _check_pai_methods,
     "tie_levels": _check_tie_levels,
-    "tie_fraction": lambda v, _: _check(_fraction(v), f"tie_fraction must be a number in (0, 1), e.g. 0.1, got {v!r}"),
-    "lockstep": lambda v, _: _check(isinstance(v, bool) or v == "auto", f"lockstep must be true, false or auto, "
-                                                                         f"got {v!r}"),
-    "progress": _flag("progress"),
-    "device": lambda v, _: _check(isinstance(v, str) and _DEVICE.fullmatch(v) is not None,
-                                  f"unknown device {v!r}; use auto, cpu, cuda or cuda:N"),
-    "profile": _check_profile,
+    "tie_fraction": _rule(_fraction, "tie_fraction must be a number in (0, 1), e.g. 0.1, got {v!r}"),
+    "lockstep": _rule(lambda v: isinstance(v, bool) or v == "auto", "lockstep must be true, false or auto, got {v!r}"),
+    "progress": _rule(lambda v: isinstance(v, bool), "progress must be true or false, got {v!r}"),
+    "device": _rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                    "unknown device {v!r}; use auto, cpu, cuda or cuda:N"),
+    "profile": _rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) is not None
+                     and v not in (".", ".."),
+                     "profile must be a plain name of letters, digits, '_', '.' and '-' (figures go to "
+                     "figures/<profile>/), got {v!r}"),
     "cluster": _check_cluster,
     "store_dir": _check_dir("store_dir"),
     "figures_dir": _check_dir("figures_dir"),
 }
+EXPERIMENT_KEYS = tuple(_STUDY_CHECKS)
 
 
 def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
-    """Build a validated :class:`RunConfig` from nested plain data (a parsed YAML file or
-    papermill parameters). Keys in :data:`EXPERIMENT_KEYS` are ignored here."""
+    """A validated :class:`RunConfig` from nested plain data; :data:`EXPERIMENT_KEYS` are ignored here."""
     if not isinstance(d, Mapping):
         raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
     top = {"protocol", "seed", "execution", *SECTIONS}
     for key in d:
         if key not in top and key not in EXPERIMENT_KEYS:
             raise _unknown(key, sorted(top | set(EXPERIMENT_KEYS)), "the config")
-    kwargs: dict[str, Any] = {name: _section(cls, d.get(name), name) for name, cls in SECTIONS.items()}
+    kwargs: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        values = {} if d.get(name) is None else d[name]
+        if not isinstance(values, Mapping):
+            raise ConfigError(f"section '{name}' must be a mapping of keys to values, e.g. "
+                              f"'{name}: {{...}}', got {values!r}")
+        kwargs[name] = cls(**_fields(cls, values, name))
     kwargs["protocol"] = _coerce(d.get("protocol", "imp"), str, "protocol")
     kwargs["seed"] = _coerce(d.get("seed", 0) if seed is None else seed, int, "seed")
     kwargs["execution"] = _coerce(d.get("execution", "sequential"), str, "execution")
@@ -457,8 +406,7 @@ def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, except that a key given twice in one mapping is an error (PyYAML
-    would keep the last one silently)."""
+    """PyYAML's safe loader, but a key given twice in one mapping is an error, not silently the last."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
         seen: dict[Any, int] = {}
@@ -477,8 +425,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def parse_yaml(text: str, what: str) -> Any:
-    """YAML ``text`` as plain data. An error (a key given twice included) is one
-    :class:`ConfigError` line: ``<what>: <problem> at line L, column C``."""
+    """YAML ``text`` as plain data; an error is one line: ``<what>: <problem> at line L, column C``."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 -- a SafeLoader
     except yaml.YAMLError as e:
@@ -514,29 +461,25 @@ def set_value(d: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like section.key=value, e.g. train.epochs=10")
     key, raw = assignment.split("=", 1)
-    value = parse_yaml(raw, f"cannot parse value in override '{assignment}'")
-    parts = key.strip().split(".")
-    node = d
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
-            raise ConfigError(f"override '{assignment}': '{p}' is not a section")
-    node[parts[-1]] = value
+    _put(d, key.strip(), parse_yaml(raw, f"cannot parse value in override '{assignment}'"), assignment)
 
 
 def override(params: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of nested plain ``params`` with dotted-key ``changes`` applied, e.g.
-    ``override(params, {"data.noisy_fraction": 0.1, "prune.method": "random"})``."""
+    """A deep copy of nested ``params`` with dotted-key ``changes`` applied: ``{"data.noisy_fraction": 0.1}``."""
     out = copy.deepcopy(dict(params))
     for key, value in changes.items():
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{key}': '{part}' is not a section")
-        node[parts[-1]] = copy.deepcopy(value)
+        _put(out, key, copy.deepcopy(value), key)
     return out
+
+
+def _put(d: dict[str, Any], key: str, value: Any, what: str) -> None:
+    """Set dotted ``key`` (``train.epochs``) in nested ``d``, making sections as needed."""
+    *sections, last = key.split(".")
+    for section in sections:
+        d = d.setdefault(section, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"override '{what}': '{section}' is not a section")
+    d[last] = value
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -548,11 +491,22 @@ def _choice(value: str, options: Any, what: str, also: str = "") -> None:
     if value not in options:
         close = difflib.get_close_matches(str(value), list(options), n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
-        raise ConfigError(f"unknown {what} '{value}'.{hint} Choose one of: {', '.join(options)}{', ' + also if also else ''}.")
+        also = f", {also}" if also else ""
+        raise ConfigError(f"unknown {what} '{value}'.{hint} Choose one of: {', '.join(options)}{also}.")
 
 
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
+
+
+# Training examples before the validation split; MNIST-1D keeps 80% of num_samples for training.
+TRAIN_SIZES = {"mnist5k": 4_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}
+MIN_EXAMPLES_PER_CLASS = 10
+
+
+def _at_least(where: str, value: Any, least: int) -> None:
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+    _check(_is_int(value) and value >= least, f"{where} must be {kind}, got {value!r}")
 
 
 def validate(cfg: RunConfig) -> None:
@@ -564,8 +518,8 @@ def validate(cfg: RunConfig) -> None:
             import_path(name)
         else:
             _choice(name, known, what, also="or your own as an import path, e.g. mypkg.nets:WideNet")
-    _check(_is_int(cfg.seed) and cfg.seed >= 0, f"seed must be a non-negative integer, got {cfg.seed!r}")
-    _check(_is_int(d.num_samples) and d.num_samples >= 50, f"data.num_samples must be an integer >= 50, got {d.num_samples!r}")
+    _at_least("seed", cfg.seed, 0)
+    _at_least("data.num_samples", d.num_samples, 50)
     _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
     _check(0.0 <= d.noisy_fraction < 1.0,
            f"data.noisy_fraction must be in [0, 1), got {d.noisy_fraction!r}: noisy labels are measured against "
@@ -575,8 +529,8 @@ def validate(cfg: RunConfig) -> None:
     for name in ("width", "depth"):
         v = getattr(m, name)
         _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")
-    _check(_is_int(t.epochs) and t.epochs >= 1, f"train.epochs must be a positive integer, got {t.epochs!r}")
-    _check(_is_int(t.batch_size) and t.batch_size >= 1, f"train.batch_size must be a positive integer, got {t.batch_size!r}")
+    _at_least("train.epochs", t.epochs, 1)
+    _at_least("train.batch_size", t.batch_size, 1)
     _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a finite positive number, got {t.lr!r}")
     _check(0.0 <= t.momentum < 1.0, f"train.momentum must be in [0, 1), got {t.momentum!r}")
     _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0,
@@ -588,10 +542,12 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= t.warmup_epochs <= t.epochs, f"train.warmup_epochs must be in [0, epochs], got {t.warmup_epochs!r}")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
     _check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
-    _check(_is_int(t.eval_every) and t.eval_every >= 1, f"train.eval_every must be a positive integer, got {t.eval_every!r}")
-    _check(_is_int(p.levels) and p.levels >= 0, f"prune.levels must be a non-negative integer, got {p.levels!r}")
-    _check(0.0 < p.rate < 1.0, f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
-    _choice(p.method, PROTOCOLS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"), f"prune.method for protocol {cfg.protocol}")
+    _at_least("train.eval_every", t.eval_every, 1)
+    _at_least("prune.levels", p.levels, 0)
+    _check(0.0 < p.rate < 1.0,
+           f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
+    _choice(p.method, PROTOCOLS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"),
+            f"prune.method for protocol {cfg.protocol}")
     _choice(cfg.execution, EXECUTIONS, "execution")
     _choice(p.scope, ("global", "layerwise"), "prune.scope")
     _choice(p.retrain, ("lrr", "rewind", "finetune"), "prune.retrain")
@@ -600,42 +556,23 @@ def validate(cfg: RunConfig) -> None:
     for kind in p.prunable:
         _choice(kind, ("conv", "linear"), "prune.prunable kind")
     _check(len(p.prunable) > 0, "prune.prunable must name at least one module kind (conv, linear)")
-    _check_training_set_size(d)
-
-
-# Training examples before the validation split; MNIST-1D keeps 80% of num_samples for training.
-TRAIN_SIZES = {"mnist5k": 4_000, "mnist": 60_000, "cifar10": 50_000, "cifar100": 50_000, "svhn": 73_257}
-MIN_EXAMPLES_PER_CLASS = 10
-
-
-def _check_training_set_size(d: DataConfig) -> None:
-    """Refuse a validation split or exclusion list that leaves too few examples to learn from."""
-    total = int(d.num_samples * 0.8) if d.name == "mnist1d" else TRAIN_SIZES.get(d.name)
-    if total is None:
-        return
-    n_val = int(round(d.val_fraction * total))
-    left = total - n_val - len(d.exclude)
-    classes = 100 if d.name == "cifar100" else 10
-    _check(left >= MIN_EXAMPLES_PER_CLASS * classes,
-           f"only {left} training examples are left ({total} minus {n_val} for data.val_fraction={d.val_fraction} "
-           f"and {len(d.exclude)} in data.exclude); at least {MIN_EXAMPLES_PER_CLASS * classes} "
-           f"({MIN_EXAMPLES_PER_CLASS} per class) are needed for a meaningful run")
+    total = int(d.num_samples * 0.8) if d.name == "mnist1d" else TRAIN_SIZES.get(d.name)  # None: the user's own
+    if total is not None:  # enough training examples left after the validation split and exclusions
+        n_val = int(round(d.val_fraction * total))
+        left = total - n_val - len(d.exclude)
+        least = MIN_EXAMPLES_PER_CLASS * (100 if d.name == "cifar100" else 10)
+        _check(left >= least, f"only {left} training examples are left ({total} minus {n_val} for data.val_fraction="
+                              f"{d.val_fraction} and {len(d.exclude)} in data.exclude); at least {least} "
+                              f"({MIN_EXAMPLES_PER_CLASS} per class) are needed for a meaningful run")
 
 
 OVERRIDES = "overrides"  # the notebook parameter holding dotted overrides
 
 
-def check_notebook_parameters(ns: Mapping[str, Any], known: set[str] | None = None) -> dict[str, Any]:
-    """A notebook's parameters, checked, with their dotted overrides applied.
-
-    papermill injects each ``-p name value`` as a global variable, so a name the notebook
-    does not read (``-p epochs 3``) would be silently ignored: it is an error here. One
-    setting inside a section is changed through the ``overrides`` parameter, a mapping of
-    dotted keys to values: ``papermill -p overrides '{"train.epochs": 3}'`` or
-    ``-y 'overrides: {train.epochs: 3}'``. ``ns`` holds the injected names (the globals the
-    parameters cells defined); ``known`` defaults to every key a parameter file may hold.
-    """
-    known = set(known) if known is not None else {"protocol", "seed", "lockstep", *SECTIONS, *EXPERIMENT_KEYS}
+def check_notebook_parameters(ns: Mapping[str, Any]) -> dict[str, Any]:
+    """A notebook's parameters ``ns`` (papermill's globals), with their dotted ``overrides`` applied.
+    An unknown name (``-p epochs 3``) is an error, as papermill would silently ignore it."""
+    known = {"protocol", "seed", *SECTIONS, *EXPERIMENT_KEYS}
     unknown = sorted(k for k in ns if k not in known and k != OVERRIDES)
     if unknown:
         name = unknown[0]
