@@ -21,7 +21,8 @@ import time
 import traceback
 import uuid
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -168,25 +169,20 @@ def _scheduler_dashboard(address: str | None) -> dict[str, Any]:
     return {"dashboard": address is not None, "dashboard_address": "127.0.0.1:0" if address is None else address}
 
 
-@contextlib.contextmanager
-def _taken_port_quiet() -> Iterator[None]:
-    """No raw 'Port 8787 is already in use' warning while a cluster starts: :func:`_dashboard_link` says it."""
+def _start(make: Callable[[], Any], dashboard: str | None) -> tuple[Any, str | None]:
+    """A client of a cluster started here, and its dashboard's link noting a port that was taken
+    (instead of distributed's raw 'Port 8787 is already in use' warning)."""
+    from distributed import Client
+
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
-        yield
-
-
-def _dashboard_link(client: Any, address: str | None) -> str | None:
-    """Where the dashboard of a cluster started here listens, noting a port that was taken."""
-    if address is None:
-        return None
-    host, asked = address.rsplit(":", 1)
+        client = Client(make())
+    if dashboard is None:
+        return client, None
+    host, asked = dashboard.rsplit(":", 1)
     port = client.scheduler_info().get("services", {}).get("dashboard")
-    if host in ("", "0.0.0.0", "[::]") or port is None:
-        link = client.dashboard_link
-    else:
-        link = f"http://{host}:{port}/status"
-    return link if int(asked) in (0, port) else f"{link} (port {asked} was in use)"
+    link = client.dashboard_link if host in ("", "0.0.0.0", "[::]") or port is None else f"http://{host}:{port}/status"
+    return client, link if int(asked) in (0, port) else f"{link} (port {asked} was in use)"
 
 
 def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD, threads: int | None = None) -> Cluster:
@@ -194,27 +190,24 @@ def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD,
     (``workers``: fewer), each running one task at a time with cores / workers torch threads
     (``threads``: another number). Results do not depend on the count: a run on a CPU uses
     :data:`pgcore.protocols.CPU_THREADS`."""
-    from distributed import Client, LocalCluster, Nanny, Scheduler, SpecCluster
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
     gpus = visible_gpus()
     options = _scheduler_dashboard(dashboard)
-    with _taken_port_quiet():
-        if gpus:
-            gpus = gpus[:workers] if workers else gpus
-            threads = threads or max(1, CPU_COUNT // len(gpus))
-            specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
-                     for d in gpus}
-            cluster = SpecCluster(workers=specs, scheduler={"cls": Scheduler, "options": options},
-                                  silence_logs=logging.ERROR, name="pgcore")
-            n = len(gpus)
-        else:
-            n = workers or CPU_COUNT
-            threads = threads or max(1, CPU_COUNT // n)
-            cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                   dashboard_address=options["dashboard_address"], scheduler_kwargs=options,
-                                   silence_logs=logging.ERROR)
-        client = Client(cluster)
-    return Cluster(client, "local", n, threads, bool(gpus), _dashboard_link(client, dashboard))
+    if gpus:
+        gpus = gpus[:workers] if workers else gpus
+        n = len(gpus)
+        specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
+                 for d in gpus}
+        make = partial(SpecCluster, workers=specs, scheduler={"cls": Scheduler, "options": options},
+                       silence_logs=logging.ERROR, name="pgcore")
+    else:
+        n = workers or CPU_COUNT
+        make = partial(LocalCluster, n_workers=n, threads_per_worker=1, processes=True,
+                       dashboard_address=options["dashboard_address"], scheduler_kwargs=options,
+                       silence_logs=logging.ERROR)
+    client, link = _start(make, dashboard)
+    return Cluster(client, "local", n, threads or max(1, CPU_COUNT // n), bool(gpus), link)
 
 
 def slurm_options(params: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
@@ -253,23 +246,19 @@ def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str | None = D
         raise ConfigError("--cluster slurm needs SLURM's sbatch on the PATH (none found); run on a login node, or "
                           "use --cluster local or a scheduler address")
     from dask_jobqueue import SLURMCluster
-    from distributed import Client
 
     life, stagger = lifetime(opts["walltime"])
     logs = root / "slurm-logs"
     logs.mkdir(parents=True, exist_ok=True)
-    with _taken_port_quiet():
-        cluster = SLURMCluster(
-            queue=opts["partition"], account=opts["account"], cores=1, job_cpu=int(opts["cores"]), processes=1,
-            memory=str(opts["memory"]), walltime=str(opts["walltime"]), python=sys.executable,
-            job_extra_directives=["--gres=gpu:1"] if int(opts["gpus"]) else [], log_directory=str(logs),
-            job_name="pgcore", job_script_prologue=[f"export PGCORE_STORE={root}", f"cd {Path.cwd()}"],
-            worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
-            scheduler_options=_scheduler_dashboard(dashboard))
-        client = Client(cluster)
-    cluster.adapt(minimum_jobs=1, maximum_jobs=int(opts["jobs"]))
-    return Cluster(client, "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])),
-                   _dashboard_link(client, dashboard))
+    client, link = _start(partial(
+        SLURMCluster, queue=opts["partition"], account=opts["account"], cores=1, job_cpu=int(opts["cores"]),
+        processes=1, memory=str(opts["memory"]), walltime=str(opts["walltime"]), python=sys.executable,
+        job_extra_directives=["--gres=gpu:1"] if int(opts["gpus"]) else [], log_directory=str(logs),
+        job_name="pgcore", job_script_prologue=[f"export PGCORE_STORE={root}", f"cd {Path.cwd()}"],
+        worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
+        scheduler_options=_scheduler_dashboard(dashboard)), dashboard)
+    client.cluster.adapt(minimum_jobs=1, maximum_jobs=int(opts["jobs"]))
+    return Cluster(client, "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])), link)
 
 
 def scheduler_cluster(address: str) -> Cluster:

@@ -192,7 +192,10 @@ class Study:
             if fig == "fig9":
                 wanted.append(_need("imp", fig))
                 wanted += [_need("imp", fig, dict(self.recipe_changes(name))) for name in (p.get("recipes") or {})]
-        return _merge(wanted)
+        merged: dict[Need, tuple[str, ...]] = {}
+        for n in wanted:
+            merged[n] = merged.get(n, ()) + n.figures
+        return [Need(n.protocol, n.changes, tuple(dict.fromkeys(f))) for n, f in merged.items()]
 
     def runs(self, need: Need, seed: int) -> list[RunConfig]:
         """The run configs behind one need for one seed (a TIE need: its two retrainings, or while
@@ -280,14 +283,6 @@ class Study:
 
 _IPYTHON = {"In", "Out", "exit", "quit", "get_ipython", "display"}
 _SEEN = "_pgcore_parameter_names"
-
-
-def _merge(needs: list[Need]) -> list[Need]:
-    """One entry per distinct need (figures merged), in first-seen order."""
-    figures: dict[Need, tuple[str, ...]] = {}
-    for n in needs:
-        figures[n] = figures.get(n, ()) + n.figures
-    return [Need(n.protocol, n.changes, tuple(dict.fromkeys(f))) for n, f in figures.items()]
 
 
 def depends_on(study: Study, need: Need) -> list[Need]:
