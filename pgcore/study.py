@@ -1,24 +1,12 @@
 """A study: every run the figures of one parameter file need, declared once.
 
-A parameter file (``params/<profile>.yaml``) holds one base config and the experiment keys
-that say what each figure varies around it. :meth:`Study.needs` lists the runs the
-notebooks read, figure by figure, as :class:`Need` records (a protocol and dotted changes to
-the base config); every notebook reads its runs through :meth:`Study.frame`, which trains a
-run only when the store lacks it. So ``pgcore plan`` can show, and an executor (sequential,
-or spread over a cluster) can compute, exactly what the notebooks will then only read.
-
-Experiment keys (all optional):
-
-- ``variants``: other retraining schemes for figure 1, as ``prune.*`` overrides.
-- ``noise_fractions``, ``noise_levels``: label noise for figure 4, and how many pruning
-  levels its runs go to (memorization may only give way near 99.9% sparsity).
-- ``stretched_levels``: levels of the one-stretched-schedule reading of extended training
-  (figure 3); each level k is a fresh run of (k+1) schedules, so this is kept short.
-- ``pai_methods``: pruning-at-initialization controls for figures 5 and 6.
-- ``tie_fraction``, ``tie_levels``: top-improved examples (figure 7): the share removed and
-  the levels (``all`` or a list) whose improvement is measured.
-- ``recipes``: other training recipes for figure 9 (a figure the paper lacks), as ``train.*``
-  overrides: IMP under each, on the same data and seeds, beside the profile's own recipe.
+A parameter file (``params/<profile>.yaml``) holds a base config and experiment keys saying
+what each figure varies around it: ``variants`` (figure 1, ``prune.*``), ``noise_fractions`` and
+``noise_levels`` (figure 4), ``stretched_levels`` (figure 3), ``pai_methods`` (figures 5, 6),
+``tie_fraction`` and ``tie_levels`` (figure 7), ``recipes`` (figure 9, ``train.*``).
+:meth:`Study.needs` lists the runs the notebooks read; they read them through :meth:`Study.frame`,
+which trains only what the store lacks, so ``pgcore plan`` and ``pgcore compute`` know exactly
+what the notebooks will then only read.
 """
 
 from __future__ import annotations
@@ -32,8 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_notebook_parameters, check_study, from_dict, load_yaml,
-                     override)
+from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_notebook_parameters, check_study,
+                     from_dict, load_yaml, override)
 from . import claims, plots
 from .plans import last_level, plan, source_protocol
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
@@ -60,15 +48,14 @@ class Need:
         return f"{self.protocol}({body})" if body else self.protocol
 
 
-def _need(protocol: str, figure: str, **changes: Any) -> Need:
-    return Need(protocol, tuple(sorted((k.replace("__", "."), v) for k, v in changes.items())), (figure,))
+def _need(protocol: str, figure: str, changes: Mapping[str, Any] | None = None) -> Need:
+    return Need(protocol, tuple(sorted((changes or {}).items())), (figure,))
 
 
 @dataclass
 class Study:
-    """The runs one parameter file's figures need. ``study.frame("extended_dense",
-    {"data.noisy_fraction": 0.1})`` runs (or reads from the store) that protocol for every seed
-    and returns its tidy frame. Every notebook builds one from its parameter cell."""
+    """The runs one parameter file's figures need; ``study.frame("imp", {"data.noisy_fraction": 0.1})``
+    trains (or reads) that protocol for every seed and returns its tidy frame."""
 
     params: dict[str, Any]
     seeds: Sequence[int]
@@ -82,9 +69,8 @@ class Study:
 
     @classmethod
     def from_parameters(cls, ns: Mapping[str, Any]) -> "Study":
-        """From a notebook's parameter variables (``data``, ``model``, ``train``, ``prune``,
-        ``seeds`` and the experiment keys; ``overrides`` applies dotted changes). Names that are
-        not parameters (imports, IPython's own) are ignored; a misspelt parameter is an error."""
+        """From a notebook's parameter variables (``overrides``: dotted changes); names that are not
+        parameters (imports, IPython's own) are ignored, a misspelt parameter is an error."""
         seen = ns.get(_SEEN)  # a re-run of the setup cell: only the names the first run took as parameters
         names = {k: v for k, v in ns.items() if (k in seen if seen is not None else
                  not k.startswith("_") and k not in _IPYTHON and not callable(v) and not isinstance(v, type(torch)))}
@@ -98,15 +84,13 @@ class Study:
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any], **kwargs: Any) -> "Study":
-        """From a parameter file's contents (sections and experiment keys), every experiment key
-        checked first (:func:`pgcore.config.check_study`)."""
+        """From a parameter file's contents, every experiment key checked first."""
         params = check_study(params)
         if "seeds" not in params:
             raise ConfigError("the parameters lack seeds, e.g. seeds: [0, 1]; see params/smoke.yaml")
         given = {**STUDY_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-        kw = dict(root=params.get("store_dir"), device=given["device"], progress=bool(given["progress"]),
-                  lockstep=given["lockstep"])
-        kw.update(kwargs)
+        kw = {"root": params.get("store_dir"), "device": given["device"], "progress": bool(given["progress"]),
+              "lockstep": given["lockstep"], **kwargs}
         return cls(params=dict(params), seeds=list(params["seeds"]), **kw)
 
     @classmethod
@@ -131,29 +115,27 @@ class Study:
         return self.run(protocol, changes).frame()
 
     def tie(self, level: int, changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """Figure 7 at one IMP level: dense retraining without the top-improved examples and
-        without a random subset of the same size (see :func:`pgcore.tie.run_tie`)."""
+        """Figure 7 at one IMP level (:func:`pgcore.tie.run_tie`)."""
         imp = self.run("imp", changes)
         return run_tie(imp.runs, level, float(self.params["tie_fraction"]), root=self.root,
                        device=self.device, progress=self.progress)
 
     @property
     def levels(self) -> int:
-        """The pruning levels of the study's runs (``prune.levels``, or its default)."""
+        """``prune.levels`` (or its default)."""
         return self.config("imp").prune.levels
 
     # -- a notebook's figure ---------------------------------------------------------------
     def title(self, what: str, levels: int | None = None) -> str:
         """A figure's title: dataset / model, what it shows, and the profile, seeds and levels it holds."""
-        p = self.params
-        n = self.levels if levels is None else levels
-        return f"{p['data']['name']} / {p['model']['name']}: {what} ({p['profile']}, {len(self.seeds)} seeds, {n} levels)"
+        p, n = self.params, self.levels if levels is None else levels
+        return (f"{p['data']['name']} / {p['model']['name']}: {what} ({p['profile']}, {len(self.seeds)} seeds, "
+                f"{n} levels)")
 
     def publish(self, name: str, fig: Any, numbers: Mapping[str, pd.DataFrame], verdicts: Sequence | Mapping,
                 notes: Sequence[str] = (), metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> list[Path]:
-        """Save figure ``name`` (PDF and PNG), the numbers behind it (``numbers``: a tidy frame per
-        curve) and its verdicts (:mod:`pgcore.claims`; a mapping labels them) in the profile's
-        figures directory, and show the verdicts and ``notes`` as the notebook's result."""
+        """Save figure ``name`` (PDF, PNG), its ``numbers`` (a tidy frame per curve) and ``verdicts``
+        (a mapping labels them) in the profile's figures directory; show the verdicts and ``notes``."""
         from IPython.display import Markdown, display
 
         profile = self.params["profile"]
@@ -176,48 +158,48 @@ class Study:
         return tuple(sorted((f"train.{k}", v) for k, v in self.params["recipes"][name].items()))
 
     def noise_changes(self, fraction: float) -> dict[str, dict[str, Any]]:
-        """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` levels (memorization may
-        only give way near 99.9% sparsity); extended dense training, which stays dense, to the
-        profile's own levels (it is the time-matched control, not a sparsity sweep)."""
+        """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` levels (memorization may only
+        give way near 99.9% sparsity); extended dense training, the time-matched control, to ``levels``."""
         noise = {"data.noisy_fraction": fraction} if fraction else {}
         return {"imp": {**noise, "prune.levels": int(self.params["noise_levels"] or self.levels)},
                 "extended_dense": {**noise, "prune.levels": self.levels}}
 
     def needs(self, figures: Iterable[str] = FIGURES) -> list[Need]:
-        """Every run the named figures read, each once (a run needed by several figures lists
-        them all), sources and dense runs before what builds on them."""
+        """Every run the named figures read, each once with every figure that reads it."""
         p = self.params
         wanted: list[Need] = [_need("train", "fig1")]
         for fig in figures:
             if fig in ("fig1", "fig2", "fig3", "fig5", "fig6", "fig7", "explore"):
                 wanted.append(_need("imp", fig))
             if fig == "fig1":
-                wanted += [Need("imp", tuple(sorted((f"prune.{k}", v) for k, v in ch.items())), (fig,))
+                wanted += [_need("imp", fig, {f"prune.{k}": v for k, v in ch.items()})
                            for ch in (p.get("variants") or {}).values()]
             if fig in ("fig3", "fig6"):
                 wanted.append(_need("extended_dense", fig))
             if fig == "fig3" and p.get("stretched_levels"):
-                wanted.append(_need("extended_stretched", fig, prune__levels=int(p["stretched_levels"])))
+                wanted.append(_need("extended_stretched", fig, {"prune.levels": int(p["stretched_levels"])}))
             if fig == "fig4":
                 for f in [0.0, *p["noise_fractions"]]:
-                    for proto, changes in self.noise_changes(f).items():
-                        wanted.append(_need(proto, fig, **{k.replace(".", "__"): v for k, v in changes.items()}))
+                    wanted += [_need(proto, fig, changes) for proto, changes in self.noise_changes(f).items()]
             if fig == "fig5":
-                wanted += [_need("imp", fig, prune__method="random"), _need("reinit", fig)]
+                wanted += [_need("imp", fig, {"prune.method": "random"}), _need("reinit", fig)]
             if fig in ("fig5", "fig6"):
-                wanted += [_need("pai", fig, prune__method=m) for m in p["pai_methods"]]
+                wanted += [_need("pai", fig, {"prune.method": m}) for m in p["pai_methods"]]
             if fig == "fig6":
                 wanted += [_need("reinit", fig), _need("extended_oneshot", fig)]
             if fig == "fig7":
-                wanted += [_need(TIE, fig, level=k) for k in self.tie_levels()]
+                wanted += [_need(TIE, fig, {"level": k}) for k in self.tie_levels()]
             if fig == "fig9":
                 wanted.append(_need("imp", fig))
-                wanted += [Need("imp", self.recipe_changes(name), (fig,)) for name in (p.get("recipes") or {})]
-        return _merge(wanted)
+                wanted += [_need("imp", fig, dict(self.recipe_changes(name))) for name in (p.get("recipes") or {})]
+        merged: dict[Need, tuple[str, ...]] = {}
+        for n in wanted:
+            merged[n] = merged.get(n, ()) + n.figures
+        return [Need(n.protocol, n.changes, tuple(dict.fromkeys(f))) for n, f in merged.items()]
 
     def runs(self, need: Need, seed: int) -> list[RunConfig]:
-        """The run configs behind one need for one seed (a TIE need: its two retrainings, known
-        only once the IMP run exists; before that, the IMP run itself)."""
+        """The run configs behind one need for one seed (a TIE need: its two retrainings, or while
+        the IMP run they are chosen from is not done, that run)."""
         execution = "lockstep" if self.lockstep_on(resolve_device(self.device)) else "sequential"
         if need.protocol == TIE:
             imp = Run(self.config("imp", seed=seed).replace(execution=execution), self.root)
@@ -227,16 +209,14 @@ class Study:
         return [self.config(need.protocol, need.changes, seed).replace(execution=execution)]
 
     def run_paths(self, need: Need, seed: int) -> list[str] | None:
-        """Where ``need``'s runs for ``seed`` are stored; None while they are not known yet
-        (figure 7's retrainings, before the IMP run they are chosen from is done)."""
+        """Where ``need``'s runs for ``seed`` are stored; None while not known yet (figure 7's)."""
         cfgs = self.runs(need, seed)
         if need.protocol == TIE and cfgs[0].protocol == "imp":
             return None
         return [str(Run(c, self.root).path) for c in cfgs]
 
     def lockstep_on(self, dev: torch.device) -> bool:
-        """Whether this study's seeds train in lockstep on ``dev``: the one decision, made by
-        :func:`pgcore.protocols.choose_execution` for the study's IMP runs."""
+        """Whether this study's seeds train in lockstep on ``dev`` (decided for its IMP runs)."""
         cfgs = [self.config("imp", seed=s) for s in self.seeds]
         return choose_execution(cfgs, self.root, dev, self.lockstep)
 
@@ -249,8 +229,8 @@ class Study:
 
     # -- the one answer to "which runs, in what state" ------------------------------------
     def expand(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> list[Need]:
-        """The figures' needs (or the ``needs`` given) and every need they build on, each once,
-        each after those it builds on; a need lists every figure that reads it or builds on it."""
+        """The figures' needs (or ``needs``) and every need they build on, each once and after those
+        it builds on; a need lists every figure that reads it or builds on it."""
         wanted = list(self.needs(figures) if needs is None else needs)
         deps: dict[Need, list[Need]] = {}
         stack = list(reversed(wanted))
@@ -267,12 +247,9 @@ class Study:
         return [Need(n.protocol, n.changes, figs.get(n, ())) for n in order]
 
     def plan(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> pd.DataFrame:
-        """Every run the figures need (and what they build on), once: a run several needs share
-        is listed under the first, with every figure and the most levels any asks for. Columns
-        need, figures, seed, run, levels (stored/needed) and state: ``done``, ``partial``,
-        ``missing``, ``corrupt`` (``pgcore verify`` says why) or ``waits for imp`` (figure 7's
-        retrainings, known once the IMP run is). ``pgcore plan``, ``pgcore compute``, the
-        explorer and the notebooks all ask this."""
+        """Every run the figures need (and what they build on), once, under the first need with every
+        figure and the most levels any asks for: columns need, figures, seed, run, levels
+        (stored/needed) and state (``done``, ``partial``, ``missing``, ``corrupt`` or ``waits for imp``)."""
         rows: dict[str, dict[str, Any]] = {}
         for need in self.expand(figures, needs):
             for seed in self.seeds:
@@ -287,12 +264,12 @@ class Study:
         return df.drop(columns=["have", "want"])
 
     def _rows(self, need: Need, seed: int) -> list[dict[str, Any]]:
-        """One row per run behind ``need`` for ``seed``: where it is and how far it got."""
         head = {"need": need.label(), "figures": ",".join(need.figures), "seed": seed}
         rows = []
         for cfg in self.runs(need, seed):
             if need.protocol == TIE and cfg.protocol == "imp":  # its runs are known once the IMP run is
-                rows.append({**head, "run": f"{need.label()}/seed{seed}", "have": 0, "want": 0, "state": "waits for imp"})
+                rows.append({**head, "run": f"{need.label()}/seed{seed}", "have": 0, "want": 0,
+                             "state": "waits for imp"})
                 continue
             run, want = Run(cfg, self.root), last_level(cfg) + 1
             try:
@@ -308,36 +285,22 @@ _IPYTHON = {"In", "Out", "exit", "quit", "get_ipython", "display"}
 _SEEN = "_pgcore_parameter_names"
 
 
-def _merge(needs: list[Need]) -> list[Need]:
-    """One entry per distinct need (figures merged), in first-seen order."""
-    out: dict[Need, Need] = {}
-    for n in needs:
-        if n in out:
-            out[n] = Need(n.protocol, n.changes, tuple(dict.fromkeys(out[n].figures + n.figures)))
-        else:
-            out[n] = n
-    return list(out.values())
-
-
 def depends_on(study: Study, need: Need) -> list[Need]:
-    """The needs whose runs ``need`` builds on (its source protocol, the IMP run of a TIE
-    need, the dense run its level 0 reuses): for executors that order work themselves."""
-    changes = dict(need.changes)
+    """The needs whose runs ``need`` builds on: its source protocol, the IMP run of a TIE need,
+    the dense run its level 0 reuses."""
     if need.protocol == TIE:
         return [Need("imp")]
-    cfg = study.config(need.protocol, changes)
-    deps = []
+    cfg = study.config(need.protocol, need.changes)
     src = source_protocol(cfg)
-    if src:
-        deps.append(Need(src, need.changes))
+    deps = [Need(src, need.changes)] if src else []
     if plan(cfg, 0).reuse == "dense":
         deps.append(Need("train", tuple((k, v) for k, v in need.changes if not k.startswith("prune."))))
     return deps
 
 
 def notebook(ns: Mapping[str, Any]) -> Study:
-    """What every notebook starts with: the plotting style and the :class:`Study` of its
-    parameter cell; its figures directory gets ``machine.json`` (where the numbers come from)."""
+    """What every notebook starts with: the plotting style, the :class:`Study` of its parameter cell,
+    and ``machine.json`` (where the numbers come from) in its figures directory."""
     plots.style()
     study = Study.from_parameters(ns)
     out = plots.figures_dir(study.params["profile"], study.params.get("figures_dir"))

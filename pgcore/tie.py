@@ -1,13 +1,9 @@
-"""Top-improved examples (TIE): which training examples does pruning fit better, and do
-they carry the generalization gain?
+"""Top-improved examples (TIE): do the training examples pruning fits better carry its gain?
 
-From an IMP run, the improvement of a training example at level k is its final training
-loss in the dense model (level 0) minus its loss at level k (positive: pruning lowered it).
-For each level, a dense model is trained without the top ``fraction`` of examples by
-improvement; the control leaves out a random subset of the same size (one subset per seed,
-the same at every level, so one control run serves every level). If the improved examples
-matter for generalization, leaving them out should cost more test accuracy than leaving
-out random ones (the paper: "for each sparsity pruning reaches, we train two dense models").
+An example's improvement at IMP level k is its final training loss at level 0 minus at level k.
+For each level, a dense model is trained without the top ``fraction`` of examples by improvement,
+and one without a random subset of the same size (one per seed, so one control run serves every
+level). If those examples matter, leaving them out costs more test accuracy than random ones.
 """
 
 from __future__ import annotations
@@ -18,7 +14,7 @@ import pandas as pd
 import torch
 
 from . import data as data_mod
-from .config import RunConfig, from_dict
+from .config import RunConfig, from_dict, override
 from .protocols import resolve_device, run
 from .seeds import generator
 from .store import Run
@@ -52,20 +48,15 @@ def tie_configs(imp_run: Run, level: int, fraction: float) -> list[RunConfig]:
     and without a random subset of the same size."""
     gain = improvement(imp_run, level)
     top = top_improved(gain, fraction)
-    out = []
-    for exclude in (top, random_subset(len(gain), len(top), imp_run.cfg.seed)):
-        base = imp_run.cfg.to_dict()
-        base.update(protocol="train")
-        base["data"]["exclude"] = exclude
-        out.append(from_dict(base, seed=imp_run.cfg.seed))
-    return out
+    return [from_dict(override(imp_run.cfg.to_dict(), {"protocol": "train", "data.exclude": exclude}),
+                      seed=imp_run.cfg.seed)
+            for exclude in (top, random_subset(len(gain), len(top), imp_run.cfg.seed))]
 
 
 def run_tie(imp_runs: list[Run], level: int, fraction: float, *, root: str | Path | None = None,
             device: str | torch.device = "auto", progress: bool = True) -> pd.DataFrame:
-    """For each seed of an IMP experiment, the dense retrainings of :func:`tie_configs` (run
-    if missing). Returns their tidy frame (column ``removed``: ``top-improved`` | ``random``;
-    ``tie_level``: the level whose improvement chose the examples)."""
+    """The tidy frame of :func:`tie_configs`' retrainings (run if missing) for each IMP run; column
+    ``removed``: ``top-improved`` | ``random``, ``tie_level``: the level whose improvement chose them."""
     dev = resolve_device(device)
     full: data_mod.Data | None = None
     frames = []
@@ -77,11 +68,8 @@ def run_tie(imp_runs: list[Run], level: int, fraction: float, *, root: str | Pat
                 if full is None:  # every run here shares the IMP run's data, less its own exclusions
                     full = data_mod.load(imp_run.cfg.data, dev)
                 stored = run(cfg, root, dev, progress, data=full.without(cfg.data.exclude))
-            f = stored.frame()
-            f["removed"] = removed
-            f["tie_level"] = level
-            f["tie_sparsity"] = imp_run.load_metrics(level)["sparsity"]
-            f["removed_count"] = len(cfg.data.exclude)
-            f["mean_improvement_removed"] = float(gain[list(cfg.data.exclude)].mean())
-            frames.append(f)
+            exclude = list(cfg.data.exclude)
+            frames.append(stored.frame().assign(
+                removed=removed, tie_level=level, tie_sparsity=imp_run.load_metrics(level)["sparsity"],
+                removed_count=len(exclude), mean_improvement_removed=float(gain[exclude].mean())))
     return pd.concat(frames, ignore_index=True)

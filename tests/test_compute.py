@@ -457,6 +457,5 @@ def test_a_run_another_process_finished_meanwhile_counts_as_reused(tmp_path, mon
     assert second["status"] == "ok", second
     same_run = str(root / Path(first["runs"][0]).relative_to(other))
     assert second["trained"] == [] and second["reused"] == second["runs"] == [same_run]
-    summary = compute.Summary()
-    compute._tally(summary, second)
+    summary = compute.Summary([second])
     assert summary.lines()[0].endswith("0 runs trained, 1 reused, 0 task(s) failed, 0 skipped")
