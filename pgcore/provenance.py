@@ -1,6 +1,5 @@
-"""Where a number comes from: the code that computed it (version, git commit, the digest of
-the code that decides numbers) and the machine (CPU, its kernels, torch). Every result records
-:func:`provenance`; every figure's footer and ``machine.json`` record :func:`machine`."""
+"""Where a number comes from: the code (version, git commit, digest of the code that decides
+numbers) and the machine (CPU, its kernels, torch), recorded with every result and figure."""
 
 from __future__ import annotations
 
@@ -17,13 +16,11 @@ import torch
 
 from . import __version__
 
-# The modules whose code decides a number (comments and docstrings aside).
 NUMERICS_MODULES = ("data", "models", "pruning", "seeds", "plans", "train", "batched", "protocols")
 
 
 def syntax(source: str) -> str:
-    """The syntax tree of Python ``source`` without docstrings, as text: comments, docstrings
-    and formatting do not change it; any change to a statement does."""
+    """The syntax tree of Python ``source`` without docstrings, as text: only a change to a statement changes it."""
     tree = ast.parse(source)
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
@@ -35,8 +32,7 @@ def syntax(source: str) -> str:
 
 @functools.cache
 def numerics_digest() -> str:
-    """A 12-hex digest of the code that computes results: the :func:`syntax` of
-    :data:`NUMERICS_MODULES`."""
+    """A 12-hex digest of the :func:`syntax` of :data:`NUMERICS_MODULES`, the modules that decide numbers."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for name in NUMERICS_MODULES:
@@ -51,7 +47,7 @@ def project_dir() -> Path:
 
 
 def git_commit() -> str:
-    """Commit of the pgcore checkout, with ``-dirty`` if it has uncommitted changes; ``unknown`` outside git."""
+    """Commit of the pgcore checkout (``-dirty`` with uncommitted changes); ``unknown`` outside git."""
     here = Path(__file__).resolve().parent
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
@@ -65,9 +61,8 @@ def git_commit() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """The CPU and the kernels its numbers come from: float results differ between CPU
-    instruction sets (AVX-512 vs AVX2 kernels add in other orders), so every result and
-    figure records them. ``ATEN_CPU_CAPABILITY`` pins the kernels (``default``, ``avx2``)."""
+    """The CPU and its kernels: AVX-512 and AVX2 kernels add in other orders, so floats differ between
+    them. ``ATEN_CPU_CAPABILITY`` pins the kernels (``default``, ``avx2``)."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -85,18 +80,10 @@ def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     import numpy
 
     dev = torch.device(device) if device is not None else None
-    info = {
-        "pgcore": __version__,
-        "git_commit": git_commit(),
-        "torch": torch.__version__,
-        "numpy": numpy.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "torch_threads": torch.get_num_threads(),
-        "device": str(dev) if dev is not None else None,
-        "numerics": numerics_digest(),
-        "machine": machine(),
-    }
+    info = {"pgcore": __version__, "git_commit": git_commit(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "python": platform.python_version(), "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(), "device": str(dev) if dev is not None else None,
+            "numerics": numerics_digest(), "machine": machine()}
     if dev is not None and dev.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(dev)
         info["cuda"] = torch.version.cuda

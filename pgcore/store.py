@@ -1,27 +1,20 @@
 """Hash-keyed, atomic, resumable results on disk.
 
-Layout of one run (one protocol, one seed)::
+One run (one protocol, one seed)::
 
     <root>/<protocol>-<hash>/seed<k>/
-        config.json          full config + provenance (code version, git commit, torch, device)
+        config.json          full config, provenance and the numerics digest of the code that computed it
         level_000.pt         weights, mask, rewind point and per-example training losses
-        level_000.json       metrics of level 0; written last, with the .pt file's sha256
+        level_000.json       metrics of level 0; written after the .pt file, with its sha256
         ...
         done.json            present once every level is finished
     <root>/<protocol>-<hash>/seed<k>.lock   held (flock) while a process trains the run
 
-A level that is exactly another run's level (above all the dense run, level 0 of most
-protocols) is stored once: its JSON copies that level's metrics and names it under
-``reference``, and its checkpoint is read from there.
-
-config.json records the digest of the code that computes numbers (:func:`numerics_digest`);
-a run whose digest differs from the running code's is not used or resumed silently
-(:class:`StaleResultError` says how to recompute it or to keep it knowingly).
-
-A level counts as finished only when its JSON exists, and the JSON is written (atomically)
-after the checkpoint it vouches for, so a killed run never leaves a half level that looks
-whole. A file that fails to parse or whose checksum does not match raises
-:class:`CorruptResultError` naming the file; it is never used.
+A level that is exactly another run's level (mostly the dense level 0) stores only its JSON,
+which names that level under ``reference``. A level counts as finished only once its JSON
+exists, so a killed run never leaves a half level that looks whole. A file that fails to parse
+or to match its checksum raises :class:`CorruptResultError` naming the file and the fix; a run
+computed by code with other numerics raises :class:`StaleResultError`.
 """
 
 from __future__ import annotations
@@ -38,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any, Iterable, Iterator
 
+import filelock
 import pandas as pd
 import torch
 
@@ -45,12 +39,9 @@ from .config import PROTOCOLS, ConfigError, RunConfig, from_dict
 from .plans import last_level
 from .provenance import numerics_digest, project_dir, provenance
 
-DEFAULT_ROOT_ENV = "PGCORE_STORE"
-
 
 class CorruptResultError(RuntimeError):
-    """A result file exists but cannot be trusted: ``what`` is wrong and ``fix`` says how to
-    mend it; the message is both, as one line."""
+    """A result file that cannot be trusted: ``what`` is wrong and ``fix`` says how to mend it."""
 
     def __init__(self, what: str, fix: str = ""):
         self.what, self.fix = what, fix
@@ -58,32 +49,34 @@ class CorruptResultError(RuntimeError):
 
 
 class StaleResultError(CorruptResultError):
-    """A result was computed by code whose numerics differ from the running code's."""
+    """A result computed by code whose numerics differ from the running code's."""
+
+
+class MisfiledRunError(CorruptResultError):
+    """A run directory that this version of pgcore files elsewhere (or cannot read); never used."""
+
+
+class NotARunError(ValueError):
+    """A directory that is not provably a pgcore run: pgcore neither uses nor changes it."""
 
 
 def default_root() -> Path:
     """``$PGCORE_STORE`` if set, else ``results/`` in the project checkout."""
-    env = os.environ.get(DEFAULT_ROOT_ENV)
+    env = os.environ.get("PGCORE_STORE")
     return Path(env).expanduser() if env else project_dir() / "results"
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def _atomic_write(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to a temporary file beside ``path``, fsync it, rename it over ``path``.
-    The file gets the permissions the umask gives new files (mkstemp alone gives 0600, which
-    shuts out the group of a shared store). An OSError names ``path``."""
+    """Write a temporary file beside ``path``, fsync it, rename it over ``path``; an OSError names ``path``."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise OSError(e.errno, e.strerror, str(path)) from e
     try:
-        os.fchmod(fd, 0o666 & ~_umask())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(fd, 0o666 & ~mask)  # mkstemp's 0600 would shut out the group of a shared store
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
@@ -114,30 +107,23 @@ def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(), parse_constant=_reject_constant)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise CorruptResultError(f"result file {path} is corrupt ({e})", f"run `pgcore repair {_run_dir(path)}` "
+        raise CorruptResultError(f"result file {path} is corrupt ({e})", f"run `pgcore repair {path.parent}` "
                                  f"to drop it and what depends on it, then run again to recompute") from e
 
 
-def _run_dir(path: Path) -> Path:
-    """The run directory a result file belongs to."""
-    return path.parent
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One thing wrong with a stored run: ``level`` is the first level that must be recomputed
-    (None when only the run's config.json is affected)."""
+    """One thing wrong with a stored run: ``level`` is the first level to recompute (None: config.json)."""
 
     level: int | None
     message: str
 
     def __str__(self) -> str:
         return self.message
-
-
-def _what(e: Exception) -> str:
-    """What an error says is wrong, without the fix it suggests."""
-    return e.what if isinstance(e, CorruptResultError) else str(e)
 
 
 _LEVEL_FILE = re.compile(r"level_(\d{3,})\.(json|pt)")
@@ -148,25 +134,13 @@ _OWN_FILE = re.compile(r"config\.json|done\.json|level_\d{3,}\.(json|pt)|\..+\.t
 
 def _run_layout(parts: tuple[str, ...]) -> bool:
     """Whether the last two path components are a run's: ``<protocol>-<12 hex>/seed<k>``."""
-    if len(parts) < 2:
-        return False
-    m = _EXPERIMENT_DIR.fullmatch(parts[-2])
+    m = _EXPERIMENT_DIR.fullmatch(parts[-2]) if len(parts) >= 2 else None
     return bool(m and m[1] in PROTOCOLS and _SEED_DIR.fullmatch(parts[-1]))
 
 
-def _store_run(parts: tuple[str, ...]) -> bool:
-    """Whether a path relative to a store is exactly one of its runs (no ``..``, not absolute)."""
-    return len(parts) == 2 and _run_layout(parts)
-
-
-class NotARunError(ValueError):
-    """A directory that is not provably a pgcore run: pgcore neither uses nor changes it."""
-
-
 def check_run_dir(run_dir: Path) -> None:
-    """Raise :class:`NotARunError` unless ``run_dir`` is provably a pgcore run: a
-    ``<store>/<protocol>-<hash>/seed<k>`` directory whose config.json is a pgcore run config
-    (``config``, ``science`` and ``hash``) or, if unreadable, beside only files pgcore writes.
+    """Raise :class:`NotARunError` unless ``run_dir`` is provably a pgcore run: a ``<protocol>-<hash>/seed<k>``
+    directory whose config.json is a run config or, if unreadable, beside only files pgcore writes.
     Nothing that fails this is ever repaired (deleted) or accepted."""
     run_dir = Path(run_dir)
     why = None
@@ -194,26 +168,17 @@ _WRITES = threading.local()
 
 @contextlib.contextmanager
 def recording_writes() -> Iterator[set[Path]]:
-    """The run directories this thread stores a level or done.json in while inside, so that a
-    caller tells the runs it trained from those another process finished meanwhile."""
-    outer = getattr(_WRITES, "runs", None)
+    """The run directories this thread stores a level or done.json in while inside: so a caller
+    tells the runs it trained from those another process finished meanwhile."""
     _WRITES.runs = runs = set()
     try:
         yield runs
     finally:
-        _WRITES.runs = outer
-        if outer is not None:
-            outer |= runs
+        del _WRITES.runs
 
 
 def _note_write(run_dir: Path) -> None:
-    runs = getattr(_WRITES, "runs", None)
-    if runs is not None:
-        runs.add(run_dir)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    getattr(_WRITES, "runs", set()).add(run_dir)
 
 
 class Run:
@@ -227,30 +192,35 @@ class Run:
     def __repr__(self) -> str:
         return f"Run({self.path})"
 
-    # -- config -------------------------------------------------------------------------
-    def open(self, device: torch.device | str | None = None) -> None:
-        """Create the run directory and its config.json, or check an existing one matches
-        (config and numerics digest)."""
-        cfg_path = self.path / "config.json"
-        if cfg_path.exists():
-            stored = read_json(cfg_path)
-            if stored.get("science") != self.cfg.science_dict():
-                raise CorruptResultError(f"{cfg_path} describes a different config than its hash says",
-                                         f"delete {self.path} to recompute")
-            self.check_numerics(stored)
-            return
-        write_json(cfg_path, {"config": self.cfg.to_dict(), "science": self.cfg.science_dict(),
-                              "hash": self.cfg.hash(), "numerics": numerics_digest(),
-                              "provenance": provenance(device)})
+    def _fix(self, level: int | None) -> str:
+        """The command that mends a bad ``level`` and every later one (None: a bad config.json)."""
+        if level is None:
+            return f"run `pgcore repair {self.path}`, then the same `pgcore run` to rewrite it"
+        return f"run `pgcore repair {self.path}` to drop level {level} and later, then run again"
 
-    def check_numerics(self, stored: dict[str, Any] | None = None) -> None:
+    # -- config -------------------------------------------------------------------------
+    def _config(self) -> dict[str, Any] | None:
+        """The stored config.json, None if absent; :class:`CorruptResultError` if it is another config's."""
+        cfg_path = self.path / "config.json"
+        if not cfg_path.exists():
+            return None
+        stored = read_json(cfg_path)
+        if not isinstance(stored, dict) or stored.get("science") != self.cfg.science_dict():
+            raise CorruptResultError(f"{cfg_path} describes a different config than its directory", self._fix(None))
+        return stored
+
+    def open(self, device: torch.device | str | None = None) -> None:
+        """Create the run directory and its config.json, or check an existing one (config, numerics digest)."""
+        if self._config() is None:
+            write_json(self.path / "config.json", {"config": self.cfg.to_dict(), "science": self.cfg.science_dict(),
+                                                   "hash": self.cfg.hash(), "numerics": numerics_digest(),
+                                                   "provenance": provenance(device)})
+        self.check_numerics()
+
+    def check_numerics(self) -> None:
         """Raise :class:`StaleResultError` if the run was computed by code with other numerics."""
-        if stored is None:
-            cfg_path = self.path / "config.json"
-            if not cfg_path.exists():
-                return
-            stored = read_json(cfg_path)
-        digest = stored.get("numerics")
+        cfg_path = self.path / "config.json"
+        digest = read_json(cfg_path).get("numerics") if cfg_path.exists() else numerics_digest()
         if digest != numerics_digest():
             raise StaleResultError(
                 f"{self.path} was computed by other code (numerics digest {digest}, this code "
@@ -258,8 +228,8 @@ class Run:
                 f"Recompute it: delete {self.path}; or keep it knowingly: `pgcore accept {self.path}`")
 
     def accept_numerics(self) -> str | None:
-        """Mark the run as computed by the running code (after checking that a code change did
-        not change numbers); the digest it had is kept under ``accepted_from``. Returns it."""
+        """Mark the run as computed by the running code, keeping the digest it had (returned) under
+        ``accepted_from``; for after checking that a code change did not change numbers."""
         cfg_path = self.path / "config.json"
         stored = read_json(cfg_path)
         old = stored.get("numerics")
@@ -269,11 +239,8 @@ class Run:
             write_json(cfg_path, stored)
         return old
 
-    def lock(self, timeout: float = -1) -> "filelock.BaseFileLock":
-        """The run's lock (``filelock``, an OS lock that dies with its holder): held while the
-        run trains, so two processes never train the same run."""
-        import filelock
-
+    def lock(self, timeout: float = -1) -> filelock.BaseFileLock:
+        """The run's OS lock (it dies with its holder), held while the run trains."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return filelock.FileLock(str(self.path.parent / f"{self.path.name}.lock"), timeout=timeout)
 
@@ -289,8 +256,7 @@ class Run:
         return sorted(int(m[1]) for m in found if m and m[2] == suffix)
 
     def finished_levels(self) -> list[int]:
-        """Levels whose metrics file exists (and so whose checkpoint was written first):
-        always 0..k. A missing level before a stored one raises :class:`CorruptResultError`."""
+        """Levels whose metrics (and so checkpoint) are stored: always 0..k, else :class:`CorruptResultError`."""
         levels = self._stored()
         if levels != list(range(len(levels))):
             gap = next(k for k in range(len(levels) + 1) if k not in levels)
@@ -313,15 +279,15 @@ class Run:
         js, _ = self._level_paths(level)
         record = read_json(js)
         if not isinstance(record, dict) or "final" not in record:
-            raise CorruptResultError(f"result file {js} lacks its metrics",
-                                     f"run `pgcore repair {self.path}` to drop level {level} and later, then run again")
+            raise CorruptResultError(f"result file {js} lacks its metrics", self._fix(level))
         return record
 
-    def save_reference(self, level: int, source: "Run", source_level: int, **changes: Any) -> None:
-        """Store ``level`` as ``source``'s level ``source_level``: its metrics (with ``changes``)
-        and a reference to its checkpoint, which is not copied."""
+    def save_reference(self, level: int, source: Run, source_level: int, **changes: Any) -> None:
+        """Store ``level`` as ``source``'s level ``source_level``: its metrics (with ``changes``) and a
+        reference to its checkpoint, which is not copied."""
         path = Path(os.path.relpath(source.path, self.root)).as_posix()
-        if not _store_run(PurePosixPath(path).parts):
+        parts = PurePosixPath(path).parts
+        if not (len(parts) == 2 and _run_layout(parts)):  # exactly a run of this store: no "..", not absolute
             raise ValueError(f"{source.path} is not a run of the store {self.root}: a level refers only to "
                              f"runs of its own store")
         record = source.load_metrics(source_level)
@@ -331,32 +297,29 @@ class Run:
         _note_write(self.path)
 
     def _referenced(self, level: int, ref: Any) -> Path:
-        """The level JSON a stored ``reference`` names: a level of a run in this store
-        (``<protocol>-<hash>/seed<k>``), else :class:`CorruptResultError` naming the file."""
-        parts = PurePosixPath(ref["path"]).parts if isinstance(ref, dict) and isinstance(ref.get("path"), str) else ()
-        source_level = ref.get("level") if isinstance(ref, dict) else None
-        if not _store_run(parts) or not isinstance(source_level, int) or source_level < 0:
-            js = self._level_paths(level)[0]
-            raise CorruptResultError(f"result file {js} is corrupt (its reference {ref!r} is not a level of a run in "
-                                     f"the store {self.root})", f"run `pgcore repair {self.path}` to drop level "
-                                     f"{level} and later, then run again")
-        return self.root.joinpath(*parts) / f"level_{source_level:03d}.json"
+        """The level JSON a stored ``reference`` names, if it is a level of a run in this store."""
+        if isinstance(ref, dict) and isinstance(ref.get("path"), str) and isinstance(ref.get("level"), int):
+            parts = PurePosixPath(ref["path"]).parts
+            if len(parts) == 2 and _run_layout(parts) and ref["level"] >= 0:
+                return self.root.joinpath(*parts) / f"level_{ref['level']:03d}.json"
+        raise CorruptResultError(f"result file {self._level_paths(level)[0]} is corrupt (its reference {ref!r} is "
+                                 f"not a level of a run in the store {self.root})", self._fix(level))
 
     def load_checkpoint(self, level: int, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+        """A level's checkpoint (another run's, for a reference), checked against the checksum stored here."""
         js, pt = self._level_paths(level)
         record = self.load_metrics(level)
-        expected = record["checkpoint_sha256"]
-        if "reference" in record:  # another run's level, checked against the checksum recorded here
+        if "reference" in record:
             js = self._referenced(level, record["reference"])
             pt = js.with_suffix(".pt")
         try:
             blob = pt.read_bytes()
         except FileNotFoundError as e:
             raise CorruptResultError(f"checkpoint {pt} is missing though {js} says level {level} finished",
-                                     f"run `pgcore repair {self.path}` to drop level {level} and later, then run again") from e
-        if _sha256(blob) != expected:
+                                     self._fix(level)) from e
+        if _sha256(blob) != record["checkpoint_sha256"]:
             raise CorruptResultError(f"checkpoint {pt} does not match the checksum in {js} (truncated or overwritten)",
-                                     f"run `pgcore repair {self.path}` to drop level {level} and later, then run again")
+                                     self._fix(level))
         return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
 
     def mark_done(self) -> None:
@@ -364,59 +327,40 @@ class Run:
         _note_write(self.path)
 
     def is_done(self) -> bool:
-        """Whether config.json (for this config) and every level 0..``last_level`` are stored.
-        Cheap: file names and config.json only. Checkpoints are verified against their
-        checksums when loaded and by :meth:`verify` (``pgcore verify``); metrics when read."""
-        cfg_path = self.path / "config.json"
-        if not cfg_path.exists():
-            return False
-        stored = read_json(cfg_path)
-        if not isinstance(stored, dict) or stored.get("science") != self.cfg.science_dict():
-            raise CorruptResultError(f"{cfg_path} describes a different config than its directory",
-                                     f"run `pgcore repair {self.path}`, then the same `pgcore run` to rewrite it")
-        return len(self.finished_levels()) > last_level(self.cfg)
+        """Whether config.json (for this config) and levels 0..``last_level`` are stored. Cheap: file names
+        and config.json only; checkpoints are checked when loaded and by :meth:`verify`."""
+        return self._config() is not None and len(self.finished_levels()) > last_level(self.cfg)
 
     def verify(self) -> list[Problem]:
-        """Everything wrong with the stored files: an unreadable config.json or one for another
-        config, a level missing before a stored one, a level whose metrics are unreadable or
-        whose checkpoint (followed through a reference) is missing or fails its checksum."""
+        """Everything wrong with the stored files: config.json unreadable or another config's, a missing
+        level, a level's metrics unreadable or its checkpoint (through a reference) missing or not matching."""
         problems = []
-        cfg_path = self.path / "config.json"
-        if cfg_path.exists():
-            try:
-                stored = read_json(cfg_path)
-                if not isinstance(stored, dict) or stored.get("science") != self.cfg.science_dict():
-                    problems.append(Problem(None, f"{cfg_path} describes a different config than its directory"))
-            except (CorruptResultError, OSError) as e:
-                problems.append(Problem(None, _what(e)))
+        try:
+            self._config()
+        except (CorruptResultError, OSError) as e:
+            problems.append(Problem(None, getattr(e, "what", str(e))))
         levels = self._stored()
         for k in range(max(levels, default=-1) + 1):
             if k not in levels:
                 problems.append(Problem(k, f"{self._level_paths(k)[0]} is missing but later levels are stored"))
                 continue
             try:
-                self.load_checkpoint(k)  # reads the metrics, checks the checkpoint against their checksum
+                self.load_checkpoint(k)
             except CorruptResultError as e:
-                problems.append(Problem(k, _what(e)))
+                problems.append(Problem(k, e.what))
             except Exception as e:  # noqa: BLE001 -- torch.load of a damaged file can raise many kinds
                 problems.append(Problem(k, f"{self._level_paths(k)[1]} cannot be loaded ({type(e).__name__}: {e})"))
         return problems
 
     def explain(self, problems: list[Problem]) -> CorruptResultError:
         """The first problem and the command that fixes it, as one error."""
-        first = min((p for p in problems), key=lambda p: -1 if p.level is None else p.level)
-        if first.level is None:
-            fix = f"run `pgcore repair {self.path}`, then the same `pgcore run` to rewrite it"
-        else:
-            fix = f"run `pgcore repair {self.path}` to drop level {first.level} and later, then run again to recompute them"
+        first = min(problems, key=lambda p: -1 if p.level is None else p.level)
         more = f" (and {len(problems) - 1} more problem(s): `pgcore verify {self.path}`)" if len(problems) > 1 else ""
-        return CorruptResultError(str(first), fix + more)
+        return CorruptResultError(str(first), self._fix(first.level) + more)
 
     def repair(self, from_level: int | None = None, dry_run: bool = False) -> list[Path]:
-        """Drop what :meth:`verify` finds invalid and every level after it (or every level from
-        ``from_level`` on), and done.json, so the next run recomputes them exactly; a bad
-        config.json is dropped too (the next run rewrites it). Returns the files removed (with
-        ``dry_run``: the files it would remove, removing nothing)."""
+        """Remove what :meth:`verify` finds invalid (or level ``from_level``) and every later level, and
+        done.json, so the next run recomputes them. Returns the files removed (``dry_run``: to remove)."""
         if from_level is not None and from_level < 0:
             raise ValueError(f"from_level must be a level >= 0, got {from_level}")
         problems = self.verify()
@@ -442,12 +386,14 @@ class Run:
         return removed
 
     # -- tidy results -------------------------------------------------------------------
+    def _levels(self) -> list[int]:
+        """The finished levels this config asks for (a run may have grown beyond it)."""
+        return self.finished_levels()[: last_level(self.cfg) + 1]
+
     def frame(self) -> pd.DataFrame:
         """One row per level x metric source of this run."""
         rows = []
-        for level in self.finished_levels():
-            if level > last_level(self.cfg):  # the run grew beyond what this config asks for
-                break
+        for level in self._levels():
             m = self.load_metrics(level)
             base = {"protocol": self.cfg.protocol, "run": self.cfg.hash(), "seed": self.cfg.seed, "level": level,
                     "sparsity": m["sparsity"], "epochs_total": m["epochs_total"]}
@@ -459,18 +405,14 @@ class Run:
     def history(self) -> pd.DataFrame:
         """Every evaluation of every level (one row each), for training curves."""
         rows = []
-        for level in self.finished_levels():
-            if level > last_level(self.cfg):
-                break
+        for level in self._levels():
             m = self.load_metrics(level)
-            for rec in m["history"]:
-                rows.append({"seed": self.cfg.seed, "level": level, "sparsity": m["sparsity"], **rec})
+            rows += [{"seed": self.cfg.seed, "level": level, "sparsity": m["sparsity"], **rec} for rec in m["history"]]
         return pd.DataFrame(rows)
 
 
 def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
-    """Open one existing run from its directory, or from ``<protocol>-<hash>/seed<k>`` / a hash
-    prefix that names a single seed (:func:`find_runs` for all seeds of an experiment)."""
+    """The one run ``ref`` names (:func:`find_run_dirs`); an error listing them if it names several."""
     runs = find_runs(ref, root)
     if len(runs) > 1:
         listed = "\n  ".join(str(r.path) for r in runs[:20])
@@ -479,15 +421,13 @@ def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
 
 
 def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
-    """The runs ``ref`` names: one run directory, an experiment directory (all its seeds), or
-    a hash prefix matching the seeds of one experiment (:func:`find_run_dirs`)."""
+    """The runs ``ref`` names (:func:`find_run_dirs`)."""
     return [_open_dir(d) for d in find_run_dirs(ref, root)]
 
 
 def find_run_dirs(ref: str | Path, root: str | Path | None = None) -> list[Path]:
-    """The run directories ``ref`` names: one run directory, an experiment directory (its
-    seeds with a config.json), or a hash prefix or ``<protocol>-<hash>/seed<k>`` in the store; a
-    reference that matches several experiments is refused, listing them."""
+    """The run directories ``ref`` names: a run directory, an experiment directory (its seeds), or a hash
+    prefix or ``<protocol>-<hash>/seed<k>`` in the store; refused if it matches several experiments."""
     if not str(ref).strip():
         raise ConfigError("name a run: a run or experiment directory (results/imp-<hash>/seed0), or a hash prefix")
     root = Path(root) if root is not None else default_root()
@@ -508,14 +448,8 @@ def find_run_dirs(ref: str | Path, root: str | Path | None = None) -> list[Path]
     return dirs
 
 
-class MisfiledRunError(CorruptResultError):
-    """A run directory whose config this version of pgcore files elsewhere (or cannot read):
-    written by another version; never used."""
-
-
 def _open_dir(run_dir: Path) -> Run:
-    """The :class:`Run` stored in ``run_dir``, from its config.json (:class:`NotARunError`
-    unless the directory is provably a pgcore run)."""
+    """The :class:`Run` stored in ``run_dir``, read from its config.json; refused unless provably a run."""
     check_run_dir(run_dir)
     stored = read_json(run_dir / "config.json")
     try:
@@ -537,6 +471,5 @@ def run_dirs(root: str | Path | None = None) -> list[Path]:
 
 def frame(runs: Iterable[Run]) -> pd.DataFrame:
     """Concatenate the tidy frames of several runs (e.g. the seeds of one experiment)."""
-    frames = [r.frame() for r in runs]
-    frames = [f for f in frames if len(f)]
+    frames = [f for f in (r.frame() for r in runs) if len(f)]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
