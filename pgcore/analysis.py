@@ -41,7 +41,7 @@ def significance(diff_mean: float, diff_ci: float) -> str:
 
 def equivalence(diffs: np.ndarray, margin: float, alpha: float = 0.05) -> tuple[bool, float]:
     """Two one-sided t-tests (TOST) of paired differences against ``(-margin, +margin)``: ``(equivalent, p)``,
-    ``p`` the larger one-sided p-value; NaN for fewer than two differences or none with spread."""
+    ``p`` the larger one-sided p-value (NaN with fewer than two differences or no spread)."""
     d = np.asarray(diffs, dtype=float)
     d = d[~np.isnan(d)]
     if len(d) < 2 or not np.isfinite(margin) or margin <= 0:
@@ -56,7 +56,7 @@ def equivalence(diffs: np.ndarray, margin: float, alpha: float = 0.05) -> tuple[
 
 
 def selection_source(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> str:
-    """``select_on`` if it has data, else :class:`NoValidationError` (choosing on test must be asked for)."""
+    """``select_on`` if it has data; else raises :class:`NoValidationError` (choosing on test must be asked for)."""
     sel = df[df.source == select_on]
     if len(sel) and not sel[metric].isna().all():
         return select_on
