@@ -16,12 +16,11 @@ def ci95(values: np.ndarray) -> float:
     return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
 
 
-def summarize(df: pd.DataFrame, metric: str = "error", by: tuple[str, ...] = ("level", "sparsity", "epochs_total")) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, metric: str = "error",
+              by: tuple[str, ...] = ("level", "sparsity", "epochs_total")) -> pd.DataFrame:
     """Mean, 95% CI and seed count of ``metric`` per ``by`` group and metric source."""
     keys = [k for k in (*by, "source") if k in df.columns]
-    g = df.groupby(keys, sort=True)[metric]
-    out = g.agg(mean="mean", ci=ci95, n="count").reset_index()
-    return out
+    return df.groupby(keys, sort=True)[metric].agg(mean="mean", ci=ci95, n="count").reset_index()
 
 
 class NoValidationError(ValueError):
@@ -29,9 +28,8 @@ class NoValidationError(ValueError):
 
 
 def significance(diff_mean: float, diff_ci: float) -> str:
-    """The one rule for "significant" everywhere: a paired difference is ``lower`` or
-    ``higher`` when its 95% Student-t interval excludes zero, ``same`` when it includes zero,
-    and ``undetermined`` without an interval (fewer than two seeds)."""
+    """The one rule for "significant": ``lower``/``higher`` when the 95% interval of a paired difference
+    excludes zero, ``same`` when it includes it, ``undetermined`` without one (fewer than two seeds)."""
     if np.isnan(diff_ci) or np.isnan(diff_mean):
         return "undetermined"
     if diff_mean + diff_ci < 0:
@@ -42,11 +40,8 @@ def significance(diff_mean: float, diff_ci: float) -> str:
 
 
 def equivalence(diffs: np.ndarray, margin: float, alpha: float = 0.05) -> tuple[bool, float]:
-    """Two one-sided t-tests (TOST) of paired differences against the interval
-    ``(-margin, +margin)``: ``(equivalent, p)``, where ``p`` is the larger one-sided p-value and
-    ``equivalent`` means both one-sided tests reject at ``alpha``, i.e. the ``1 - 2 alpha``
-    interval of the mean lies inside the margin. Fewer than two differences, or differences
-    with no spread, are never shown equivalent by a test (``p`` NaN)."""
+    """Two one-sided t-tests (TOST) of paired differences against ``(-margin, +margin)``: ``(equivalent, p)``,
+    ``p`` the larger one-sided p-value (NaN with fewer than two differences or no spread)."""
     d = np.asarray(diffs, dtype=float)
     d = d[~np.isnan(d)]
     if len(d) < 2 or not np.isfinite(margin) or margin <= 0:
@@ -61,9 +56,7 @@ def equivalence(diffs: np.ndarray, margin: float, alpha: float = 0.05) -> tuple[
 
 
 def selection_source(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> str:
-    """The source a level is chosen on: ``select_on`` if it has data. A frame without
-    validation data is an error unless ``select_on="test"`` is asked for explicitly
-    (choosing on test makes the reported test error optimistic)."""
+    """``select_on`` if it has data; else raises :class:`NoValidationError` (choosing on test must be asked for)."""
     sel = df[df.source == select_on]
     if len(sel) and not sel[metric].isna().all():
         return select_on
@@ -72,16 +65,15 @@ def selection_source(df: pd.DataFrame, select_on: str = "val", metric: str = "er
 
 
 def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> int:
-    """The level with the lowest mean ``metric`` on ``select_on`` (the validation split, so the
-    choice is honest); falls back to ``test`` when there is no validation data."""
+    """The level with the lowest mean ``metric`` on ``select_on`` (validation, so the choice is honest)."""
     source = selection_source(df, select_on, metric)
     means = df[df.source == source].groupby("level")[metric].mean()
     return int(means.idxmin())
 
 
 def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> dict[str, float]:
-    """Test ``metric`` of the dense model (level 0) and of the best level chosen on
-    ``select_on``; the paired per-seed difference with its 95% CI. Negative = pruning helped."""
+    """Test ``metric`` of the dense model and of the best level chosen on ``select_on``, and their paired
+    difference with its 95% CI (negative: pruning helped)."""
     test = df[df.source == "test"].pivot_table(index="seed", columns="level", values=metric)
     best = best_level(df, select_on, metric)
     dense, pruned = test[0], test[best]
@@ -97,9 +89,8 @@ def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "er
 
 
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
-    """Per level, the paired per-seed difference ``a - b`` of ``metric`` on ``source``, with
-    its 95% CI and a word for it: ``lower`` / ``higher`` when the interval excludes zero,
-    ``same`` when it includes it. Levels and seeds present in both frames only."""
+    """Per level present in both, the paired per-seed difference ``a - b`` of ``metric`` on ``source`` with its
+    95% CI and :func:`significance` word (``verdict``)."""
     cols = ["seed", "level", metric]
     left = a[a.source == source][cols + ["sparsity", "epochs_total"]]
     right = b[b.source == source][cols].rename(columns={metric: f"{metric}_b"})
@@ -121,18 +112,16 @@ def vs_dense(df: pd.DataFrame, metric: str = "loss", source: str = "train") -> p
 
 
 def matched_sparsity(df: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
-    """``df`` (e.g. extended dense training) with each level's sparsity set to IMP's at that
-    level, so it can be drawn against the pruned model it is matched with."""
+    """``df`` (e.g. extended dense training) with each level's sparsity set to IMP's, to draw them together."""
     by_level = imp.groupby("level")["sparsity"].first()
     out = df[df.level.isin(by_level.index)].copy()
     out["sparsity"] = out.level.map(by_level)
     return out
 
 
-def best_vs_dense(df: pd.DataFrame, dense: pd.DataFrame, select_on: str = "val", metric: str = "error") -> dict[str, float]:
-    """:func:`compare_to_dense` for a procedure ``df`` whose levels are all compared with the
-    dense model of another frame (``dense``'s level 0, paired by seed); level 0 of ``df``
-    competes like any other level."""
+def best_vs_dense(df: pd.DataFrame, dense: pd.DataFrame, select_on: str = "val",
+                  metric: str = "error") -> dict[str, float]:
+    """:func:`compare_to_dense` of every level of ``df`` (level 0 included) against ``dense``'s level 0."""
     ref = dense[dense.level == 0].assign(level=-1, sparsity=0.0)
     both = pd.concat([ref, df], ignore_index=True)
     both["level"] = both["level"] + 1  # the dense reference becomes level 0

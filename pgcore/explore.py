@@ -1,10 +1,5 @@
-"""Look at one level of a stored study: what pruning left of each layer, how that level
-trained, and which training examples it fits better or worse than the dense model.
-
-Everything is read from the store (:class:`pgcore.store.Run`); nothing is trained here.
-:func:`stored_studies` lists the runs behind the figures that the store holds; the other
-functions return tidy ``DataFrame``s and figures; :func:`explore` puts them behind a study
-picker, a seed picker and a sparsity slider (ipywidgets) for JupyterLab.
+"""Look at one level of a stored study: what pruning left of each layer, how that level trained, and which
+training examples it fits better or worse than the dense model. Reads the store only; trains nothing.
 """
 
 from __future__ import annotations
@@ -15,6 +10,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from .progress import widget_front_end
 from .store import Run, find_run
 
 Runs = Sequence[Run]
@@ -23,10 +19,8 @@ EXPLORABLE = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "explore")
 
 
 def stored_studies(study: Any, figures: Sequence[str] = EXPLORABLE) -> dict[str, list[Run]]:
-    """The studies behind ``figures`` (a :class:`~pgcore.study.Study`'s needs) that the store
-    holds for every seed with more than one level, named by what they vary
-    and the figures that read them: ``{"imp [fig1, fig2, ...]": [run_seed0, run_seed1]}``.
-    Reads the store only; a missing study is left out, not trained."""
+    """The studies behind ``figures`` that the store holds for every seed with more than one level, named by what
+    they vary and the figures that read them: ``{"imp [fig1, fig2, ...]": [run_seed0, run_seed1]}``."""
     order = list(figures)
     found = {}
     for need, group in study.plan(figures).groupby("need", sort=False):
@@ -40,8 +34,7 @@ def stored_studies(study: Any, figures: Sequence[str] = EXPLORABLE) -> dict[str,
 
 
 def as_runs(study: Any) -> list[Run]:
-    """The runs of an :class:`~pgcore.protocols.Experiment` (anything with ``.runs``), a
-    single :class:`Run` or a sequence of runs."""
+    """The runs of an Experiment (anything with ``.runs``), a single :class:`Run` or a sequence of runs."""
     if isinstance(study, Run):
         return [study]
     runs = list(getattr(study, "runs", study))
@@ -51,8 +44,8 @@ def as_runs(study: Any) -> list[Run]:
 
 
 def levels(runs: Runs) -> pd.DataFrame:
-    """One row per level finished by every seed: ``level``, ``sparsity`` (mean over seeds),
-    ``remaining`` (1 - sparsity) and ``epochs_total``."""
+    """One row per level finished by every seed: ``level``, ``sparsity`` (mean over seeds), ``remaining``,
+    ``epochs_total``."""
     frames = [r.frame() for r in runs]
     if any(f.empty for f in frames):
         empty = [str(r.path) for r, f in zip(runs, frames) if f.empty]
@@ -66,8 +59,7 @@ def levels(runs: Runs) -> pd.DataFrame:
 
 
 def layer_weights(run: Run, level: int) -> pd.DataFrame:
-    """Per prunable layer at ``level``: ``weights`` (size), ``remaining`` (unpruned count)
-    and ``fraction_remaining``, counted from the stored mask."""
+    """Per prunable layer at ``level``, from the stored mask: ``weights``, ``remaining``, ``fraction_remaining``."""
     mask = run.load_checkpoint(level)["mask"]
     rows = [{"layer": name, "weights": int(m.numel()), "remaining": int(m.sum())} for name, m in mask.items()]
     df = pd.DataFrame(rows)
@@ -76,8 +68,7 @@ def layer_weights(run: Run, level: int) -> pd.DataFrame:
 
 
 def level_curves(runs: Runs, level: int, sources: Sequence[str] = ("train", "test")) -> pd.DataFrame:
-    """The training curves of ``level``, long format: one row per seed x evaluated epoch x
-    source, with ``loss``, ``accuracy`` and ``error``."""
+    """The training curves of ``level``: one row per seed x evaluated epoch x source (loss, accuracy, error)."""
     hist = pd.concat([r.history() for r in runs], ignore_index=True)
     hist = hist[hist.level == level]
     rows = [hist[["seed", "level", "epoch"]].assign(source=s, loss=hist[f"{s}_loss"],
@@ -88,8 +79,8 @@ def level_curves(runs: Runs, level: int, sources: Sequence[str] = ("train", "tes
 
 
 def loss_change(run: Run, level: int, base_level: int = 0) -> pd.DataFrame:
-    """Per training example: its final loss in the dense model (``base_level``), at
-    ``level``, and ``change`` = level - dense (negative: the pruned model fits it better)."""
+    """Per training example: final loss at ``base_level`` (dense) and at ``level``, and ``change`` = level - dense
+    (negative: the pruned model fits it better)."""
     dense = run.load_checkpoint(base_level)["per_example_loss"]
     pruned = run.load_checkpoint(level)["per_example_loss"]
     if dense.shape != pruned.shape or dense.numel() == 0:
@@ -101,9 +92,8 @@ def loss_change(run: Run, level: int, base_level: int = 0) -> pd.DataFrame:
 
 
 def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
-    """Three panels for one level of one seed (default: the first): remaining weights per
-    layer, train/test error curves of that level (every seed; dense in grey), and the
-    histogram of per-example loss change vs dense."""
+    """Three panels for one level of one seed (default: the first): remaining weights per layer, error curves
+    (every seed; dense in grey), histogram of per-example loss change vs dense."""
     run = next((r for r in runs if seed is None or r.cfg.seed == seed), None)
     if run is None:
         raise ValueError(f"seed {seed} is not in this study (seeds {[r.cfg.seed for r in runs]})")
@@ -160,11 +150,9 @@ def _draw_change(ax: plt.Axes, change: pd.DataFrame, level: int) -> None:
 
 
 def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: bool | None = None) -> Any:
-    """An ipywidgets view of stored studies: pick a study (``{name: Experiment}``, or one
-    Experiment), a seed and a level on the sparsity slider; the three panels of
-    :func:`level_figure` redraw from the store. ``widget=None``: the widget where a front end
-    can show it (:func:`pgcore.progress.widget_front_end`), else the first study's sparsest
-    level as a plain figure (papermill and nbval run notebooks headless)."""
+    """Pickers for a study (``{name: Experiment}`` or one), a seed and a sparsity over :func:`level_figure`.
+    ``widget=None``: the widget where a front end can show it, else (papermill, nbval) the first study's
+    sparsest level as a plain figure."""
     import ipywidgets as widgets
     from IPython.display import display
 
@@ -174,9 +162,7 @@ def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: b
     if not studies:
         raise ValueError("no stored study to explore: run the figures' notebooks or `pgcore compute` first "
                          "(stored_studies lists what the store holds with more than one level)")
-    from .progress import widget_front_end
-
-    if not (widget_front_end() if widget is None else widget):  # headless (papermill, nbval): no one to move a slider; the sparsest level, drawn once
+    if not (widget_front_end() if widget is None else widget):  # headless: no one to move a slider
         runs = next(iter(studies.values()))
         return level_figure(runs, int(levels(runs).level.max()), seed if seed is not None else runs[0].cfg.seed)
     pick = widgets.Dropdown(options=list(studies), description="study", layout=widgets.Layout(width="60%"))

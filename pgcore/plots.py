@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
-
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .analysis import compare_to_dense, summarize
+from .analysis import best_level, summarize
+from .provenance import machine, project_dir
 
 PALETTE = {"imp": "#1f77b4", "lrr": "#1f77b4", "dense": "#7f7f7f", "extended_dense": "#d62728", "random": "#2ca02c",
            "reinit": "#9467bd", "extended_oneshot": "#ff7f0e", "rewind": "#17becf", "finetune": "#8c564b"}
@@ -27,9 +27,8 @@ NICE_REMAINING = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 
 
 def remaining_axis(ax: plt.Axes) -> None:
-    """x axis = percent of weights remaining, log scale, dense on the left (as in the paper),
-    labelled over the whole range every curve drawn on it so far covers (the interesting part
-    of a noise curve is often below 1% remaining)."""
+    """x axis = percent of weights remaining, log scale, dense on the left (as in the paper), labelled over the
+    whole range drawn so far (a noise curve's interesting part is often below 1% remaining)."""
     ax.set_xscale("log")
     if not ax.xaxis_inverted():  # several curves share the axis
         ax.invert_xaxis()
@@ -48,17 +47,15 @@ def remaining_axis(ax: plt.Axes) -> None:
 
 def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "error", source: str = "test",
                   label: str = "IMP", color: str | None = None, select_on: str = "val") -> plt.Axes:
-    """``metric`` on ``source`` vs sparsity: mean ± 95% CI over seeds, the dense model (level 0)
-    as a horizontal band, and the best sparsity (chosen on ``select_on``) starred."""
+    """``metric`` on ``source`` vs sparsity (mean ± 95% CI), the dense model as a band, the best level (chosen on
+    ``select_on``) starred."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4))
     color = color or PALETTE["imp"]
     dense_band(df, ax, metric, source)
     curve(df, ax, metric, source, label, color)
     s = summarize(df, metric)
-    s = s[s.source == source]
-    c = compare_to_dense(df, select_on, metric)
-    best = s[s.level == c["best_level"]].iloc[0]
+    best = s[(s.source == source) & (s.level == best_level(df, select_on, metric))].iloc[0]
     ax.plot(100 * (1 - best.sparsity), best["mean"], "*", color="black", ms=13,
             label=f"best on {select_on}: {best.sparsity:.1%} sparse")
     ax.legend(frameon=False, fontsize="small")
@@ -67,8 +64,8 @@ def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "e
 
 def curve(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: str = "test", label: str = "",
           color: str | None = None, x: str = "remaining", marker: str = "o", ls: str = "-") -> plt.Axes:
-    """One mean ± 95% CI line of ``metric`` on ``source`` over levels. ``x``: ``remaining``
-    (percent of weights left, log scale, dense on the left) or ``epochs`` (total epochs trained)."""
+    """One mean ± 95% CI line of ``metric`` on ``source`` over levels, against ``x``: ``remaining`` (percent of
+    weights left) or ``epochs`` (total epochs trained)."""
     s = summarize(df, metric)
     s = s[s.source == source].sort_values("level")
     xs = 100 * (1 - s.sparsity.to_numpy()) if x == "remaining" else s.epochs_total.to_numpy()
@@ -94,21 +91,15 @@ def dense_band(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: st
 
 
 def figures_dir(profile: str, override: str | Path | None = None) -> Path:
-    """Where a notebook saves its figures: ``figures/<profile>/`` of the checkout, except that
-    the ``smoke`` profile (CI, quick checks) writes to ``build/figures-smoke/`` so it never
-    overwrites the committed figures."""
+    """``figures/<profile>/`` of the checkout; the ``smoke`` profile (CI) writes to ``build/figures-smoke/`` so
+    it never overwrites the committed figures."""
     if override is not None:
         return Path(override)
-    from .provenance import project_dir
-
     return project_dir() / ("build/figures-smoke" if profile == "smoke" else f"figures/{profile}")
 
 
 def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> list[Path]:
-    """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png``, with a footer naming the
-    machine its numbers come from; returns the paths."""
-    from .provenance import machine
-
+    """Save ``fig`` as ``<figures_dir>/<name>.pdf`` and ``.png`` with a footer naming the machine; returns the paths."""
     m = machine()
     fig.text(0.99, -0.01, f"{m['cpu']} · {m['cpu_capability']} kernels · torch {m['torch']}", ha="right", va="top",
              fontsize=6, color="grey")
@@ -123,14 +114,10 @@ def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> lis
 
 def save_numbers(curves: dict[str, pd.DataFrame], name: str, figures_dir: str | Path, profile: str,
                  metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> Path:
-    """The numbers behind a figure as a tidy CSV beside it: one row per procedure x level x
-    metric x source with mean, 95% CI and number of seeds."""
-    rows = []
-    for procedure, df in curves.items():
-        for metric in metrics:
-            s = summarize(df, metric)
-            rows.append(s.assign(profile=profile, procedure=procedure, metric=metric))
-    table = pd.concat(rows, ignore_index=True)
+    """The numbers behind a figure as a tidy CSV beside it: mean, 95% CI and seed count per procedure x level x
+    metric x source."""
+    table = pd.concat([summarize(df, metric).assign(profile=profile, procedure=procedure, metric=metric)
+                       for procedure, df in curves.items() for metric in metrics], ignore_index=True)
     cols = ["profile", "procedure", "level", "sparsity", "epochs_total", "metric", "source", "mean", "ci", "n"]
     path = Path(figures_dir) / f"{name}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
