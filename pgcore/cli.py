@@ -51,22 +51,18 @@ class Interrupted(Exception):
     """Ctrl-C during a run, with where it stopped."""
 
 
-def _table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per level: mean over seeds of the headline metrics, one column each."""
+def _print_tables(df: pd.DataFrame) -> None:
+    """Per level the mean over seeds of the headline metrics, and test error per level and seed when there are
+    several seeds."""
     wide = df.pivot_table(index=["level", "sparsity", "epochs_total"], columns="source",
                           values=["error", "loss"], aggfunc="mean")
     cols = {("loss", "train"): "train_loss", ("error", "train"): "train_err", ("error", "val"): "val_err",
             ("error", "test"): "test_err", ("error", "train_noisy"): "noisy_err"}
-    out = pd.DataFrame({name: wide[key] for key, name in cols.items() if key in wide.columns})
-    out = out.dropna(axis=1, how="all").reset_index()
-    out.insert(3, "seeds", df.groupby("level").seed.nunique().to_numpy())
-    return out
-
-
-def _print_tables(df: pd.DataFrame) -> None:
-    """The per-level table, and test error per level and seed when there are several seeds."""
+    table = pd.DataFrame({name: wide[key] for key, name in cols.items() if key in wide.columns})
+    table = table.dropna(axis=1, how="all").reset_index()
+    table.insert(3, "seeds", df.groupby("level").seed.nunique().to_numpy())
     with pd.option_context("display.width", 120, "display.max_columns", 20, "display.float_format", "{:.4f}".format):
-        print(_table(df).to_string(index=False))
+        print(table.to_string(index=False))
         if df.seed.nunique() > 1:
             test = df[df.source == "test"]
             wide = test.pivot_table(index=["level", "sparsity"], columns="seed", values="error", aggfunc="mean")
@@ -160,27 +156,23 @@ def _stale(run: Any) -> list[str]:
     return []
 
 
-def _problems_of(run_dir: Path) -> list[str]:
-    """One line per problem of a run directory, and the fix."""
-    try:
-        run = _open_dir(run_dir)
-    except (FileNotFoundError, MisfiledRunError, NotARunError) as e:
-        return [str(e)]
-    except CorruptResultError as e:
-        return [f"{e.what}; fix: pgcore repair {run_dir}"]
-    problems = run.verify()
-    fix = [f"fix: {run.explain(problems).fix}"] if problems else []
-    return [str(p) for p in problems] + fix + _stale(run)
-
-
 def cmd_verify(args: argparse.Namespace) -> int:
     if args.run is None and not args.all:
         raise ConfigError("name a run to check (pgcore verify results/imp-<hash>) or check the whole store with --all")
     tic = time.perf_counter()
     dirs = _named_dirs(args.run, args.store)
     bad = 0
-    for d in dirs:
-        lines = _problems_of(d)
+    for d in dirs:  # one line per problem, and the fix
+        try:
+            run = _open_dir(d)
+        except (FileNotFoundError, MisfiledRunError, NotARunError) as e:
+            lines = [str(e)]
+        except CorruptResultError as e:
+            lines = [f"{e.what}; fix: pgcore repair {d}"]
+        else:
+            problems = run.verify()
+            fix = [f"fix: {run.explain(problems).fix}"] if problems else []
+            lines = [str(p) for p in problems] + fix + _stale(run)
         if lines:
             bad += 1
             print(f"{d}:\n" + "\n".join(f"  {line}" for line in lines))
@@ -196,34 +188,28 @@ def cmd_repair(args: argparse.Namespace) -> int:
     dirs = _named_dirs(args.run, args.store)
     for d in dirs:  # every directory checked before anything is removed
         check_run_dir(d)
-    for d in dirs:
-        _repair_dir(d, args.from_level)
+    for d in dirs:  # saying what is removed before and after removing it
+        try:
+            run = _open_dir(d)
+        except MisfiledRunError as e:
+            print(f"{d}: not repaired: {e}")
+            continue
+        except CorruptResultError:  # an unreadable config.json: the next run rewrites it
+            run = None
+        # In an order that is safe to stop at any point.
+        doomed = run.repair(args.from_level, dry_run=True) if run else [d / "done.json", d / "config.json"]
+        doomed = [p for p in doomed if p.exists()]
+        if not doomed:
+            print(f"{d}: nothing to repair")
+            continue
+        names = ", ".join(p.name for p in doomed)
+        print(f"{d}: {'removing' if run else 'its config.json is unreadable; removing'} {names}")
+        for p in doomed:
+            p.unlink()
+        then = (f"the same `pgcore run` command recomputes from level {len(run.finished_levels())}" if run
+                else "the next `pgcore run` of its config rewrites it")
+        print(f"{d}: removed {names}; {then}")
     return 0
-
-
-def _repair_dir(d: Path, from_level: int | None) -> None:
-    """Repair one pgcore run directory, saying what it removes before and after removing it."""
-    try:
-        run = _open_dir(d)
-    except MisfiledRunError as e:
-        print(f"{d}: not repaired: {e}")
-        return
-    except CorruptResultError:  # an unreadable config.json: the next run rewrites it
-        run = None
-    if run is None:
-        doomed = [p for p in (d / "done.json", d / "config.json") if p.exists()]
-    else:
-        doomed = run.repair(from_level, dry_run=True)  # in an order that is safe to stop at any point
-    if not doomed:
-        print(f"{d}: nothing to repair")
-        return
-    names = ", ".join(p.name for p in doomed)
-    print(f"{d}: {'removing' if run else 'its config.json is unreadable; removing'} {names}")
-    for p in doomed:
-        p.unlink()
-    then = (f"the same `pgcore run` command recomputes from level {len(run.finished_levels())}" if run
-            else "the next `pgcore run` of its config rewrites it")
-    print(f"{d}: removed {names}; {then}")
 
 
 def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:

@@ -1,12 +1,7 @@
-"""A whole study at once: every run its figures need, trained on a Dask cluster.
-
-One task per need and seed (or per need, all seeds in lockstep on a GPU); a task waits for the
-tasks of the needs it builds on. Results travel only through the store, which stores each level
-as it finishes and trains each run under its own lock: a task whose worker died is rerun
-elsewhere and resumes to the numbers of an uninterrupted run. An error inside a task is
-deterministic, so it is reported (traceback under ``<store>/failures/``), not retried; the tasks
-that build on it are skipped and everything else finishes.
-"""
+"""A whole study at once: every run its figures need, one task per need and seed (or all seeds in lockstep on a GPU),
+trained on a Dask cluster. Results travel only through the store (each level stored as it finishes, each run under its
+own lock), so a task whose worker died is rerun elsewhere and resumes. An error inside a task is deterministic: it is
+reported (traceback under ``<store>/failures/``), not retried, and only the tasks that build on it are skipped."""
 
 from __future__ import annotations
 
@@ -26,6 +21,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
+import torch
+import yaml
 from dask.system import CPU_COUNT  # the cores this process may use (affinity and cgroup limits)
 
 from .config import ConfigError, check_study
@@ -41,7 +38,6 @@ SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "c
                   "gpus": 0, "jobs": 2}
 
 
-# -- tasks -------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Task:
     """One unit of work on a worker: a need for some seeds (one, or all in lockstep)."""
@@ -56,8 +52,8 @@ class Task:
 
 
 def tasks(study: Study, needs: Sequence[Need], lockstep: bool) -> dict[Task, list[Task]]:
-    """Every task and the tasks it waits for, those first. Needs with the same runs (levels are
-    not part of a run's identity) share one task: that of the first one asking for the most levels."""
+    """Every task and the tasks it waits for, those first. Needs with the same runs (levels are not part of a run's
+    identity) share one task: that of the first one asking for the most levels."""
     same: dict[Any, list[Need]] = {}
     for need in needs:
         paths = study.run_paths(need, study.seeds[0])  # None: not known yet (figure 7's), nothing to share
@@ -75,8 +71,8 @@ def tasks(study: Study, needs: Sequence[Need], lockstep: bool) -> dict[Task, lis
 
 def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str, device: str, lockstep: bool,
              threads: int | None, after: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
-    """Train (or find) one task's runs on a worker and return a small status record. ``after``:
-    the records of the tasks it builds on; ``threads``: torch threads, so that workers x threads = cores."""
+    """Train (or find) one task's runs on a worker and return a small status record. ``after``: the records of the
+    tasks it builds on; ``threads``: torch threads, so that workers x threads = cores."""
     name = Task(need, tuple(seeds)).name
     record: dict[str, Any] = {"task": name, "need": need.label(), "seeds": list(seeds), "trained": [], "reused": []}
     blocked = [a for a in after if a["status"] != "ok"]
@@ -85,41 +81,29 @@ def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str
         return {**record, "status": "skipped", "message": f"builds on {first['task']}, which {first['status']}"}
     tic = time.perf_counter()
     try:
-        import torch
-
         if threads:
             torch.set_num_threads(threads)
         study = Study.from_dict({**params, "seeds": list(seeds)}, root=root, device=device, progress=False,
                                 lockstep=lockstep)
-        record["runs"] = [str(Run(cfg, root).path) for s in seeds for cfg in study.runs(need, s)]
+        runs = [Run(cfg, root) for s in seeds for cfg in study.runs(need, s)]
+        record["runs"] = [str(run.path) for run in runs]
         with recording_writes() as written:
             study.compute(need)
-        # Trained: the runs this process stored a level of; reused: those found done (by an
-        # earlier command, or by another process while this one waited for the run's lock).
+        # Trained: the runs this process stored a level of; reused: those found done (by an earlier command, or by
+        # another process while this one waited for the run's lock).
         mine = {str(p) for p in written}
-        done = {str(run.path) for run in (Run(cfg, root) for s in seeds for cfg in study.runs(need, s))
-                if run.is_done()}
+        done = {str(run.path) for run in runs if run.is_done()}
     except Exception as e:  # noqa: BLE001 -- reported with its traceback; the study goes on
-        path = _write_failure(Path(root), name, need, seeds, params, traceback.format_exc())
+        path = Path(root) / "failures" / f"{re.sub(r'[^A-Za-z0-9_.=,-]+', '_', name).strip('_')}.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        base = {k: v for k, v in params.items() if k in ("data", "model", "train", "prune")}
+        path.write_text(f"task: {name}\nneed: {need.label()}\nseeds: {list(seeds)}\nchanges: {dict(need.changes)}\n"
+                        f"base config:\n{yaml.safe_dump(base, sort_keys=True)}\n{traceback.format_exc()}")
         return {**record, "status": "failed", "message": f"{type(e).__name__}: {e}", "traceback": str(path)}
     return {**record, "status": "ok", "trained": sorted(done & mine), "reused": sorted(done - mine),
             "wall_s": time.perf_counter() - tic}
 
 
-def _write_failure(root: Path, name: str, need: Need, seeds: Sequence[int], params: Mapping[str, Any],
-                   tb: str) -> Path:
-    """Write a failed task's traceback to ``<store>/failures/<task>.txt``."""
-    import yaml
-
-    path = root / "failures" / f"{re.sub(r'[^A-Za-z0-9_.=,-]+', '_', name).strip('_')}.txt"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    base = {k: v for k, v in params.items() if k in ("data", "model", "train", "prune")}
-    path.write_text(f"task: {name}\nneed: {need.label()}\nseeds: {list(seeds)}\n"
-                    f"changes: {dict(need.changes)}\nbase config:\n{yaml.safe_dump(base, sort_keys=True)}\n{tb}")
-    return path
-
-
-# -- clusters ----------------------------------------------------------------------------
 @dataclass
 class Cluster:
     """A Dask client and what tasks need to know about its workers."""
@@ -137,18 +121,6 @@ class Cluster:
         return f"{self.kind} cluster, {n} worker(s){' (one GPU each)' if self.gpus else ''}{per}"
 
 
-def visible_gpus() -> list[str]:
-    """The CUDA devices this machine shows, as CUDA_VISIBLE_DEVICES names them."""
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if listed:
-        return [d.strip() for d in listed.split(",") if d.strip()][: torch.cuda.device_count()]
-    return [str(i) for i in range(torch.cuda.device_count())]
-
-
 def dashboard_address(value: str | None) -> str | None:
     """``--dashboard`` as Dask's address: ``HOST:PORT`` as given, a bare ``PORT`` on 127.0.0.1,
     ``none`` (or None) for no dashboard."""
@@ -164,14 +136,14 @@ def dashboard_address(value: str | None) -> str | None:
 
 
 def _scheduler_dashboard(address: str | None) -> dict[str, Any]:
-    """Scheduler options for a dashboard at ``address``; None: none (the scheduler's bare HTTP
-    server, health checks only, then listens on this machine only)."""
+    """Scheduler options for a dashboard at ``address``; None: none (the scheduler's bare HTTP server, for health
+    checks only, then listens on this machine only)."""
     return {"dashboard": address is not None, "dashboard_address": "127.0.0.1:0" if address is None else address}
 
 
 def _start(make: Callable[[], Any], dashboard: str | None) -> tuple[Any, str | None]:
-    """A client of a cluster started here, and its dashboard's link noting a port that was taken
-    (instead of distributed's raw 'Port 8787 is already in use' warning)."""
+    """A client of a cluster started here, and its dashboard's link noting a port that was taken (instead of
+    distributed's raw 'Port 8787 is already in use' warning)."""
     from distributed import Client
 
     with warnings.catch_warnings():
@@ -186,16 +158,16 @@ def _start(make: Callable[[], Any], dashboard: str | None) -> tuple[Any, str | N
 
 
 def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD, threads: int | None = None) -> Cluster:
-    """This machine: one worker process per GPU (seeing only its own), or without GPUs one per core
-    (``workers``: fewer), each running one task at a time with cores / workers torch threads
-    (``threads``: another number). Results do not depend on the count: a run on a CPU uses
-    :data:`pgcore.protocols.CPU_THREADS`."""
+    """This machine: one worker process per GPU (seeing only its own), or without GPUs one per core (``workers``:
+    fewer), each running one task at a time with cores / workers torch threads (``threads``: another number).
+    Results do not depend on the count: a run on a CPU uses :data:`pgcore.protocols.CPU_THREADS`."""
     from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
 
-    gpus = visible_gpus()
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    gpus = (listed or [str(i) for i in range(torch.cuda.device_count())])[: torch.cuda.device_count()]
     options = _scheduler_dashboard(dashboard)
     if gpus:
-        gpus = gpus[:workers] if workers else gpus
+        gpus = gpus[: workers or None]
         n = len(gpus)
         specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
                  for d in gpus}
@@ -211,8 +183,8 @@ def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD,
 
 
 def slurm_options(params: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[str, Any]:
-    """SLURM job settings: the defaults, then the parameter file's ``cluster:`` section (checked
-    by :func:`pgcore.config.check_study`), then flags given on the command line."""
+    """SLURM job settings: the defaults, then the parameter file's ``cluster:`` section (checked by
+    :func:`pgcore.config.check_study`), then flags given on the command line."""
     section = check_study({"cluster": params.get("cluster")})["cluster"] or {}
     opts = {**SLURM_DEFAULTS, **section, **{k: v for k, v in flags.items() if v is not None}}
     if int(opts["gpus"]) not in (0, 1):
@@ -232,16 +204,16 @@ def walltime_seconds(walltime: str) -> int:
 
 
 def lifetime(walltime: str) -> tuple[int, int]:
-    """A worker's lifetime and its spread: it leaves a few minutes before its job's walltime (its
-    task resumes elsewhere) and adapt() replaces it; the spread keeps workers from leaving together."""
+    """A worker's lifetime and its spread: it leaves a few minutes before its job's walltime (its task resumes
+    elsewhere) and adapt() replaces it; the spread keeps workers from leaving together."""
     total = walltime_seconds(walltime)
     margin = min(300, total // 5)
     return total - margin, min(240, margin // 2)
 
 
 def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str | None = DASHBOARD) -> Cluster:
-    """A ``dask_jobqueue.SLURMCluster`` of one worker per job (``opts['cores']`` cores, one task at
-    a time), adapting between one job and ``opts['jobs']``."""
+    """A ``dask_jobqueue.SLURMCluster`` of one worker per job (``opts['cores']`` cores, one task at a time), adapting
+    between one job and ``opts['jobs']``."""
     if shutil.which("sbatch") is None:
         raise ConfigError("--cluster slurm needs SLURM's sbatch on the PATH (none found); run on a login node, or "
                           "use --cluster local or a scheduler address")
@@ -271,26 +243,20 @@ def scheduler_cluster(address: str) -> Cluster:
         raise ConfigError(f"no Dask scheduler answers at {address} ({e}); start one with `dask scheduler`, or use "
                           f"--cluster local") from None
     client.wait_for_workers(1, timeout=600)
-    return Cluster(client, address, None, None, any(client.run(_cuda_devices).values()), client.dashboard_link)
+    return dataclasses.replace(_given(client), kind=address, workers=None)  # workers: however many join
 
 
 def _given(client: Any) -> Cluster:
-    """A cluster handed in, or a client's, with torch threads split over the cores when its
-    workers run on this machine (a local cluster)."""
+    """A cluster handed in, or a client's, with torch threads split over the cores when its workers run on this
+    machine (a local cluster)."""
     if isinstance(client, Cluster):
         return client
     from distributed import LocalCluster
 
-    gpus = any(client.run(_cuda_devices).values())
+    gpus = any(client.run(torch.cuda.device_count).values())
     n = len(client.scheduler_info()["workers"])
     threads = max(1, CPU_COUNT // n) if isinstance(client.cluster, LocalCluster) and n else None
     return Cluster(client, "given", n or None, threads, gpus, client.dashboard_link)
-
-
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count()
 
 
 @contextlib.contextmanager
@@ -314,35 +280,21 @@ def open_cluster(cluster: str = "local", workers: int | None = None, params: Map
         close_cluster(c)
 
 
-_SHUTDOWN_NOISE = ("distributed.worker", "distributed.core", "distributed.nanny", "distributed.comm",
-                   "distributed.batched")
-
-
-def _quiet_logs(levels: Mapping[str, int] | None = None) -> dict[str, int]:
-    """Set the loggers of a closing cluster's lost connections (tracebacks, and nothing wrong) to
-    CRITICAL, or back to ``levels``; returns the levels they had."""
-    old = {name: logging.getLogger(name).level for name in _SHUTDOWN_NOISE}
-    for name in _SHUTDOWN_NOISE:
-        logging.getLogger(name).setLevel((levels or {}).get(name, logging.CRITICAL))
-    return old
-
-
 def close_cluster(c: Cluster) -> None:
-    """Close a cluster opened here, and its client, without shutdown tracebacks."""
+    """Close a cluster opened here, and its client, without the tracebacks of lost connections (nothing wrong)."""
     owner = c.client.cluster
     if owner is not None:  # its workers are ours: quiet them too
         with contextlib.suppress(Exception):
-            c.client.run(_quiet_logs)
-    levels = _quiet_logs()
+            c.client.run(logging.disable, logging.CRITICAL)
+    logging.disable(logging.CRITICAL)
     try:
         c.client.close()
         if owner is not None:
             owner.close()
     finally:
-        _quiet_logs(levels)
+        logging.disable(logging.NOTSET)
 
 
-# -- running a study ---------------------------------------------------------------------
 @dataclass
 class Summary:
     """What a compute did, from one record per task (as :func:`run_task` returns it)."""
@@ -371,58 +323,48 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
                   needs: Iterable[Need] | None = None, cluster: str = "local", workers: int | None = None,
                   slurm: Mapping[str, Any] | None = None, retries: int = RETRIES, progress: bool = True,
                   out: Callable[[str], None] = print, dashboard: str | None = DASHBOARD) -> Summary:
-    """Compute every run ``study``'s figures need (or only ``needs`` and what they build on) on a
-    Dask cluster: ``client`` (a :class:`Cluster` or a ``distributed.Client`` whose workers run one
-    task at a time), or one opened by name (:func:`open_cluster`) and closed at the end."""
+    """Compute every run ``study``'s figures need (or only ``needs`` and what they build on) on a Dask cluster:
+    ``client`` (a :class:`Cluster` or a ``distributed.Client`` whose workers run one task at a time), or one opened
+    by name (:func:`open_cluster`) and closed at the end. Each task is submitted with the futures it builds on."""
     import dask
-    import distributed  # noqa: F401 -- its config defaults must be loaded before one is set below
+    from distributed import as_completed  # also loads its config defaults, before one is set below
 
     root = Path(study.root) if study.root is not None else default_root()
     study = dataclasses.replace(study, root=root.resolve(), progress=False)
     wanted = study.expand(figures, needs)
-    # The scheduler's settings, so they hold for clusters opened here. Told that tasks take long,
-    # it spreads tasks that become ready together over idle workers instead of queueing them on
-    # the worker holding the (tiny) record they build on.
-    with dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                          "distributed.scheduler.unknown-task-duration": TASK_DURATION}):
-        if client is not None:
-            return _submit_all(study, _given(client), wanted, retries, progress, out)
-        with open_cluster(cluster, workers, study.params, slurm, study.root, dashboard) as c:
-            return _submit_all(study, c, wanted, retries, progress, out)
-
-
-def _submit_all(study: Study, cluster: Cluster, needs: list[Need], retries: int, progress: bool,
-                out: Callable[[str], None]) -> Summary:
-    """Submit every task with the futures of those it builds on; gather their records."""
-    import torch
-    from distributed import as_completed
-
-    tic = time.perf_counter()
-    lockstep = study.lockstep_on(torch.device("cuda" if cluster.gpus else "cpu"))
-    study = dataclasses.replace(study, lockstep=lockstep)
-    graph = tasks(study, needs, lockstep)
-    out(f"computing {len(graph)} tasks on a {cluster.describe()}; seeds {'in lockstep' if lockstep else 'one by one'}; "
-        f"store {study.root}")
-    if cluster.dashboard:
-        out(f"dashboard: {cluster.dashboard}")
-    futures: dict[Task, Any] = {}
-    for task, deps in graph.items():
-        futures[task] = cluster.client.submit(
-            run_task, study.params, task.need, task.seeds, str(study.root), str(study.device), lockstep,
-            cluster.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
-            retries=retries)
-    names = {f.key: t.name for t, f in futures.items()}
-    records = []
-    with bar(total=len(graph), desc="tasks", unit="task", disable=not progress, dynamic_ncols=True) as b:
-        for future in as_completed(list(futures.values())):
-            records.append(_record(future, names))
-            b.update()
-    return Summary(records, time.perf_counter() - tic)
+    given = contextlib.nullcontext(_given(client)) if client is not None else None
+    # The scheduler's settings, so they hold for clusters opened here. Told that tasks take long, it spreads tasks
+    # that become ready together over idle workers instead of queueing them on the worker holding the (tiny) record
+    # they build on.
+    with (dask.config.set({"distributed.scheduler.allowed-failures": retries,
+                           "distributed.scheduler.unknown-task-duration": TASK_DURATION}),
+          given or open_cluster(cluster, workers, study.params, slurm, study.root, dashboard) as c):
+        tic = time.perf_counter()
+        lockstep = study.lockstep_on(torch.device("cuda" if c.gpus else "cpu"))
+        study = dataclasses.replace(study, lockstep=lockstep)
+        graph = tasks(study, wanted, lockstep)
+        out(f"computing {len(graph)} tasks on a {c.describe()}; seeds {'in lockstep' if lockstep else 'one by one'}; "
+            f"store {study.root}")
+        if c.dashboard:
+            out(f"dashboard: {c.dashboard}")
+        futures: dict[Task, Any] = {}
+        for task, deps in graph.items():
+            futures[task] = c.client.submit(
+                run_task, study.params, task.need, task.seeds, str(study.root), str(study.device), lockstep,
+                c.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
+                retries=retries)
+        names = {f.key: t.name for t, f in futures.items()}
+        records = []
+        with bar(total=len(graph), desc="tasks", unit="task", disable=not progress, dynamic_ncols=True) as b:
+            for future in as_completed(list(futures.values())):
+                records.append(_record(future, names))
+                b.update()
+        return Summary(records, time.perf_counter() - tic)
 
 
 def _record(future: Any, names: Mapping[str, str]) -> dict[str, Any]:
-    """A finished task's record; a task lost with its workers (more deaths than retries) is a
-    failure, and the tasks that waited for it are skipped."""
+    """A finished task's record; a task lost with its workers (more deaths than retries) is a failure, and the tasks
+    that waited for it are skipped."""
     if future.status == "finished":
         return future.result()
     record = {"task": names[future.key], "status": "failed", "trained": [], "reused": []}

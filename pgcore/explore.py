@@ -98,55 +98,48 @@ def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
     if run is None:
         raise ValueError(f"seed {seed} is not in this study (seeds {[r.cfg.seed for r in runs]})")
     fig, (ax_l, ax_c, ax_e) = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1.1, 1.1])
-    _draw_layers(ax_l, layer_weights(run, level))
-    _draw_curves(ax_c, runs, level)
-    _draw_change(ax_e, loss_change(run, level), level)
+
+    layers = layer_weights(run, level)
+    ax_l.barh(layers.layer, layers.fraction_remaining, color="C0")
+    for y, row in enumerate(layers.itertuples()):  # beside the bar, readable however short it is
+        ax_l.text(row.fraction_remaining + 0.02, y, f"{row.remaining:,} / {row.weights:,}", va="center",
+                  fontsize="x-small")
+    ax_l.set_xlim(0, 1.45)
+    ax_l.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    ax_l.invert_yaxis()  # first layer on top
+    ax_l.set_xlabel("fraction of weights remaining")
+    ax_l.set_title("remaining weights per layer")
+
+    if level != 0:  # the dense model's curves, for reference
+        for _, d in level_curves(runs, 0).groupby(["seed", "source"]):
+            ax_c.plot(d.epoch, d.error, color="0.75", lw=1, ls="--" if d.source.iloc[0] == "train" else "-")
+    for (s, source), d in level_curves(runs, level).groupby(["seed", "source"]):
+        ax_c.plot(d.epoch, d.error, color=f"C{s % 10}", ls="--" if source == "train" else "-",
+                  label=f"{source}, seed {s}")
+    ax_c.set_xlabel("epoch of this level")
+    ax_c.set_ylabel("error")
+    ax_c.set_title("training curves (dense in grey)" if level else "training curves")
+    ax_c.legend(frameon=False, fontsize="x-small", ncol=2)
+
+    c = loss_change(run, level).change.to_numpy()
+    if level == 0:
+        ax_e.text(0.5, 0.5, "level 0 is the dense model:\npick a sparser level", ha="center", va="center",
+                  transform=ax_e.transAxes)
+    else:
+        lim = max(float(np.quantile(np.abs(c), 0.99)), 1e-6)  # a few extreme examples would squash the rest
+        ax_e.hist(np.clip(c, -lim, lim), bins=60, color="C2")
+        ax_e.axvline(0, color="k", lw=0.8)
+        ax_e.set_xlim(-lim, lim)
+        ax_e.text(0.02, 0.95, f"lower: {np.mean(c < 0):.0%}\nhigher: {np.mean(c > 0):.0%}", transform=ax_e.transAxes,
+                  va="top", fontsize="small")
+    ax_e.set_xlabel("training loss change vs dense, per example")
+    ax_e.set_title(f"{len(c):,} training examples")
+
     m = run.load_metrics(level)
     fig.suptitle(f"{run.cfg.protocol}, level {level}: {m['sparsity']:.1%} sparse, "
                  f"{m['epochs_total']} epochs in all (seed {run.cfg.seed})", fontsize="medium")
     fig.tight_layout()
     return fig
-
-
-def _draw_layers(ax: plt.Axes, layers: pd.DataFrame) -> None:
-    ax.barh(layers.layer, layers.fraction_remaining, color="C0")
-    for y, row in enumerate(layers.itertuples()):  # beside the bar, readable however short it is
-        ax.text(row.fraction_remaining + 0.02, y, f"{row.remaining:,} / {row.weights:,}", va="center",
-                fontsize="x-small")
-    ax.set_xlim(0, 1.45)
-    ax.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax.invert_yaxis()  # first layer on top
-    ax.set_xlabel("fraction of weights remaining")
-    ax.set_title("remaining weights per layer")
-
-
-def _draw_curves(ax: plt.Axes, runs: Runs, level: int) -> None:
-    if level != 0:  # the dense model's curves, for reference
-        for _, d in level_curves(runs, 0).groupby(["seed", "source"]):
-            ax.plot(d.epoch, d.error, color="0.75", lw=1, ls="--" if d.source.iloc[0] == "train" else "-")
-    for (seed, source), d in level_curves(runs, level).groupby(["seed", "source"]):
-        ax.plot(d.epoch, d.error, color=f"C{seed % 10}", ls="--" if source == "train" else "-",
-                label=f"{source}, seed {seed}")
-    ax.set_xlabel("epoch of this level")
-    ax.set_ylabel("error")
-    ax.set_title("training curves (dense in grey)" if level else "training curves")
-    ax.legend(frameon=False, fontsize="x-small", ncol=2)
-
-
-def _draw_change(ax: plt.Axes, change: pd.DataFrame, level: int) -> None:
-    c = change.change.to_numpy()
-    if level == 0:
-        ax.text(0.5, 0.5, "level 0 is the dense model:\npick a sparser level", ha="center", va="center",
-                transform=ax.transAxes)
-    else:
-        lim = max(float(np.quantile(np.abs(c), 0.99)), 1e-6)  # a few extreme examples would squash the rest
-        ax.hist(np.clip(c, -lim, lim), bins=60, color="C2")
-        ax.axvline(0, color="k", lw=0.8)
-        ax.set_xlim(-lim, lim)
-        ax.text(0.02, 0.95, f"lower: {np.mean(c < 0):.0%}\nhigher: {np.mean(c > 0):.0%}", transform=ax.transAxes,
-                va="top", fontsize="small")
-    ax.set_xlabel("training loss change vs dense, per example")
-    ax.set_title(f"{len(c):,} training examples")
 
 
 def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: bool | None = None) -> Any:

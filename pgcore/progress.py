@@ -1,34 +1,26 @@
-"""Progress bars: a widget bar (``tqdm.notebook``) in JupyterLab, the plain text bar everywhere
-else, including notebooks run headless by papermill or nbval, whose saved outputs cannot show
-widgets. A kernel cannot see its front end, so the Makefile tells headless runs by setting
+"""Progress bars: tqdm's widget bar in a Jupyter kernel, the plain text bar everywhere else, and also in kernels
+run headless by papermill or nbval (whose saved outputs cannot show widgets): the Makefile marks those by setting
 ``PGCORE_PLAIN_PROGRESS=1``, which their kernels inherit."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
+import warnings
 from typing import Any, Iterable
 
 from tqdm import std
 
+with warnings.catch_warnings():  # tqdm's "experimental" notice, and its warning when ipywidgets is missing
+    warnings.simplefilter("ignore")
+    from tqdm.autonotebook import tqdm as _auto  # the widget bar in a Jupyter kernel with ipywidgets, else std
+
+
 def widget_front_end() -> bool:
-    """Whether to draw a widget: in a Jupyter kernel (not terminal IPython) with ipywidgets installed,
-    unless ``PGCORE_PLAIN_PROGRESS`` is set and not "0"."""
-    if os.environ.get("PGCORE_PLAIN_PROGRESS", "") not in ("", "0"):
-        return False
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return False
-    if type(get_ipython()).__name__ != "ZMQInteractiveShell":
-        return False
-    return importlib.util.find_spec("ipywidgets") is not None
+    """Whether to draw a widget: in a Jupyter kernel with ipywidgets, unless ``PGCORE_PLAIN_PROGRESS`` is set and
+    not "0"."""
+    return os.environ.get("PGCORE_PLAIN_PROGRESS", "") in ("", "0") and _auto is not std.tqdm
 
 
 def bar(iterable: Iterable | None = None, **tqdm_kwargs: Any) -> std.tqdm:
     """A tqdm bar over ``iterable`` (any tqdm keyword): a widget where :func:`widget_front_end` says so."""
-    if widget_front_end():
-        from tqdm.notebook import tqdm as notebook_tqdm
-
-        return notebook_tqdm(iterable, **tqdm_kwargs)
-    return std.tqdm(iterable, **tqdm_kwargs)
+    return (_auto if widget_front_end() else std.tqdm)(iterable, **tqdm_kwargs)
