@@ -255,8 +255,7 @@ _PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", 
 
 
 def check_study(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every study-level key of a parameter file (:data:`EXPERIMENT_KEYS`) before any work starts.
-    Returns a copy of ``params`` with a list or mapping given as a string (``-p seeds '[0]'``) parsed."""
+    """A copy of ``params`` with every :data:`EXPERIMENT_KEYS` checked and those given as strings parsed."""
     out = dict(params)
     for key in _PARSED:
         if isinstance(out.get(key), str) and out[key] != "all":
@@ -548,8 +547,8 @@ OVERRIDES = "overrides"  # the notebook parameter holding dotted overrides
 
 
 def check_notebook_parameters(ns: Mapping[str, Any]) -> dict[str, Any]:
-    """A notebook's parameters ``ns`` (papermill's globals), with their dotted ``overrides`` applied.
-    An unknown name (``-p epochs 3``) is an error, as papermill would silently ignore it."""
+    """Papermill's globals ``ns`` with their dotted ``overrides`` applied; an unknown name, which papermill would
+    silently ignore, is an error."""
     known = {"protocol", "seed", *SECTIONS, *EXPERIMENT_KEYS}
     unknown = sorted(k for k in ns if k not in known and k != OVERRIDES)
     if unknown:

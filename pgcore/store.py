@@ -332,8 +332,7 @@ class Run:
         return CorruptResultError(str(first), self._fix(first.level) + more)
 
     def repair(self, from_level: int | None = None, dry_run: bool = False) -> list[Path]:
-        """Remove what :meth:`verify` finds invalid (or ``from_level``), every later level and done.json; returns
-        the files removed (``dry_run``: to remove)."""
+        """Remove (``dry_run``: list) what :meth:`verify` finds invalid (or ``from_level``) and every later level."""
         if from_level is not None and from_level < 0:
             raise ValueError(f"from_level must be a level >= 0, got {from_level}")
         problems = self.verify()
@@ -398,8 +397,7 @@ def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
 
 
 def find_run_dirs(ref: str | Path, root: str | Path | None = None) -> list[Path]:
-    """The run directories ``ref`` names (a run or experiment directory, a hash prefix, ``<protocol>-<hash>/seed<k>``
-    in the store); refused if it matches several experiments."""
+    """The run directories ``ref`` names: a run or experiment directory, or a hash prefix or run name in the store."""
     if not str(ref).strip():
         raise ConfigError("name a run: a run or experiment directory (results/imp-<hash>/seed0), or a hash prefix")
     root = Path(root) if root is not None else default_root()

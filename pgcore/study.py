@@ -121,8 +121,7 @@ class Study:
 
     def publish(self, name: str, fig: Any, numbers: Mapping[str, pd.DataFrame], verdicts: Sequence | Mapping,
                 notes: Sequence[str] = (), metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> list[Path]:
-        """Save figure ``name``, its ``numbers`` (a frame per curve) and ``verdicts`` (a mapping labels them); show
-        the verdicts and ``notes``."""
+        """Save figure ``name``, its ``numbers`` and ``verdicts`` (a mapping labels them); show them and ``notes``."""
         from IPython.display import Markdown, display
 
         profile = self.params["profile"]
@@ -212,8 +211,7 @@ class Study:
             self.run(need.protocol, dict(need.changes))
 
     def expand(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> list[Need]:
-        """The figures' needs (or ``needs``) and all they build on, each once, after its dependencies, listing
-        every figure that reads it or builds on it."""
+        """The figures' needs (or ``needs``) and all they build on, each once, dependencies first."""
         wanted = list(self.needs(figures) if needs is None else needs)
         deps: dict[Need, list[Need]] = {}
         stack = list(reversed(wanted))
