@@ -72,8 +72,7 @@ def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") 
 
 
 def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> dict[str, float]:
-    """Test ``metric`` of the dense model and of the best level chosen on ``select_on``, and their paired
-    difference with its 95% CI (negative: pruning helped)."""
+    """Test ``metric`` of dense, of the best level on ``select_on``, and their paired difference (negative: helped)."""
     test = df[df.source == "test"].pivot_table(index="seed", columns="level", values=metric)
     best = best_level(df, select_on, metric)
     dense, pruned = test[0], test[best]
@@ -89,8 +88,7 @@ def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "er
 
 
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
-    """Per level present in both, the paired per-seed difference ``a - b`` of ``metric`` on ``source`` with its
-    95% CI and :func:`significance` word (``verdict``)."""
+    """Per level, the paired difference ``a - b`` of ``metric`` on ``source``, its CI and :func:`significance`."""
     cols = ["seed", "level", metric]
     left = a[a.source == source][cols + ["sparsity", "epochs_total"]]
     right = b[b.source == source][cols].rename(columns={metric: f"{metric}_b"})

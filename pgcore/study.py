@@ -1,13 +1,5 @@
-"""A study: every run the figures of one parameter file need, declared once.
-
-A parameter file (``params/<profile>.yaml``) holds a base config and experiment keys saying
-what each figure varies around it: ``variants`` (figure 1, ``prune.*``), ``noise_fractions`` and
-``noise_levels`` (figure 4), ``stretched_levels`` (figure 3), ``pai_methods`` (figures 5, 6),
-``tie_fraction`` and ``tie_levels`` (figure 7), ``recipes`` (figure 9, ``train.*``).
-:meth:`Study.needs` lists the runs the notebooks read; they read them through :meth:`Study.frame`,
-which trains only what the store lacks, so ``pgcore plan`` and ``pgcore compute`` know exactly
-what the notebooks will then only read.
-"""
+"""A study: every run the figures of one parameter file (a base config and what each figure varies around it)
+need, declared once, so ``pgcore plan`` and ``pgcore compute`` know exactly what the notebooks will read."""
 
 from __future__ import annotations
 
@@ -35,9 +27,8 @@ TIE = "tie"  # a need whose runs are dense retrainings without chosen examples (
 
 @dataclass(frozen=True)
 class Need:
-    """Runs of one protocol (for every seed) around the base config: ``changes`` are dotted
-    overrides, e.g. ``(("data.noisy_fraction", 0.2),)``. ``protocol == "tie"``: the dense
-    retrainings of figure 7 at the IMP level ``changes`` name."""
+    """Runs of one protocol (every seed) with dotted ``changes`` to the base config; protocol ``tie``: figure 7's
+    retrainings at the IMP level ``changes`` name."""
 
     protocol: str
     changes: tuple[tuple[str, Any], ...] = ()
@@ -54,8 +45,7 @@ def _need(protocol: str, figure: str, changes: Mapping[str, Any] | None = None) 
 
 @dataclass
 class Study:
-    """The runs one parameter file's figures need; ``study.frame("imp", {"data.noisy_fraction": 0.1})``
-    trains (or reads) that protocol for every seed and returns its tidy frame."""
+    """The runs one parameter file's figures need, trained (or read) by :meth:`frame` for every seed."""
 
     params: dict[str, Any]
     seeds: Sequence[int]
@@ -69,8 +59,7 @@ class Study:
 
     @classmethod
     def from_parameters(cls, ns: Mapping[str, Any]) -> "Study":
-        """From a notebook's parameter variables (``overrides``: dotted changes); names that are not
-        parameters (imports, IPython's own) are ignored, a misspelt parameter is an error."""
+        """From a notebook's variables; imports and IPython's names are ignored, a misspelt parameter is an error."""
         seen = ns.get(_SEEN)  # a re-run of the setup cell: only the names the first run took as parameters
         names = {k: v for k, v in ns.items() if (k in seen if seen is not None else
                  not k.startswith("_") and k not in _IPYTHON and not callable(v) and not isinstance(v, type(torch)))}
@@ -97,7 +86,6 @@ class Study:
     def from_file(cls, path: str | Path, **kwargs: Any) -> "Study":
         return cls.from_dict(load_yaml(path), **kwargs)
 
-    # -- one protocol --------------------------------------------------------------------
     def base(self) -> dict[str, Any]:
         return {k: v for k, v in self.params.items() if k in SECTIONS}
 
@@ -125,7 +113,6 @@ class Study:
         """``prune.levels`` (or its default)."""
         return self.config("imp").prune.levels
 
-    # -- a notebook's figure ---------------------------------------------------------------
     def title(self, what: str, levels: int | None = None) -> str:
         """A figure's title: dataset / model, what it shows, and the profile, seeds and levels it holds."""
         p, n = self.params, self.levels if levels is None else levels
@@ -134,8 +121,7 @@ class Study:
 
     def publish(self, name: str, fig: Any, numbers: Mapping[str, pd.DataFrame], verdicts: Sequence | Mapping,
                 notes: Sequence[str] = (), metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> list[Path]:
-        """Save figure ``name`` (PDF, PNG), its ``numbers`` (a tidy frame per curve) and ``verdicts``
-        (a mapping labels them) in the profile's figures directory; show the verdicts and ``notes``."""
+        """Save figure ``name``, its ``numbers`` and ``verdicts`` (a mapping labels them); show them and ``notes``."""
         from IPython.display import Markdown, display
 
         profile = self.params["profile"]
@@ -148,7 +134,6 @@ class Study:
         print("saved", *[p.name for p in paths])
         return paths
 
-    # -- what the figures need -----------------------------------------------------------
     def tie_levels(self) -> list[int]:
         levels = self.params["tie_levels"]
         return list(range(1, self.levels + 1)) if levels == "all" else [int(k) for k in levels]
@@ -158,8 +143,8 @@ class Study:
         return tuple(sorted((f"train.{k}", v) for k, v in self.params["recipes"][name].items()))
 
     def noise_changes(self, fraction: float) -> dict[str, dict[str, Any]]:
-        """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` levels (memorization may only
-        give way near 99.9% sparsity); extended dense training, the time-matched control, to ``levels``."""
+        """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` (memorization may give way only near
+        99.9% sparsity), extended dense training to ``levels``."""
         noise = {"data.noisy_fraction": fraction} if fraction else {}
         return {"imp": {**noise, "prune.levels": int(self.params["noise_levels"] or self.levels)},
                 "extended_dense": {**noise, "prune.levels": self.levels}}
@@ -169,7 +154,7 @@ class Study:
         p = self.params
         wanted: list[Need] = [_need("train", "fig1")]
         for fig in figures:
-            if fig in ("fig1", "fig2", "fig3", "fig5", "fig6", "fig7", "explore"):
+            if fig in ("fig1", "fig2", "fig3", "fig5", "fig6", "fig7", "explore", "fig9"):
                 wanted.append(_need("imp", fig))
             if fig == "fig1":
                 wanted += [_need("imp", fig, {f"prune.{k}": v for k, v in ch.items()})
@@ -190,7 +175,6 @@ class Study:
             if fig == "fig7":
                 wanted += [_need(TIE, fig, {"level": k}) for k in self.tie_levels()]
             if fig == "fig9":
-                wanted.append(_need("imp", fig))
                 wanted += [_need("imp", fig, dict(self.recipe_changes(name))) for name in (p.get("recipes") or {})]
         merged: dict[Need, tuple[str, ...]] = {}
         for n in wanted:
@@ -198,8 +182,7 @@ class Study:
         return [Need(n.protocol, n.changes, tuple(dict.fromkeys(f))) for n, f in merged.items()]
 
     def runs(self, need: Need, seed: int) -> list[RunConfig]:
-        """The run configs behind one need for one seed (a TIE need: its two retrainings, or while
-        the IMP run they are chosen from is not done, that run)."""
+        """The run configs behind one need for one seed (a TIE need's IMP run while it is not done)."""
         execution = "lockstep" if self.lockstep_on(resolve_device(self.device)) else "sequential"
         if need.protocol == TIE:
             imp = Run(self.config("imp", seed=seed).replace(execution=execution), self.root)
@@ -227,10 +210,8 @@ class Study:
         else:
             self.run(need.protocol, dict(need.changes))
 
-    # -- the one answer to "which runs, in what state" ------------------------------------
     def expand(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> list[Need]:
-        """The figures' needs (or ``needs``) and every need they build on, each once and after those
-        it builds on; a need lists every figure that reads it or builds on it."""
+        """The figures' needs (or ``needs``) and all they build on, each once, dependencies first."""
         wanted = list(self.needs(figures) if needs is None else needs)
         deps: dict[Need, list[Need]] = {}
         stack = list(reversed(wanted))
@@ -247,9 +228,8 @@ class Study:
         return [Need(n.protocol, n.changes, figs.get(n, ())) for n in order]
 
     def plan(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> pd.DataFrame:
-        """Every run the figures need (and what they build on), once, under the first need with every
-        figure and the most levels any asks for: columns need, figures, seed, run, levels
-        (stored/needed) and state (``done``, ``partial``, ``missing``, ``corrupt`` or ``waits for imp``)."""
+        """Every run the figures need, once, with every figure and the most levels any asks for: columns need,
+        figures, seed, run, levels (stored/needed), state (done, partial, missing, corrupt, waits for imp)."""
         rows: dict[str, dict[str, Any]] = {}
         for need in self.expand(figures, needs):
             for seed in self.seeds:
@@ -286,8 +266,7 @@ _SEEN = "_pgcore_parameter_names"
 
 
 def depends_on(study: Study, need: Need) -> list[Need]:
-    """The needs whose runs ``need`` builds on: its source protocol, the IMP run of a TIE need,
-    the dense run its level 0 reuses."""
+    """The needs ``need`` builds on: its source protocol, a TIE need's IMP run, the dense run its level 0 reuses."""
     if need.protocol == TIE:
         return [Need("imp")]
     cfg = study.config(need.protocol, need.changes)
@@ -299,8 +278,7 @@ def depends_on(study: Study, need: Need) -> list[Need]:
 
 
 def notebook(ns: Mapping[str, Any]) -> Study:
-    """What every notebook starts with: the plotting style, the :class:`Study` of its parameter cell,
-    and ``machine.json`` (where the numbers come from) in its figures directory."""
+    """What every notebook starts with: plotting style, its :class:`Study`, machine.json in its figures directory."""
     plots.style()
     study = Study.from_parameters(ns)
     out = plots.figures_dir(study.params["profile"], study.params.get("figures_dir"))

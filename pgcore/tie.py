@@ -1,10 +1,6 @@
-"""Top-improved examples (TIE): do the training examples pruning fits better carry its gain?
-
-An example's improvement at IMP level k is its final training loss at level 0 minus at level k.
-For each level, a dense model is trained without the top ``fraction`` of examples by improvement,
-and one without a random subset of the same size (one per seed, so one control run serves every
-level). If those examples matter, leaving them out costs more test accuracy than random ones.
-"""
+"""Top-improved examples (TIE): do the training examples pruning fits better carry its gain? A dense model is
+retrained without the ``fraction`` most improved (training loss at level 0 minus at level k) and one without as many
+random ones; if they matter, leaving them out costs more test accuracy."""
 
 from __future__ import annotations
 
@@ -44,8 +40,7 @@ def random_subset(n: int, k: int, seed: int) -> list[int]:
 
 
 def tie_configs(imp_run: Run, level: int, fraction: float) -> list[RunConfig]:
-    """The two dense retrainings for one seed at one level: without the top-improved examples,
-    and without a random subset of the same size."""
+    """One seed's two dense retrainings at one level: without the top-improved examples, without as many random."""
     gain = improvement(imp_run, level)
     top = top_improved(gain, fraction)
     return [from_dict(override(imp_run.cfg.to_dict(), {"protocol": "train", "data.exclude": exclude}),
@@ -55,8 +50,8 @@ def tie_configs(imp_run: Run, level: int, fraction: float) -> list[RunConfig]:
 
 def run_tie(imp_runs: list[Run], level: int, fraction: float, *, root: str | Path | None = None,
             device: str | torch.device = "auto", progress: bool = True) -> pd.DataFrame:
-    """The tidy frame of :func:`tie_configs`' retrainings (run if missing) for each IMP run; column
-    ``removed``: ``top-improved`` | ``random``, ``tie_level``: the level whose improvement chose them."""
+    """The tidy frame of :func:`tie_configs`' retrainings (run if missing) for each IMP run, with columns
+    ``removed`` (``top-improved`` | ``random``) and ``tie_level``."""
     dev = resolve_device(device)
     full: data_mod.Data | None = None
     frames = []
