@@ -286,13 +286,14 @@ def close_cluster(c: Cluster) -> None:
     if owner is not None:  # its workers are ours: quiet them too
         with contextlib.suppress(Exception):
             c.client.run(logging.disable, logging.CRITICAL)
+    before = logging.root.manager.disable  # restored after, as the caller had it
     logging.disable(logging.CRITICAL)
     try:
         c.client.close()
         if owner is not None:
             owner.close()
     finally:
-        logging.disable(logging.NOTSET)
+        logging.disable(before)
 
 
 @dataclass
