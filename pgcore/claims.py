@@ -1,7 +1,8 @@
 """The paper's claims, each decided by one function from tidy frames (paired by seed, levels chosen on validation)
 as a :class:`Verdict`: reproduced, not reproduced (a significant difference against it) or not significant.
 "Differs" is :func:`pgcore.analysis.significance`; "matches" (figures 3, 6) is :func:`pgcore.analysis.equivalence`
-within ±:data:`EQUIVALENCE_MARGIN` × dense test error, so a mere lack of significance is never read as a match."""
+within ±:data:`EQUIVALENCE_MARGIN` × dense test error, so a mere lack of significance is never read as a match.
+Notebooks print these verdicts; they never word one by hand."""
 
 from __future__ import annotations
 

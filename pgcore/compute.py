@@ -333,13 +333,14 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     root = Path(study.root) if study.root is not None else default_root()
     study = dataclasses.replace(study, root=root.resolve(), progress=False)
     wanted = study.expand(figures, needs)
-    given = contextlib.nullcontext(_given(client)) if client is not None else None
+    opened = (contextlib.nullcontext(_given(client)) if client is not None
+              else open_cluster(cluster, workers, study.params, slurm, study.root, dashboard))
     # The scheduler's settings, so they hold for clusters opened here. Told that tasks take long, it spreads tasks
     # that become ready together over idle workers instead of queueing them on the worker holding the (tiny) record
     # they build on.
     with (dask.config.set({"distributed.scheduler.allowed-failures": retries,
                            "distributed.scheduler.unknown-task-duration": TASK_DURATION}),
-          given or open_cluster(cluster, workers, study.params, slurm, study.root, dashboard) as c):
+          opened as c):
         tic = time.perf_counter()
         lockstep = study.lockstep_on(torch.device("cuda" if c.gpus else "cpu"))
         study = dataclasses.replace(study, lockstep=lockstep)

@@ -1,7 +1,14 @@
-"""Hash-keyed, atomic, resumable results on disk: ``<root>/<protocol>-<hash>/seed<k>/`` holds config.json
-(config, provenance, numerics digest), ``level_<k>.pt`` (weights, mask, rewind point, per-example losses), then
-``level_<k>.json`` (metrics and the .pt's sha256; only this, naming a ``reference``, when the level is another
-run's), and done.json. A level counts only once its JSON exists, so a killed run never leaves a half level."""
+"""Hash-keyed, atomic, resumable results on disk. One run (one protocol, one seed)::
+
+    <root>/<protocol>-<hash>/seed<k>/
+        config.json     full config, provenance and the numerics digest of the code that computed it
+        level_000.pt    weights, mask, rewind point and per-example training losses
+        level_000.json  metrics of level 0, written after the .pt file, with its sha256 (only this, naming a
+                        ``reference``, when the level is exactly another run's, mostly the dense level 0)
+        done.json       present once every level is finished
+    <root>/<protocol>-<hash>/seed<k>.lock   held (flock) while a process trains the run
+
+A level counts only once its JSON exists, so a killed run never leaves a half level that looks whole."""
 
 from __future__ import annotations
 

@@ -1,5 +1,9 @@
-"""A study: every run the figures of one parameter file (a base config and what each figure varies around it)
-need, declared once, so ``pgcore plan`` and ``pgcore compute`` know exactly what the notebooks will read."""
+"""A study: every run the figures of one parameter file need, declared once (:meth:`Study.needs`), so ``pgcore plan``
+and ``pgcore compute`` know exactly what the notebooks will read.
+
+A parameter file holds a base config and what each figure varies around it: ``variants`` (figure 1, ``prune.*``),
+``noise_fractions`` and ``noise_levels`` (figure 4), ``stretched_levels`` (figure 3), ``pai_methods`` (figures 5, 6),
+``tie_fraction`` and ``tie_levels`` (figure 7), ``recipes`` (figure 9, ``train.*``)."""
 
 from __future__ import annotations
 
