@@ -64,9 +64,12 @@ figures: $(STAMP)
 
 # Unit tests, then nbval on the committed notebooks (their parameter cells hold the smoke
 # profile). Results and figures of the test run go to build/, never to results/ or figures/.
+# Test files run side by side, one worker per core (at most 4): each file, and so each notebook's
+# cells, on one worker; runs both workers reach are trained once (the store's run locks).
 test: $(STAMP)
 	rm -rf build/test-store
-	$(PLAIN) PGCORE_STORE=$(CURDIR)/build/test-store $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env --durations=10
+	$(PLAIN) PGCORE_STORE=$(CURDIR)/build/test-store $(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-current-env \
+	  --numprocesses auto --maxprocesses 4 --dist loadfile --durations=10
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest tests
