@@ -27,7 +27,9 @@ ifeq ($(STRICT),1)
 export ATEN_CPU_CAPABILITY := default
 export MKL_CBWR := COMPATIBLE,STRICT
 export ONEDNN_MAX_CPU_ISA := SSE41
-export PGCORE_STORE ?= $(CURDIR)/results-strict
+# Its own store beside the usual one (a run's directory does not depend on the kernels, so the native runs
+# would otherwise be reused): $PGCORE_STORE-strict, or results-strict/.
+override export PGCORE_STORE := $(if $(PGCORE_STORE),$(PGCORE_STORE)-strict,$(CURDIR)/results-strict)
 endif
 
 .PHONY: setup figures test unit lab notebooks clean-results help
@@ -60,7 +62,9 @@ figures: $(STAMP)
 	  $(PLAIN) $(BIN)/papermill --log-level WARNING -k $(KERNEL) --cwd notebooks -f $(CURDIR)/$(PARAMS) \
 	    $$nb $(EXECUTED)/$$(basename $$nb) || exit 1; \
 	done
-	@echo "figures written to figures/$(PROFILE)/ (executed notebooks in $(EXECUTED)/)"
+	@$(BIN)/python -c 'import os, sys; from pgcore.config import load_yaml; from pgcore.plots import figures_dir; \
+	  p = load_yaml(sys.argv[1]); out = figures_dir(p.get("profile", "smoke"), p.get("figures_dir")); \
+	  print(f"figures written to {os.path.relpath(out)}/ (executed notebooks in {sys.argv[2]}/)")' $(PARAMS) $(EXECUTED)
 
 # Unit tests, then nbval on the committed notebooks (their parameter cells hold the smoke
 # profile). Results and figures of the test run go to build/, never to results/ or figures/.

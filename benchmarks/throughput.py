@@ -11,7 +11,7 @@
     own mask and data order; throughput counts the images of all K models.
 
 Both train the same model with the same 50%-sparse mask on the same data: generated MNIST-1D for the
-MLP and the `small` profile's 1D CNN, synthetic CIFAR-shaped tensors for ResNet-20, and for ``lenet``
+MLP and the `mnist1d` profile's 1D CNN, synthetic CIFAR-shaped tensors for ResNet-20, and for ``lenet``
 (LeNet-300-100, ``params/paper-lenet.yaml``'s recipe: batch 128, SGD lr 0.1, no momentum, no weight decay;
 the output layer left dense as that profile does) the real MNIST when it is in ``--data-dir`` (``pgcore
 download mnist``), else 60,000 MNIST-shaped random uint8 images; ``--lenet-n`` caps the training images

@@ -5,6 +5,8 @@ is part of the run's hash."""
 from __future__ import annotations
 
 import importlib
+import os
+import subprocess
 import sys
 
 import pandas as pd
@@ -80,3 +82,13 @@ def test_hash_covers_the_source_of_own_code(tmp_path, monkeypatch):
 def test_a_bad_model_name_is_one_clear_error(name, message):
     with pytest.raises(ConfigError, match=message):
         from_dict(override(OWN, {"model.name": name}))
+
+
+def test_store_commands_say_when_own_code_does_not_import(tmp_path):
+    stored = run(from_dict({**OWN, "protocol": "train"}), tmp_path / "store", "cpu", progress=False)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # tests/ (own_code.py) not importable
+    proc = subprocess.run([sys.executable, "-m", "pgcore.cli", "verify", "--all", "--store", str(tmp_path / "store")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 1, proc.stderr
+    assert f"{stored.path} was computed by your own data code, which does not import here" in proc.stdout
+    assert "PYTHONPATH" in proc.stdout and "delete" not in proc.stdout  # the run is fine: nothing to delete
