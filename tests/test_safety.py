@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -267,3 +269,14 @@ def test_a_notebook_profile_cannot_write_figures_outside_figures(tmp_path):
     with pytest.raises(ConfigError, match="profile must be a plain name .* got '../../pgcore-escape'"):
         notebook(ns)
     assert not target.exists()
+
+
+@pytest.mark.parametrize("given, expected", [("/data/store", "/data/store-strict"), (None, "results-strict")])
+def test_strict_kernels_never_share_a_store_with_native_runs(tmp_path, given, expected):
+    """A run's directory does not depend on the kernels, so `make ... STRICT=1` must not read the usual store."""
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "show.mk").write_text("show:\n\t@echo $$PGCORE_STORE\n")
+    env = {k: v for k, v in os.environ.items() if k != "PGCORE_STORE"} | ({"PGCORE_STORE": given} if given else {})
+    out = subprocess.run(["make", "-s", "-f", "Makefile", "-f", str(tmp_path / "show.mk"), "show", "STRICT=1"],
+                         cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
+    assert out == expected if given else out == str(root / expected)
