@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 FIGURES = [
-    ("fig1_pruning_curve", "01_pruning_curve", "Test error vs sparsity under IMP (LRR; weight rewinding, fine-tuning)"),
+    ("fig1_pruning_curve", "01_pruning_curve", "Test error vs sparsity under IMP (LRR; weight rewinding and fine-tuning where `variants` are run)"),
     ("fig2_training_loss", "02_training_loss", "Training loss of pruned vs dense models"),
     ("fig3_extended_dense", "03_extended_dense", "Extended dense training vs pruning at matched training time"),
     ("fig4_label_noise", "04_label_noise", "Label noise: degradation, memorization, clean accuracy"),
