@@ -70,8 +70,8 @@ def import_path(name: str) -> Any:
     try:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
-        raise ConfigError(f"cannot import {name!r} ({type(e).__name__}: {e}); the module must be importable "
-                          f"(installed, or on PYTHONPATH) and define {attr}") from None
+        raise ImportPathError(name, f"cannot import {name!r} ({type(e).__name__}: {e}); the module must be "
+                                    f"importable (installed, or on PYTHONPATH) and define {attr}") from None
     if not callable(obj):
         raise ConfigError(f"{name!r} is not callable; name a function or class")
     return obj
@@ -91,6 +91,14 @@ HASH_VERSION = 2
 
 class ConfigError(ValueError):
     """A configuration value is unknown, out of range or unreadable."""
+
+
+class ImportPathError(ConfigError):
+    """An import path (``mypkg.nets:WideNet``, kept as ``name``) whose module or attribute does not import here."""
+
+    def __init__(self, name: str, message: str):
+        self.name = name
+        super().__init__(message)
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import filelock
 import pandas as pd
 import torch
 
-from .config import PROTOCOLS, ConfigError, RunConfig, from_dict, import_path, is_import_path
+from .config import PROTOCOLS, ConfigError, ImportPathError, RunConfig, from_dict
 from .plans import last_level
 from .provenance import numerics_digest, project_dir, provenance
 
@@ -429,17 +429,13 @@ def _open_dir(run_dir: Path) -> Run:
     """The :class:`Run` stored in ``run_dir``, read from its config.json; refused unless provably a run."""
     check_run_dir(run_dir)
     stored = read_json(run_dir / "config.json")
-    for section in ("data", "model"):  # a researcher's own code: it must import here, as where the run was made
-        name = stored["config"].get(section, {}).get("name") if isinstance(stored["config"], dict) else None
-        if isinstance(name, str) and is_import_path(name):
-            try:
-                import_path(name)
-            except ConfigError as e:
-                raise MisfiledRunError(f"{run_dir} was computed by your own {section} code, which does not import "
-                                       f"here: {e}", "make its module importable (PYTHONPATH), as when the run was "
-                                       "made, and run the command again") from None
     try:
         run = Run(from_dict(stored["config"]), root=run_dir.parent.parent)
+    except ImportPathError as e:  # a researcher's own code: it must import here, as where the run was made
+        section = "data" if (stored["config"].get("data") or {}).get("name") == e.name else "model"
+        raise MisfiledRunError(f"{run_dir} was computed by your own {section} code, which does not import here: {e}",
+                               "make its module importable (PYTHONPATH), as when the run was made, and run the "
+                               "command again") from None
     except ConfigError as e:
         raise MisfiledRunError(f"{run_dir} was written by another version of pgcore and its config no longer "
                                f"reads ({e}); it is never used: delete {run_dir}") from e
