@@ -250,8 +250,7 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    path = download(args.dataset, args.data_dir, args.source)
-    print(f"{args.dataset} is in {path}")
+    print(download(args.dataset, args.data_dir, args.source))
     return 0
 
 

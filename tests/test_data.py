@@ -117,23 +117,32 @@ def test_epoch_draws_match_batch_by_batch_augmentation():
     assert flip.any() and not flip.all() and len(dy.unique()) > 1
 
 
-def test_mnist1d_cache_gives_the_generated_arrays_and_regenerates_a_tampered_file(tmp_path, monkeypatch):
-    """MNIST-1D is generated once and read from the cache afterwards; a cached file whose arrays
-    no longer match their recorded sha256 is generated anew, so the cache never changes a number."""
+def test_mnist1d_cache_is_used_only_with_the_recorded_checksum(tmp_path, monkeypatch):
+    """The published MNIST-1D (5,000 samples, seed 42) is cached and read back only while its arrays have the
+    sha256 recorded in the code: shifted labels with a recomputed checksum beside them are not used; arguments
+    without a recorded checksum are generated at every load and never cached."""
     import numpy as np
 
     monkeypatch.setenv("PGCORE_CACHE", str(tmp_path))
-    first = data_mod.make_mnist1d(600, 7)
-    (cached,) = tmp_path.glob("mnist1d-*-n600-s7.npz")
-    again = data_mod.make_mnist1d(600, 7)
-    assert all(np.array_equal(first[k], again[k]) for k in first)
+    first = data_mod.make_mnist1d(5000, 42)
+    (cached,) = tmp_path.glob("mnist1d-*-n5000-s42.npz")
+    assert data_mod._digest(first) in data_mod.MNIST1D_SHA256.values()
     with np.load(cached) as f:
         stored = {k: f[k] for k in f.files}
-    stored["x"] = stored["x"] + 1.0  # tampered, sha256 left as it was
-    np.savez(cached, **stored)
-    regenerated = data_mod.make_mnist1d(600, 7)
-    assert all(np.array_equal(first[k], regenerated[k]) for k in first)
-    cached.write_bytes(b"not an npz")
-    assert np.array_equal(data_mod.make_mnist1d(600, 7)["y_test"], first["y_test"])
+    stored["y"] = (stored["y"] + 1) % 10  # shifted labels, a checksum recomputed for them
+    np.savez(cached, sha256=data_mod._digest(stored), **stored)
+    again = data_mod.make_mnist1d(5000, 42)
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    d = data_mod.load(DataConfig(name="mnist1d", val_fraction=0.1), "cpu")
+    assert d.digest == data_mod._digest(first) == data_mod.source_digest(DataConfig(name="mnist1d"))
     other = data_mod.make_mnist1d(600, 8)
-    assert not np.array_equal(other["x"], first["x"])  # the key holds the seed
+    assert not list(tmp_path.glob("mnist1d-*-n600-*")) and len(other["y"]) == 480
+
+
+def test_a_fifo_in_the_cache_is_not_read(tmp_path, monkeypatch):
+    import os
+
+    monkeypatch.setenv("PGCORE_CACHE", str(tmp_path))
+    key = next(iter(data_mod.MNIST1D_SHA256))
+    os.mkfifo(tmp_path / f"mnist1d-{key[0]}-n5000-s42.npz")
+    assert len(data_mod.make_mnist1d(5000, 42)["y"]) == 4000  # a read would block forever

