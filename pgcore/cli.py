@@ -30,7 +30,8 @@ from .protocols import run as run_protocol
 from .protocols import run_seeds
 from .store import (CorruptResultError, MisfiledRunError, NotARunError, StaleResultError, _open_dir, check_run_dir,
                     default_root, find_run_dirs, find_runs, frame, run_dirs)
-from .study import FIGURES, Study
+from .figures import FIGURES
+from .study import Study
 from .train import DivergedError
 
 EPILOG = """examples:

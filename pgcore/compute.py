@@ -29,7 +29,8 @@ from .config import ConfigError, check_study
 from .plans import last_level
 from .progress import bar
 from .store import Run, default_root, recording_writes
-from .study import FIGURES, Need, Study, depends_on
+from .figures import FIGURES
+from .study import Need, Study, depends_on
 
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
 TASK_DURATION = "1h"  # what the scheduler assumes a task takes before it has timed one (it is a training)
@@ -56,8 +57,7 @@ def tasks(study: Study, needs: Sequence[Need], lockstep: bool) -> dict[Task, lis
     identity) share one task: that of the first one asking for the most levels."""
     same: dict[Any, list[Need]] = {}
     for need in needs:
-        paths = study.run_paths(need, study.seeds[0])  # None: not known yet (figure 7's), nothing to share
-        same.setdefault(need if paths is None else tuple(paths), []).append(need)
+        same.setdefault(tuple(study.run_paths(need, study.seeds[0])), []).append(need)
     twin = {}
     for group in same.values():
         trainer = group[0]
@@ -88,7 +88,7 @@ def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str
         runs = [Run(cfg, root) for s in seeds for cfg in study.runs(need, s)]
         record["runs"] = [str(run.path) for run in runs]
         with recording_writes() as written:
-            study.compute(need)
+            study.train(need)
         # Trained: the runs this process stored a level of; reused: those found done (by an earlier command, or by
         # another process while this one waited for the run's lock).
         mine = {str(p) for p in written}
@@ -320,7 +320,7 @@ class Summary:
         return out + [f"  skipped {s['task']}: {s['message']}" for s in self.skipped]
 
 
-def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = FIGURES,
+def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = tuple(FIGURES),
                   needs: Iterable[Need] | None = None, cluster: str = "local", workers: int | None = None,
                   slurm: Mapping[str, Any] | None = None, retries: int = RETRIES, progress: bool = True,
                   out: Callable[[str], None] = print, dashboard: str | None = DASHBOARD) -> Summary:
@@ -342,8 +342,9 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
                            "distributed.scheduler.unknown-task-duration": TASK_DURATION}),
           opened as c):
         tic = time.perf_counter()
-        lockstep = study.lockstep_on(torch.device("cuda" if c.gpus else "cpu"))
-        study = dataclasses.replace(study, lockstep=lockstep)
+        # How seeds train, decided once for the cluster's device: the study as the workers will build it.
+        study = dataclasses.replace(study, device="cuda" if c.gpus else "cpu")
+        lockstep = study.execution == "lockstep"
         graph = tasks(study, wanted, lockstep)
         out(f"computing {len(graph)} tasks on a {c.describe()}; seeds {'in lockstep' if lockstep else 'one by one'}; "
             f"store {study.root}")

@@ -41,6 +41,7 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
     "extended_oneshot": {"source": "extended_dense", "levels": True, "prune": ("rate", "scope", "prunable", "ignore"),
                          "methods": None},
     "pai": {"source": None, "levels": True, "prune": _MASK, "methods": ("snip", "magnitude", "random")},
+    "tie": {"source": "imp", "levels": False, "prune": _PRUNE, "methods": ("magnitude", "random")},
 }
 
 # Parameters a model's framework leaves dense by default (``prune.ignore: null`` picks this).
@@ -113,6 +114,12 @@ class DataConfig:
     data_dir: str = "data"  # where torchvision datasets live (not part of the hash)
     download: bool = False  # fetch missing torchvision files (needs a network; not part of the hash)
     exclude: tuple[int, ...] = ()  # training examples left out (indices into the training split, after the val split)
+    # Top-improved examples (protocol ``tie``): left out are the ``leave_out_fraction`` of training examples whose
+    # loss improved most from the source IMP run's level 0 to ``leave_out_level`` ("top-improved"), or as many random
+    # ones ("random", the same for every level).
+    leave_out: str = ""
+    leave_out_fraction: float = 0.0
+    leave_out_level: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,7 +184,8 @@ class RunConfig:
         d["data"].pop("download")
         # Settings absent when at their default, so hashes from before they existed still hold.
         for section, key, default in (("data", "exclude", []), ("train", "precision", "fp32"),
-                                      ("train", "compile", False)):
+                                      ("train", "compile", False), ("data", "leave_out", ""),
+                                      ("data", "leave_out_fraction", 0.0), ("data", "leave_out_level", 0)):
             if d[section][key] == default:
                 d[section].pop(key)
         if self.execution == "sequential":
@@ -252,12 +260,12 @@ def _fields(cls: type, values: Mapping[str, Any], where: str, keys_of: str | Non
 # What a study assumes for an experiment key its parameter file leaves out (noise_levels: prune.levels).
 STUDY_DEFAULTS = {"profile": "smoke", "progress": True, "lockstep": "auto", "device": "auto", "variants": None,
                   "noise_fractions": [], "noise_levels": None, "stretched_levels": None, "pai_methods": [],
-                  "tie_fraction": 0.1, "tie_levels": "all", "recipes": None}
+                  "tie_fraction": 0.1, "tie_levels": "all", "recipes": None, "weaker_recipe": None}
 PAI_METHODS = ("snip", "magnitude", "random")
 CLUSTER_KEYS = {"partition": str, "account": str, "walltime": str, "cores": int, "memory": str, "gpus": int,
                 "jobs": int}
 _NULLABLE = ("variants", "recipes", "stretched_levels", "noise_levels", "device", "cluster", "store_dir",
-             "figures_dir")  # null: not used
+             "figures_dir", "weaker_recipe")  # null: not used
 # papermill passes these as strings
 _PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", "recipes", "cluster")
 
@@ -369,6 +377,9 @@ _STUDY_CHECKS = {
                      "profile must be a plain name of letters, digits, '_', '.' and '-' (figures go to "
                      "figures/<profile>/), got {v!r}"),
     "cluster": _check_cluster,
+    "weaker_recipe": lambda v, p: _check(v == "profile" or v in (p.get("recipes") or {}),
+                                         f"weaker_recipe names the recipe figure 9 expects pruning to gain more under: "
+                                         f"'profile' (the parameter file's own) or one of recipes, got {v!r}"),
     "store_dir": _check_dir("store_dir"),
     "figures_dir": _check_dir("figures_dir"),
 }
@@ -515,6 +526,15 @@ def validate(cfg: RunConfig) -> None:
            f"the clean ones, and at 1.0 no training label is clean")
     _check(all(_is_int(i) and i >= 0 for i in d.exclude) and len(set(d.exclude)) == len(d.exclude),
            "data.exclude must list distinct non-negative training-example indices")
+    _choice(d.leave_out, ("", "top-improved", "random"), "data.leave_out")
+    _check((cfg.protocol == "tie") == bool(d.leave_out),
+           "protocol tie leaves examples out (data.leave_out: top-improved or random), and only it does")
+    _check(not d.leave_out or 0.0 < d.leave_out_fraction < 1.0,
+           f"data.leave_out_fraction must be in (0, 1), got {d.leave_out_fraction!r}")
+    _check(d.leave_out != "top-improved" or (_is_int(d.leave_out_level) and 1 <= d.leave_out_level <= p.levels),
+           f"data.leave_out_level must be an IMP level in 1..prune.levels={p.levels}, got {d.leave_out_level!r}")
+    _check(d.leave_out == "top-improved" or d.leave_out_level == 0,
+           "data.leave_out_level chooses top-improved examples; random ones are the same at every level (leave it 0)")
     for name in ("width", "depth"):
         v = getattr(m, name)
         _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")

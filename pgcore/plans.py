@@ -4,6 +4,7 @@ T is one schedule (``train.epochs``); a level 0 that is the seed's dense ``train
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,9 +94,16 @@ def pai(cfg: RunConfig, level: int) -> LevelPlan:
                      sparsity=sparsity_at(cfg, level), epochs=T, epochs_total=T)
 
 
+def tie(cfg: RunConfig, level: int) -> LevelPlan:
+    """The dense model for one schedule without the examples ``data.leave_out`` names: the most improved from the
+    source IMP run's level 0 to ``data.leave_out_level`` (top-improved examples), or as many random ones."""
+    T = cfg.train.epochs
+    return LevelPlan(0, source_level=cfg.data.leave_out_level, epochs=T, epochs_total=T)
+
+
 # What each protocol does at a level (its source run, levels and hashed settings: config.PROTOCOLS).
 PLANS = {"imp": imp, "extended_dense": extended_dense, "extended_stretched": extended_stretched, "train": dense,
-         "reinit": reinit, "extended_oneshot": extended_oneshot, "pai": pai}
+         "reinit": reinit, "extended_oneshot": extended_oneshot, "pai": pai, "tie": tie}
 
 
 def plan(cfg: RunConfig, level: int) -> LevelPlan:
@@ -111,9 +119,17 @@ def source_protocol(cfg: RunConfig) -> str | None:
     return PROTOCOLS[cfg.protocol]["source"]
 
 
+def source_config(cfg: RunConfig) -> RunConfig | None:
+    """The config of the run ``cfg`` builds on (its source protocol's, on all the training examples), or None."""
+    src = source_protocol(cfg)
+    if src is None:
+        return None
+    data = dataclasses.replace(cfg.data, leave_out="", leave_out_fraction=0.0, leave_out_level=0)
+    return dataclasses.replace(cfg, protocol=src, data=data)
+
+
 def stretched(train: Any, epochs: int) -> Any:
     """``train`` (a TrainConfig) stretched to ``epochs`` epochs: milestones, warm-up and eval interval scale."""
-    import dataclasses
     f = epochs / train.epochs
     if f == 1:
         return train

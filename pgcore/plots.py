@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 import pandas as pd
 import seaborn as sns
@@ -43,6 +44,18 @@ def remaining_axis(ax: plt.Axes) -> None:
     ax.set_xticklabels([f"{t:g}" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("weights remaining (%)")
+
+
+def log_axis(ax: plt.Axes) -> None:
+    """A log-scale y axis labelled in plain numbers at 1, 2 and 5 of each decade, or finer when the data span less
+    than a decade (so a value such as the dense model's can be read off it)."""
+    ax.set_yscale("log")
+    lo, hi = sorted(ax.dataLim.intervaly)
+    narrow = lo > 0 and hi / lo < 10
+    subs = (1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0) if narrow else (1.0, 2.0, 5.0)
+    ax.yaxis.set_major_locator(mticker.LogLocator(base=10, subs=subs, numticks=12))
+    ax.yaxis.set_major_formatter(mticker.FuncFormatter(lambda v, _: f"{v:.2g}"))
+    ax.yaxis.set_minor_locator(mticker.NullLocator())
 
 
 def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "error", source: str = "test",

@@ -20,7 +20,7 @@ from . import data as data_mod
 from . import models, pruning
 from .batched import train_many
 from .config import RunConfig, from_dict, is_import_path
-from .plans import LevelPlan, last_level, plan, source_protocol, stretched
+from .plans import LevelPlan, last_level, plan, source_config, source_protocol, stretched
 from .progress import bar
 from .seeds import derive, generator
 from .provenance import provenance
@@ -92,11 +92,50 @@ def scores(kind: str, model: torch.nn.Module, mask: pruning.Mask, cfg: RunConfig
     return pruning.snip_scores(model, mask, data.x_train[idx], data.y_train[idx])
 
 
+def improvement(imp_run: Run, level: int) -> torch.Tensor:
+    """Per-example training loss at IMP level 0 minus at ``level`` (positive: lower after pruning)."""
+    before = imp_run.load_checkpoint(0)["per_example_loss"]
+    after = imp_run.load_checkpoint(level)["per_example_loss"]
+    if before.shape != after.shape or before.numel() == 0:
+        raise ValueError(f"{imp_run.path}: per-example losses of levels 0 and {level} do not match")
+    return before - after
+
+
+def top_improved(improvement: torch.Tensor, fraction: float) -> list[int]:
+    """Indices of the ``round(fraction * n)`` most improved examples (ties by index)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"the fraction of examples left out must be in (0, 1), got {fraction}")
+    k = int(round(fraction * len(improvement)))
+    return sorted(torch.sort(-improvement, stable=True).indices[:k].tolist())
+
+
+def random_subset(n: int, k: int, seed: int) -> list[int]:
+    """``k`` of ``n`` indices drawn from the seed's ``subset`` stream."""
+    return sorted(torch.randperm(n, generator=generator(seed, "subset"))[:k].tolist())
+
+
+def left_out(cfg: RunConfig, imp_run: Run, n: int) -> tuple[list[int], dict[str, Any]]:
+    """The training examples ``cfg.data.leave_out`` names (of ``n``), and what to record of them."""
+    d = cfg.data
+    k = int(round(d.leave_out_fraction * n))
+    if d.leave_out == "random":
+        return random_subset(n, k, cfg.seed), {"kind": "random", "count": k}
+    gain = improvement(imp_run, d.leave_out_level)
+    chosen = top_improved(gain, d.leave_out_fraction)
+    return chosen, {"kind": "top-improved", "count": len(chosen), "level": d.leave_out_level,
+                    "sparsity": imp_run.load_metrics(d.leave_out_level)["sparsity"],
+                    "mean_improvement": float(gain[chosen].mean())}
+
+
 class _Seed:
     """One seed's run, level by level: :meth:`start` sets a level up, it trains outside, :meth:`finish` stores it."""
 
     def __init__(self, cfg: RunConfig, store: Run, dev: torch.device, data: data_mod.Data, source: Run | None):
         self.cfg, self.store, self.dev, self.data, self.source = cfg, store, dev, data, source
+        self.left_out: dict[str, Any] | None = None
+        if cfg.data.leave_out:  # top-improved examples (or the random control): a dense run on the rest
+            chosen, self.left_out = left_out(cfg, source, len(data.y_train))
+            self.data = data.without(chosen)
         self.model = init_model(cfg, data).to(dev)
         self.dense = pruning.dense_mask(self.model, cfg.prune.prunable, cfg.prune.ignore)
         self.mask, self.rewind_state = self.dense, None
@@ -154,7 +193,7 @@ class _Seed:
             "epochs_trained": p.epochs - p.start_epoch, "epochs_total": p.epochs_total, "plan": dataclasses.asdict(p),
             "final": result.final, "history": result.history, "wall_s": time.perf_counter() - self.tic,
             "execution": self.cfg.execution, "models_in_lockstep": batched, "provenance": provenance(self.dev),
-            "data_sha256": self.data.digest,
+            "data_sha256": self.data.digest, **({"left_out": self.left_out} if self.left_out else {}),
         }
         checkpoint = {"state": _state(self.model), "mask": {n: m.cpu() for n, m in self.mask.items()},
                       "rewind": self.rewind_state, "per_example_loss": result.per_example_loss}
@@ -271,8 +310,7 @@ def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, devi
     check_own_model(todo_cfgs[0], data, dev)
     sources: list[Run | None] = [None] * len(todo)
     if source_protocol(todo_cfgs[0]):
-        sources = run_lockstep([c.replace(protocol=source_protocol(c)) for c in todo_cfgs], root, dev, progress,
-                               data, lockstep)
+        sources = run_lockstep([source_config(c) for c in todo_cfgs], root, dev, progress, data, lockstep)
     dense: dict[int, Run] = {}
     if plan(todo_cfgs[0], 0).reuse == "dense" and any(not stores[i].finished_levels() for i in todo):
         dense_runs = run_lockstep([c.replace(protocol="train") for c in todo_cfgs], root, dev, progress, data, lockstep)

@@ -1,14 +1,15 @@
-"""A study: every run the figures of one parameter file need, declared once (:meth:`Study.needs`), so ``pgcore plan``
-and ``pgcore compute`` know exactly what the notebooks will read.
+"""A study: every run the figures of one parameter file need (the figures and their series are declared once, in
+:data:`pgcore.figures.FIGURES`), so ``pgcore plan`` and ``pgcore compute`` know exactly what the notebooks will read,
+and the notebooks only read: a run missing from the store is one line naming the command that computes it.
 
 A parameter file holds a base config and what each figure varies around it: ``variants`` (figure 1, ``prune.*``),
 ``noise_fractions`` and ``noise_levels`` (figure 4), ``stretched_levels`` (figure 3), ``pai_methods`` (figures 5, 6),
-``tie_fraction`` and ``tie_levels`` (figure 7), ``recipes`` (figure 9, ``train.*``)."""
+``tie_fraction`` and ``tie_levels`` (figure 7), ``recipes`` and ``weaker_recipe`` (figure 9, ``train.*``)."""
 
 from __future__ import annotations
 
 import graphlib
-import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -16,23 +17,23 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_notebook_parameters, check_study,
-                     from_dict, load_yaml, override)
-from . import claims, plots
-from .plans import last_level, plan, source_protocol
+from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_study, from_dict, load_yaml, override)
+from .figures import FIGURES, Series
+from .plans import last_level, plan, source_config
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
-from .provenance import machine
-from .store import CorruptResultError, Run
-from .tie import run_tie, tie_configs
+from .provenance import project_dir
+from .store import CorruptResultError, Run, default_root
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "explore", "fig9")
-TIE = "tie"  # a need whose runs are dense retrainings without chosen examples (pgcore.tie)
+__all__ = ["Need", "Study", "MissingRunsError", "depends_on"]
+
+
+class MissingRunsError(LookupError):
+    """A notebook (or a read) asked for runs the store does not hold; they are computed by ``pgcore compute``."""
 
 
 @dataclass(frozen=True)
 class Need:
-    """Runs of one protocol (every seed) with dotted ``changes`` to the base config; protocol ``tie``: figure 7's
-    retrainings at the IMP level ``changes`` name."""
+    """Runs of one protocol (every seed) with dotted ``changes`` to the base config, and the figures reading them."""
 
     protocol: str
     changes: tuple[tuple[str, Any], ...] = ()
@@ -43,13 +44,10 @@ class Need:
         return f"{self.protocol}({body})" if body else self.protocol
 
 
-def _need(protocol: str, figure: str, changes: Mapping[str, Any] | None = None) -> Need:
-    return Need(protocol, tuple(sorted((changes or {}).items())), (figure,))
-
-
 @dataclass
 class Study:
-    """The runs one parameter file's figures need, trained (or read) by :meth:`frame` for every seed."""
+    """The runs one parameter file's figures need, read (or, with ``compute=True``, trained) for every seed. How
+    seeds train (one by one, or in lockstep on a GPU) is decided once, here, and used by every path."""
 
     params: dict[str, Any]
     seeds: Sequence[int]
@@ -57,23 +55,15 @@ class Study:
     device: str | torch.device = "auto"
     progress: bool = True
     lockstep: bool | str = "auto"
+    compute: bool = False  # train missing runs when read (else MissingRunsError)
+    source: str | None = None  # the parameter file, for the command a missing run's message names
+    execution: str = field(init=False, default="sequential")
 
     def __post_init__(self) -> None:
         self.params = {**STUDY_DEFAULTS, **{k: v for k, v in self.params.items() if v is not None}}
-
-    @classmethod
-    def from_parameters(cls, ns: Mapping[str, Any]) -> "Study":
-        """From a notebook's variables; imports and IPython's names are ignored, a misspelt parameter is an error."""
-        seen = ns.get(_SEEN)  # a re-run of the setup cell: only the names the first run took as parameters
-        names = {k: v for k, v in ns.items() if (k in seen if seen is not None else
-                 not k.startswith("_") and k not in _IPYTHON and not callable(v) and not isinstance(v, type(torch)))}
-        params = check_notebook_parameters(names)
-        missing = [k for k in ("data", "model", "train", "prune", "seeds") if k not in params]
-        if missing:
-            raise KeyError(f"parameters lack {missing}; see params/smoke.yaml for the full set")
-        if isinstance(ns, dict):
-            ns[_SEEN] = sorted(names)
-        return cls.from_dict(params)
+        cfgs = [self._config("imp", (), s) for s in self.seeds]
+        lockstep = choose_execution(cfgs, self.root, resolve_device(self.device), self.lockstep)
+        self.execution = "lockstep" if lockstep else "sequential"
 
     @classmethod
     def from_dict(cls, params: Mapping[str, Any], **kwargs: Any) -> "Study":
@@ -88,29 +78,68 @@ class Study:
 
     @classmethod
     def from_file(cls, path: str | Path, **kwargs: Any) -> "Study":
-        return cls.from_dict(load_yaml(path), **kwargs)
+        """From a parameter file (YAML, read by the checked loader that refuses duplicate keys)."""
+        return cls.from_dict(load_yaml(path), **{"source": str(path), **kwargs})
+
+    @classmethod
+    def from_notebook(cls, ns: Mapping[str, Any]) -> "Study":
+        """From a notebook's parameter cell: ``params`` (a parameter file) or ``profile`` (``params/<profile>.yaml``
+        of this project), then dotted ``overrides``; ``compute`` trains missing runs in the notebook."""
+        path = ns.get("params") or project_dir() / "params" / f"{ns.get('profile', 'smoke')}.yaml"
+        changes = ns.get("overrides") or {}
+        if not isinstance(changes, Mapping):
+            raise ConfigError(f"overrides must map dotted keys to values, e.g. {{'train.epochs': 3}}, got {changes!r}")
+        params = override(load_yaml(path), changes)
+        compute = bool(ns.get("compute", False)) or os.environ.get("PGCORE_NOTEBOOK_COMPUTE") == "1"  # e.g. CI's nbval
+        return cls.from_dict(params, source=str(path), compute=compute)
 
     def base(self) -> dict[str, Any]:
         return {k: v for k, v in self.params.items() if k in SECTIONS}
 
-    def config(self, protocol: str, changes: Mapping[str, Any] | Iterable = (), seed: int | None = None) -> RunConfig:
+    def _config(self, protocol: str, changes: Mapping[str, Any] | Iterable, seed: int) -> RunConfig:
         d = override(self.base(), dict(changes))
         d["protocol"] = protocol
-        return from_dict(d, seed=self.seeds[0] if seed is None else seed)
+        return from_dict(d, seed=seed)
 
-    def run(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> Experiment:
-        """Every seed's run of ``protocol`` (with dotted ``changes``), trained if the store lacks it."""
+    def config(self, protocol: str, changes: Mapping[str, Any] | Iterable = (), seed: int | None = None) -> RunConfig:
+        """One seed's config of ``protocol`` with dotted ``changes``, in the study's execution mode."""
+        seed = self.seeds[0] if seed is None else seed
+        return self._config(protocol, changes, seed).replace(execution=self.execution)
+
+    def command(self, figures: Sequence[str] = ()) -> str:
+        """The command that computes what this study's figures (or ``figures``) need."""
+        path = self.source or f"params/{self.params['profile']}.yaml"
+        return f"pgcore compute {path}" + (f" --figures {' '.join(figures)}" if figures else "")
+
+    def run(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None,
+            figure: str | None = None) -> Experiment:
+        """Every seed's stored run of ``protocol`` (with dotted ``changes``); a missing one is trained only when the
+        study computes (``compute=True``), else :class:`MissingRunsError` names the command that computes it."""
+        cfgs = [self.config(protocol, changes or {}, s) for s in self.seeds]
+        missing = [c for c in cfgs if not Run(c, self.root).is_done()]
+        if missing and not self.compute:
+            label = Need(protocol, tuple(sorted((changes or {}).items()))).label()
+            raise MissingRunsError(
+                f"{len(missing)} of {len(cfgs)} seed(s) of {label} are not in the store {self.root or default_root()}"
+                f": compute them with `{self.command([figure] if figure else [])}` (or `make figures`), or set "
+                f"compute = True to train them here")
         return run_seeds(override(self.base(), changes or {}), self.seeds, protocol=protocol, root=self.root,
-                         device=self.device, progress=self.progress, lockstep=self.lockstep)
+                         device=self.device, progress=self.progress, lockstep=self.execution == "lockstep")
 
     def frame(self, protocol: str = "imp", changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
+        """The tidy frame (one row per seed x level x metric source) of :meth:`run`."""
         return self.run(protocol, changes).frame()
 
-    def tie(self, level: int, changes: Mapping[str, Any] | None = None) -> pd.DataFrame:
-        """Figure 7 at one IMP level (:func:`pgcore.tie.run_tie`)."""
-        imp = self.run("imp", changes)
-        return run_tie(imp.runs, level, float(self.params["tie_fraction"]), root=self.root,
-                       device=self.device, progress=self.progress)
+    def series(self, figure: str) -> dict[str, Series]:
+        """Figure ``figure``'s series (label -> protocol and changes), from :data:`pgcore.figures.FIGURES`."""
+        if figure not in FIGURES:
+            raise ConfigError(f"unknown figure '{figure}'; figures: {', '.join(FIGURES)}")
+        return FIGURES[figure].series(self.params)
+
+    def frames(self, figure: str) -> dict[str, pd.DataFrame]:
+        """Every series of ``figure`` as a tidy frame, read from the store (see :meth:`run`)."""
+        return {label: self.run(s.protocol, dict(s.changes), figure).frame()
+                for label, s in self.series(figure).items()}
 
     @property
     def levels(self) -> int:
@@ -123,98 +152,30 @@ class Study:
         return (f"{p['data']['name']} / {p['model']['name']}: {what} ({p['profile']}, {len(self.seeds)} seeds, "
                 f"{n} levels)")
 
-    def publish(self, name: str, fig: Any, numbers: Mapping[str, pd.DataFrame], verdicts: Sequence | Mapping,
-                notes: Sequence[str] = (), metrics: tuple[str, ...] = ("error", "loss", "accuracy")) -> list[Path]:
-        """Save figure ``name``, its ``numbers`` and ``verdicts`` (a mapping labels them); show them and ``notes``."""
-        from IPython.display import Markdown, display
-
-        profile = self.params["profile"]
-        out = plots.figures_dir(profile, self.params.get("figures_dir"))
-        labelled = verdicts.items() if isinstance(verdicts, Mapping) else [(None, v) for v in verdicts]
-        paths = plots.save(fig, name, out) + [plots.save_numbers(dict(numbers), name, out, profile, metrics),
-                                              claims.save([v for _, v in labelled], name, out, profile)]
-        lines = [f"{label}: {v.markdown()}" if label else v.markdown() for label, v in labelled] + list(notes)
-        display(Markdown("**Result at this scale.**\n\n" + "\n".join(f"- {line}" for line in lines)))
-        print("saved", *[p.name for p in paths])
-        return paths
-
-    def tie_levels(self) -> list[int]:
-        levels = self.params["tie_levels"]
-        return list(range(1, self.levels + 1)) if levels == "all" else [int(k) for k in levels]
-
-    def recipe_changes(self, name: str) -> tuple[tuple[str, Any], ...]:
-        """Figure 9's IMP run under recipe ``name`` (``train.*`` overrides of the profile's recipe)."""
-        return tuple(sorted((f"train.{k}", v) for k, v in self.params["recipes"][name].items()))
-
-    def noise_changes(self, fraction: float) -> dict[str, dict[str, Any]]:
-        """Figure 4's runs at one noise fraction: IMP to ``noise_levels`` (memorization may give way only near
-        99.9% sparsity), extended dense training to ``levels``."""
-        noise = {"data.noisy_fraction": fraction} if fraction else {}
-        return {"imp": {**noise, "prune.levels": int(self.params["noise_levels"] or self.levels)},
-                "extended_dense": {**noise, "prune.levels": self.levels}}
-
-    def needs(self, figures: Iterable[str] = FIGURES) -> list[Need]:
+    def needs(self, figures: Iterable[str] = tuple(FIGURES)) -> list[Need]:
         """Every run the named figures read, each once with every figure that reads it."""
-        p = self.params
-        wanted: list[Need] = [_need("train", "fig1")]
-        for fig in figures:
-            if fig in ("fig1", "fig2", "fig3", "fig5", "fig6", "fig7", "explore", "fig9"):
-                wanted.append(_need("imp", fig))
-            if fig == "fig1":
-                wanted += [_need("imp", fig, {f"prune.{k}": v for k, v in ch.items()})
-                           for ch in (p.get("variants") or {}).values()]
-            if fig in ("fig3", "fig6"):
-                wanted.append(_need("extended_dense", fig))
-            if fig == "fig3" and p.get("stretched_levels"):
-                wanted.append(_need("extended_stretched", fig, {"prune.levels": int(p["stretched_levels"])}))
-            if fig == "fig4":
-                for f in [0.0, *p["noise_fractions"]]:
-                    wanted += [_need(proto, fig, changes) for proto, changes in self.noise_changes(f).items()]
-            if fig == "fig5":
-                wanted += [_need("imp", fig, {"prune.method": "random"}), _need("reinit", fig)]
-            if fig in ("fig5", "fig6"):
-                wanted += [_need("pai", fig, {"prune.method": m}) for m in p["pai_methods"]]
-            if fig == "fig6":
-                wanted += [_need("reinit", fig), _need("extended_oneshot", fig)]
-            if fig == "fig7":
-                wanted += [_need(TIE, fig, {"level": k}) for k in self.tie_levels()]
-            if fig == "fig9":
-                wanted += [_need("imp", fig, dict(self.recipe_changes(name))) for name in (p.get("recipes") or {})]
         merged: dict[Need, tuple[str, ...]] = {}
-        for n in wanted:
-            merged[n] = merged.get(n, ()) + n.figures
+        for fig in figures:
+            for s in self.series(fig).values():
+                n = Need(s.protocol, s.changes)
+                merged[n] = merged.get(n, ()) + (fig,)
         return [Need(n.protocol, n.changes, tuple(dict.fromkeys(f))) for n, f in merged.items()]
 
     def runs(self, need: Need, seed: int) -> list[RunConfig]:
-        """The run configs behind one need for one seed (a TIE need's IMP run while it is not done)."""
-        execution = "lockstep" if self.lockstep_on(resolve_device(self.device)) else "sequential"
-        if need.protocol == TIE:
-            imp = Run(self.config("imp", seed=seed).replace(execution=execution), self.root)
-            if not imp.is_done():
-                return [imp.cfg]
-            return tie_configs(imp, dict(need.changes)["level"], float(self.params["tie_fraction"]))
-        return [self.config(need.protocol, need.changes, seed).replace(execution=execution)]
+        """The run config behind one need for one seed."""
+        return [self.config(need.protocol, need.changes, seed)]
 
-    def run_paths(self, need: Need, seed: int) -> list[str] | None:
-        """Where ``need``'s runs for ``seed`` are stored; None while not known yet (figure 7's)."""
-        cfgs = self.runs(need, seed)
-        if need.protocol == TIE and cfgs[0].protocol == "imp":
-            return None
-        return [str(Run(c, self.root).path) for c in cfgs]
+    def run_paths(self, need: Need, seed: int) -> list[str]:
+        """Where ``need``'s runs for ``seed`` are stored."""
+        return [str(Run(c, self.root).path) for c in self.runs(need, seed)]
 
-    def lockstep_on(self, dev: torch.device) -> bool:
-        """Whether this study's seeds train in lockstep on ``dev`` (decided for its IMP runs)."""
-        cfgs = [self.config("imp", seed=s) for s in self.seeds]
-        return choose_execution(cfgs, self.root, dev, self.lockstep)
+    def train(self, need: Need) -> None:
+        """Train (or find) every seed's runs of ``need``, in this process."""
+        computing = Study(self.params, self.seeds, self.root, self.device, self.progress,
+                          self.execution == "lockstep", compute=True)
+        computing.run(need.protocol, dict(need.changes))
 
-    def compute(self, need: Need) -> None:
-        """Train (or find) every seed's runs of ``need``, one process, one after the other."""
-        if need.protocol == TIE:
-            self.tie(dict(need.changes)["level"])
-        else:
-            self.run(need.protocol, dict(need.changes))
-
-    def expand(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> list[Need]:
+    def expand(self, figures: Iterable[str] = tuple(FIGURES), needs: Iterable[Need] | None = None) -> list[Need]:
         """The figures' needs (or ``needs``) and all they build on, each once, dependencies first."""
         wanted = list(self.needs(figures) if needs is None else needs)
         deps: dict[Need, list[Need]] = {}
@@ -231,61 +192,45 @@ class Study:
                 figs[dep] = tuple(dict.fromkeys(figs.get(dep, ()) + figs.get(need, ())))
         return [Need(n.protocol, n.changes, figs.get(n, ())) for n in order]
 
-    def plan(self, figures: Iterable[str] = FIGURES, needs: Iterable[Need] | None = None) -> pd.DataFrame:
-        """Every run the figures need, once, with every figure and the most levels any asks for: columns need,
-        figures, seed, run, levels (stored/needed), state (done, partial, missing, corrupt, waits for imp)."""
+    def plan(self, figures: Iterable[str] = tuple(FIGURES), needs: Iterable[Need] | None = None) -> pd.DataFrame:
+        """Every run the figures need, once, with every figure (in table order) and the most levels any asks for:
+        columns need, figures, seed, run, levels (stored/needed), state (done, partial, missing, corrupt)."""
         rows: dict[str, dict[str, Any]] = {}
         for need in self.expand(figures, needs):
             for seed in self.seeds:
-                for row in self._rows(need, seed):
-                    kept = rows.setdefault(row["run"], row)
-                    if kept is not row:
-                        kept["figures"] = ",".join(dict.fromkeys((kept["figures"] + "," + row["figures"]).split(",")))
-                        if row["want"] > kept["want"]:
-                            kept.update(want=row["want"], state=row["state"])
+                row = self._row(need, seed)
+                kept = rows.setdefault(row["run"], row)
+                if kept is not row:
+                    kept["figures"] = kept["figures"] + row["figures"]
+                    if row["want"] > kept["want"]:
+                        kept.update(want=row["want"], state=row["state"])
+        order = {f: i for i, f in enumerate(FIGURES)}
+        for row in rows.values():
+            row["figures"] = ",".join(sorted(set(row["figures"]), key=order.get))
         df = pd.DataFrame(list(rows.values()), columns=["need", "figures", "seed", "run", "have", "want", "state"])
         df["levels"] = [f"{min(h, w)}/{w}" if w else "-" for h, w in zip(df.have, df.want)]
         return df.drop(columns=["have", "want"])
 
-    def _rows(self, need: Need, seed: int) -> list[dict[str, Any]]:
-        head = {"need": need.label(), "figures": ",".join(need.figures), "seed": seed}
-        rows = []
-        for cfg in self.runs(need, seed):
-            if need.protocol == TIE and cfg.protocol == "imp":  # its runs are known once the IMP run is
-                rows.append({**head, "run": f"{need.label()}/seed{seed}", "have": 0, "want": 0,
-                             "state": "waits for imp"})
-                continue
-            run, want = Run(cfg, self.root), last_level(cfg) + 1
-            try:
-                have = len(run.finished_levels())
-                state = "done" if run.is_done() and have >= want else ("partial" if have else "missing")
-            except CorruptResultError:
-                have, state = 0, "corrupt"
-            rows.append({**head, "run": str(run.path), "have": have, "want": want, "state": state})
-        return rows
-
-
-_IPYTHON = {"In", "Out", "exit", "quit", "get_ipython", "display"}
-_SEEN = "_pgcore_parameter_names"
+    def _row(self, need: Need, seed: int) -> dict[str, Any]:
+        (cfg,) = self.runs(need, seed)
+        run, want = Run(cfg, self.root), last_level(cfg) + 1
+        try:
+            have = len(run.finished_levels())
+            state = "done" if run.is_done() and have >= want else ("partial" if have else "missing")
+        except CorruptResultError:
+            have, state = 0, "corrupt"
+        return {"need": need.label(), "figures": list(need.figures), "seed": seed, "run": str(run.path),
+                "have": have, "want": want, "state": state}
 
 
 def depends_on(study: Study, need: Need) -> list[Need]:
-    """The needs ``need`` builds on: its source protocol, a TIE need's IMP run, the dense run its level 0 reuses."""
-    if need.protocol == TIE:
-        return [Need("imp")]
+    """The needs ``need`` builds on: its source protocol's run, the dense run its level 0 reuses."""
     cfg = study.config(need.protocol, need.changes)
-    src = source_protocol(cfg)
-    deps = [Need(src, need.changes)] if src else []
+    deps = []
+    src = source_config(cfg)
+    if src is not None:
+        kept = tuple((k, v) for k, v in need.changes if not k.startswith("data.leave_out"))
+        deps.append(Need(src.protocol, kept))
     if plan(cfg, 0).reuse == "dense":
         deps.append(Need("train", tuple((k, v) for k, v in need.changes if not k.startswith("prune."))))
     return deps
-
-
-def notebook(ns: Mapping[str, Any]) -> Study:
-    """What every notebook starts with: plotting style, its :class:`Study`, machine.json in its figures directory."""
-    plots.style()
-    study = Study.from_parameters(ns)
-    out = plots.figures_dir(study.params["profile"], study.params.get("figures_dir"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "machine.json").write_text(json.dumps(machine(), indent=1, sort_keys=True) + "\n")
-    return study
