@@ -190,6 +190,8 @@ class RunConfig:
                 d[section].pop(key)
         if self.execution == "sequential":
             d.pop("execution")
+        if self.data.leave_out == "random":  # the same random examples at every level: one run serves them all
+            d["data"].pop("leave_out_level", None)
         # Only the pruning settings the protocol reads (never the number of levels).
         d["prune"] = {k: v for k, v in d["prune"].items() if k in PROTOCOLS[self.protocol]["prune"]}
         if not d["prune"]:
@@ -533,8 +535,6 @@ def validate(cfg: RunConfig) -> None:
            f"data.leave_out_fraction must be in (0, 1), got {d.leave_out_fraction!r}")
     _check(d.leave_out != "top-improved" or (_is_int(d.leave_out_level) and 1 <= d.leave_out_level <= p.levels),
            f"data.leave_out_level must be an IMP level in 1..prune.levels={p.levels}, got {d.leave_out_level!r}")
-    _check(d.leave_out == "top-improved" or d.leave_out_level == 0,
-           "data.leave_out_level chooses top-improved examples; random ones are the same at every level (leave it 0)")
     for name in ("width", "depth"):
         v = getattr(m, name)
         _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")

@@ -85,7 +85,8 @@ class Study:
     def from_notebook(cls, ns: Mapping[str, Any]) -> "Study":
         """From a notebook's parameter cell: ``params`` (a parameter file) or ``profile`` (``params/<profile>.yaml``
         of this project), then dotted ``overrides``; ``compute`` trains missing runs in the notebook."""
-        path = ns.get("params") or project_dir() / "params" / f"{ns.get('profile', 'smoke')}.yaml"
+        profile = check_study({"profile": ns.get("profile", "smoke")})["profile"]  # a plain name, not a path
+        path = ns.get("params") or project_dir() / "params" / f"{profile}.yaml"
         changes = ns.get("overrides") or {}
         if not isinstance(changes, Mapping):
             raise ConfigError(f"overrides must map dotted keys to values, e.g. {{'train.epochs': 3}}, got {changes!r}")

@@ -16,12 +16,11 @@ PACKAGE = Path(pgcore.__file__).parent
 FLOORS = (
     ("__init__", "config", "seeds", "pruning", "analysis", "progress", "provenance"),
     ("data", "models", "plans", "claims", "plots"),
-    ("train", "download", "store"),
+    ("train", "download", "store", "figures"),
     ("batched", "explore"),
     ("protocols",),
-    ("tie",),
     ("study",),
-    ("compute",),
+    ("compute", "notebook"),
     ("cli",),
 )
 

@@ -30,6 +30,7 @@ from pgcore.config import ConfigError, load_yaml
 from pgcore.explore import EXPLORABLE
 from pgcore.plans import last_level
 from pgcore.store import Run
+from pgcore.figures import FIGURES
 from pgcore.study import Need, Study
 
 pytestmark = pytest.mark.cluster
@@ -75,7 +76,7 @@ def sequential_store(params, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("sequential")
     study = Study.from_dict(params, root=root, progress=False)
     for need in study.expand():
-        study.compute(need)
+        study.train(need)
     return root
 
 
@@ -173,8 +174,8 @@ def test_plan_after_compute_shows_nothing_left(cluster_store, params, tmp_path):
     last = out.stdout.strip().splitlines()[-1]
     n = int(last.split()[0])
     assert last == f"{n} runs in {root}: {n} done"
-    # Figure 7's retrainings are listed now that the IMP run exists.
-    assert "tie(level=2)" in out.stdout and "waits for imp" not in out.stdout
+    # Figure 7's retrainings are runs like any other, their paths known before their IMP run exists.
+    assert "tie(data.leave_out=top-improved, data.leave_out_fraction=0.1, data.leave_out_level=2)" in out.stdout
 
 
 @pytest.mark.parametrize("notebook", ["05_size_controls"])
@@ -186,22 +187,18 @@ def test_notebook_under_papermill_after_compute_trains_nothing(cluster_store, pa
     before = snapshot(root)
     env = {**os.environ, "PGCORE_STORE": str(root), "PGCORE_PLAIN_PROGRESS": "1"}
     out = subprocess.run([BIN / "papermill", "--log-level", "WARNING", "-k", "pgcore", "--cwd", REPO / "notebooks",
-                          "-f", path, REPO / "notebooks" / f"{notebook}.ipynb", tmp_path / "out.ipynb"],
+                          "-p", "params", path, REPO / "notebooks" / f"{notebook}.ipynb", tmp_path / "out.ipynb"],
                          capture_output=True, text=True, env=env, timeout=HANG)
     assert out.returncode == 0, out.stderr[-3000:]
     assert list((tmp_path / "figures").glob("*.png")), "the notebook saved no figure"
     assert snapshot(root) == before  # no run directory or level file added or rewritten
 
 
-NOTEBOOK_FIGURES = {"01": "fig1", "02": "fig2", "03": "fig3", "04": "fig4", "05": "fig5", "06": "fig6", "07": "fig7",
-                    "08": "explore", "09": "fig9"}
-
-
-@pytest.mark.parametrize("number", sorted(NOTEBOOK_FIGURES))
-def test_every_notebook_reads_exactly_its_declared_runs_and_trains_nothing(cluster_store, params, number, tmp_path,
+@pytest.mark.parametrize("figure", sorted(FIGURES))
+def test_every_notebook_reads_exactly_its_declared_runs_and_trains_nothing(cluster_store, params, figure, tmp_path,
                                                                            monkeypatch):
-    """Each figure notebook, its code run in this process after `pgcore compute`, reads the
-    runs `Study.needs` declares for its figure (figure 7: its retrainings), and writes none."""
+    """Each registered figure's notebook, its code run in this process after `pgcore compute`, reads the runs
+    its entry in the figure table declares, and writes none."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -211,17 +208,19 @@ def test_every_notebook_reads_exactly_its_declared_runs_and_trains_nothing(clust
     monkeypatch.setattr(Run, "frame", lambda self: read.add(str(self.path)) or original(self))
     monkeypatch.setenv("PGCORE_STORE", str(root))
     monkeypatch.chdir(REPO / "notebooks")
-    (path,) = (REPO / "notebooks").glob(f"{number}_*.ipynb")
+    path = REPO / "notebooks" / f"{FIGURES[figure].notebook}.ipynb"
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
     assert "parameters" in cells[0]["metadata"].get("tags", [])
-    ns = {**copy.deepcopy(params), "figures_dir": str(tmp_path / "figures"), "store_dir": None, "overrides": {}}
+    mine = tmp_path / "study.yaml"
+    mine.write_text(yaml.safe_dump({**params, "figures_dir": str(tmp_path / "figures")}))
+    ns = {"params": str(mine), "overrides": {}, "compute": False}
     before = snapshot(root)
     for cell in cells[1:]:
         exec(compile("".join(cell["source"]), f"{path.name}", "exec"), ns)  # noqa: S102 -- the notebook's own code
     study = Study.from_dict(params, root=root, progress=False)
-    needs = [n for n in study.needs([NOTEBOOK_FIGURES[number]]) if n.protocol != "train"]  # the dense runs are read through the levels that reference them
+    needs = [n for n in study.needs([figure]) if n.protocol != "train"]  # the dense runs: read through references
     declared = {p for n in needs for seed in study.seeds for p in study.run_paths(n, seed)}
-    if number == "08":  # the explorer also shows whatever else the store holds of figures 1-6, read only
+    if figure == "explore":  # the explorer also shows whatever else the store holds of figures 1-6, read only
         assert declared <= read <= set(study.plan(EXPLORABLE).run)
     else:
         assert read == declared
@@ -261,7 +260,7 @@ def test_tasks_wait_for_what_they_build_on(params):
     assert names["extended_oneshot/seed0"] == ["extended_dense/seed0", "train/seed0"]
     f = params["noise_fractions"][0]
     assert names[f"imp(data.noisy_fraction={f}, prune.levels=2)/seed0"] == [f"train(data.noisy_fraction={f})/seed0"]
-    assert names["tie(level=1)/seed0"] == ["imp/seed0"]
+    assert names["tie(data.leave_out=top-improved, data.leave_out_fraction=0.1, data.leave_out_level=1)/seed0"] == ["imp/seed0"]
     # figure 4's imp to noise_levels (here = levels) is figure 1's imp run: no second task
     assert sum(n.startswith("imp(prune.levels=2)") for n in names) == 0
     lockstep = compute.tasks(study, study.expand(), lockstep=True)

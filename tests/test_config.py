@@ -19,7 +19,8 @@ def test_default_config_hash_is_pinned():
 # A valid other value for every field of every section (strings and tuples included).
 OTHER = {
     "data": {"name": "mnist5k", "num_samples": 4000, "data_seed": 7, "val_fraction": 0.2, "noisy_fraction": 0.1,
-             "noise_seed": 3, "augment": False, "data_dir": "/elsewhere", "download": True, "exclude": (4, 9)},
+             "noise_seed": 3, "augment": False, "data_dir": "/elsewhere", "download": True, "exclude": (4, 9),
+             "leave_out": "random", "leave_out_fraction": 0.2, "leave_out_level": 2},
     "model": {"name": "cnn1d", "width": 8, "depth": 3},
     "train": {"epochs": 20, "batch_size": 64, "lr": 0.05, "momentum": 0.5, "nesterov": True, "weight_decay": 1e-4,
               "schedule": "step", "milestones": (10,), "gamma": 0.5, "warmup_epochs": 1.0, "eval_every": 2,
@@ -31,6 +32,14 @@ OTHER = {
 NOT_HASHED = {("data", "data_dir"), ("data", "download"), ("prune", "levels")}
 
 
+def config_of(protocol: str = "imp", field: str = "") -> RunConfig:
+    """A valid default config of ``protocol`` (a top-improved run for ``tie``, or to change a leave_out field)."""
+    if protocol == "tie" or field.startswith("leave_out"):
+        data = dataclasses.replace(RunConfig().data, leave_out="top-improved", leave_out_fraction=0.1, leave_out_level=1)
+        return RunConfig(protocol="tie", data=data)
+    return RunConfig(protocol=protocol)
+
+
 def test_every_field_has_an_alternative_value():
     for section, cls in SECTIONS.items():
         assert {f.name for f in dataclasses.fields(cls)} == set(OTHER[section]), section
@@ -38,7 +47,7 @@ def test_every_field_has_an_alternative_value():
 
 @pytest.mark.parametrize("section, name", [(s, n) for s in OTHER for n in OTHER[s]])
 def test_hash_changes_with_every_field_but_paths_and_levels(section, name):
-    base = RunConfig()
+    base = config_of(field=name)
     changed = base.replace(**{section: dataclasses.replace(getattr(base, section), **{name: OTHER[section][name]})})
     assert getattr(getattr(changed, section), name) != getattr(getattr(base, section), name)
     if (section, name) in NOT_HASHED:
@@ -49,7 +58,7 @@ def test_hash_changes_with_every_field_but_paths_and_levels(section, name):
 
 @pytest.mark.parametrize("protocol", sorted(PLANS))
 def test_each_protocol_hashes_exactly_the_pruning_settings_it_reads(protocol):
-    base = RunConfig(protocol=protocol)
+    base = config_of(protocol)
     for name, value in OTHER["prune"].items():
         if name == "method" and PLANS[protocol]["methods"] and value not in PLANS[protocol]["methods"]:
             continue
@@ -65,7 +74,7 @@ def test_hash_ignores_seed_and_changes_with_protocol_and_execution(tmp_path):
     assert base.replace(seed=1).hash() == base.hash()
     assert Run(base.replace(seed=1), tmp_path).path.parent == Run(base, tmp_path).path.parent
     assert Run(base.replace(seed=1), tmp_path).path != Run(base, tmp_path).path
-    assert len({base.replace(protocol=p).hash() for p in PLANS}) == len(PLANS)
+    assert len({config_of(p).hash() for p in PLANS}) == len(PLANS)
     assert base.replace(execution="lockstep").hash() != base.hash()
 
 

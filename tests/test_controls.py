@@ -6,11 +6,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pgcore import analysis, pruning, tie
+from pgcore import analysis, protocols, pruning
 from pgcore import data as data_mod
 from pgcore.config import ConfigError, from_dict, override
 from pgcore.protocols import run
-from pgcore.study import Study
+from pgcore.study import Need, Study
 from pgcore.store import Run
 
 
@@ -74,31 +74,42 @@ def test_exclude_changes_the_hash_only_when_used(tiny_params):
 
 def test_top_improved_and_random_subsets():
     gain = torch.tensor([0.1, 5.0, -1.0, 3.0, 0.0, 2.0, 0.5, 0.2, 0.3, 4.0])
-    assert tie.top_improved(gain, 0.3) == [1, 3, 9]
-    r = tie.random_subset(10, 3, seed=0)
-    assert r == tie.random_subset(10, 3, seed=0) and len(set(r)) == 3 and r != tie.random_subset(10, 3, seed=1)
+    assert protocols.top_improved(gain, 0.3) == [1, 3, 9]
+    r = protocols.random_subset(10, 3, seed=0)
+    assert r == protocols.random_subset(10, 3, seed=0) and len(set(r)) == 3
+    assert r != protocols.random_subset(10, 3, seed=1)
     with pytest.raises(ValueError):
-        tie.top_improved(gain, 1.5)
+        protocols.top_improved(gain, 1.5)
 
 
-def test_run_tie_trains_without_top_improved_and_random_examples(tiny_params, tmp_path):
-    study = Study(tiny_params, seeds=[0, 1], root=tmp_path, device="cpu", progress=False)
-    exp = study.run("imp")
-    df = tie.run_tie(exp.runs, level=2, fraction=0.1, root=tmp_path, device="cpu", progress=False)
-    test = df[df.source == "test"]
-    assert sorted(test.removed.unique()) == ["random", "top-improved"] and len(test) == 4
-    means = test.groupby("removed").mean_improvement_removed.mean()
-    assert means["top-improved"] > means["random"]
+def _tie(level=None, kind="top-improved"):
+    changes = {"data.leave_out": kind, "data.leave_out_fraction": 0.1}
+    return {**changes, "data.leave_out_level": level} if level else changes
+
+
+def test_tie_runs_build_on_their_imp_run_and_leave_out_the_top_improved(tiny_params, tmp_path):
+    """A top-improved run is keyed by its IMP run's config, level and fraction (its path is known before the IMP run
+    exists), trains the IMP run first, and leaves out exactly the examples whose loss improved most."""
+    study = Study(tiny_params, seeds=[0, 1], root=tmp_path, device="cpu", progress=False, compute=True)
+    assert study.run_paths(Need("tie", tuple(sorted(_tie(2).items()))), 0)[0].startswith(str(tmp_path / "tie-"))
+    top = study.run("tie", _tie(2))
+    imp = study.run("imp")
+    assert all(r.is_done() for r in imp.runs)  # built on first, as a source
     n_train = len(data_mod.load(from_dict(tiny_params).data).y_train)
-    left_out = [from_dict(json.loads(p.read_text())["config"]).data.exclude for p in tmp_path.glob("train-*/seed*/config.json")]
-    left_out = [e for e in left_out if e]  # the dense runs themselves leave nothing out
-    assert len(left_out) == 4 and all(len(e) == round(0.1 * n_train) for e in left_out)
+    for run, imp_run in zip(top.runs, imp.runs):
+        left = run.load_metrics(0)["left_out"]
+        gain = protocols.improvement(imp_run, 2)
+        assert left["count"] == round(0.1 * n_train) and left["level"] == 2
+        assert left["mean_improvement"] == pytest.approx(float(gain.sort(descending=True).values[:left["count"]].mean()))
+        assert len(run.load_checkpoint(0)["per_example_loss"]) == n_train - left["count"]
     # the random control is one subset per seed, the same at every level: one run serves them all
-    other = tie.run_tie(exp.runs, level=1, fraction=0.1, root=tmp_path, device="cpu", progress=False)
-    assert set(other[other.removed == "random"].run) == set(df[df.removed == "random"].run)
-    assert set(other[other.removed == "top-improved"].run) != set(df[df.removed == "top-improved"].run)
-    again = tie.run_tie(exp.runs, level=2, fraction=0.1, root=tmp_path, device="cpu", progress=False)
-    pd.testing.assert_frame_equal(df, again)  # read back from the store, not retrained
+    rand = study.run("tie", _tie(kind="random"))
+    assert [r.load_metrics(0)["left_out"] for r in rand.runs] == [{"kind": "random", "count": left["count"]}] * 2
+    assert study.run("tie", _tie(1)).runs[0].path != top.runs[0].path
+    with pytest.raises(ConfigError, match="leave_out_level must be an IMP level"):
+        study.config("tie", _tie(99))
+    with pytest.raises(ConfigError, match="only it does"):
+        study.config("imp", _tie(1))
 
 
 def _rows(values_a, values_b):
@@ -130,10 +141,21 @@ def test_best_vs_dense_can_pick_the_reference_itself():
     assert c["diff_mean"] == 0.0 and c["best_mean"] == c["dense_mean"]
 
 
-def test_override_and_study_parameters(tiny_params):
+def test_override_and_notebook_parameters(tiny_params, tmp_path):
+    """A notebook reads its parameter file through the checked loader (a key given twice is refused, as by the CLI),
+    applies its dotted overrides, and only reads unless asked to compute."""
+    import yaml
+
     changed = override(tiny_params, {"data.noisy_fraction": 0.2, "prune.method": "random"})
     assert changed["data"]["noisy_fraction"] == 0.2 and "noisy_fraction" not in tiny_params["data"]
-    with pytest.raises(KeyError, match="seeds"):
-        Study.from_parameters(tiny_params)
-    s = Study.from_parameters({**tiny_params, "seeds": [3], "progress": False})
-    assert s.seeds == [3] and s.root is None
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({**tiny_params, "seeds": [3], "progress": False}))
+    s = Study.from_notebook({"params": str(path), "overrides": {"train.epochs": 1}})
+    assert s.seeds == [3] and s.config("imp").train.epochs == 1 and not s.compute and s.source == str(path)
+    path.write_text(path.read_text() + "seeds: [4]\n")
+    with pytest.raises(ConfigError, match="seeds"):
+        Study.from_notebook({"params": str(path)})
+    with pytest.raises(ConfigError, match="profile must be a plain name"):
+        Study.from_notebook({"profile": "../../escape"})
+
+

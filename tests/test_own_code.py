@@ -37,7 +37,7 @@ def own_study(root) -> Study:
 def test_every_figure_and_claim_runs_on_own_model_and_data(tmp_path):
     study = own_study(tmp_path)
     for need in study.expand():
-        study.compute(need)
+        study.train(need)
     assert set(study.plan().state) == {"done"}
     imp, ext = study.frame("imp"), study.frame("extended_dense")
     assert sorted(imp.level.unique()) == [0, 1, 2] and (imp.run.str.len() == 12).all()

@@ -73,7 +73,7 @@ def test_study_through_slurm_equals_local(slurm, tmp_path):
     local = tmp_path / "local-store"
     study = Study.from_dict(TINY_STUDY, root=local, progress=False)
     for need in study.expand(["fig1"]):
-        study.compute(need)
+        study.train(need)
     ours, reference = _finals(store), _finals(local)
     assert len(reference) == 2 * (1 + 3 + 3)  # per seed: the dense run, imp and finetune with 3 levels each
     assert ours == reference
