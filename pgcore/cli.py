@@ -414,7 +414,7 @@ def figures_name(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> st
     return name
 
 
-def _figures_name_for_make() -> None:
+def figures_name_for_make() -> None:
     """``python -c 'from pgcore.cli import ...' PARAMS [SET ...]``: the Makefile's question, answered on stdout; a
     refusal is one line on stderr and exit status 2."""
     try:
