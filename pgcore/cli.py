@@ -420,7 +420,8 @@ def figures_name_for_make() -> None:
     try:
         print(figures_name(sys.argv[1], sys.argv[2:]))
     except (ConfigError, OSError) as e:
-        sys.exit(f"make figures: {explain(e, argparse.Namespace())}")
+        print(f"make figures: {explain(e, argparse.Namespace())}", file=sys.stderr)
+        sys.exit(2)
 
 
 def parser() -> argparse.ArgumentParser:
