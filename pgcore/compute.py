@@ -26,9 +26,10 @@ import yaml
 from dask.system import CPU_COUNT  # the cores this process may use (affinity and cgroup limits)
 
 from .config import ConfigError, check_study
-from .plans import last_level
-from .progress import bar
-from .store import Run, default_root, recording_writes
+from .plans import last_level, plan
+from .progress import bar, set_total
+from .protocols import CPU_THREADS
+from .store import CorruptResultError, Run, default_root, recording_writes
 from .figures import FIGURES
 from .study import Need, Study, depends_on
 
@@ -102,6 +103,38 @@ def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str
         return {**record, "status": "failed", "message": f"{type(e).__name__}: {e}", "traceback": str(path)}
     return {**record, "status": "ok", "trained": sorted(done & mine), "reused": sorted(done - mine),
             "wall_s": time.perf_counter() - tic}
+
+
+@dataclass(frozen=True)
+class Notebooks:
+    """Run each figure's notebook (papermill, kernel ``kernel``) on the parameter file ``params`` as soon as that
+    figure's runs are done, writing the executed notebook into ``out``."""
+
+    params: str
+    out: str
+    kernel: str = "pgcore"
+
+
+def run_notebook(figure: str, nbs: Notebooks, root: str, after: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """Figure ``figure``'s notebook, executed on a worker once the tasks it reads (``after``) have ended."""
+    from .provenance import project_dir
+
+    record: dict[str, Any] = {"task": f"notebook {figure}", "need": "notebook", "seeds": [], "trained": [],
+                              "reused": []}
+    blocked = [a for a in after if a["status"] != "ok"]
+    if blocked:
+        return {**record, "status": "skipped", "message": f"reads {blocked[0]['task']}, which {blocked[0]['status']}"}
+    import papermill
+
+    nb = project_dir() / "notebooks" / f"{FIGURES[figure].notebook}.ipynb"
+    out = Path(nbs.out) / nb.name
+    try:
+        papermill.execute_notebook(str(nb), str(out), kernel_name=nbs.kernel, cwd=str(nb.parent), progress_bar=False,
+                                   parameters={"params": nbs.params, "overrides": {"store_dir": root}})
+    except Exception as e:  # noqa: BLE001 -- reported; the other figures go on
+        last = (str(e).strip().splitlines() or [type(e).__name__])[-1]
+        return {**record, "status": "failed", "message": f"{last} (see {out})"}
+    return {**record, "status": "ok", "message": str(out)}
 
 
 @dataclass
@@ -298,10 +331,11 @@ def close_cluster(c: Cluster) -> None:
 
 @dataclass
 class Summary:
-    """What a compute did, from one record per task (as :func:`run_task` returns it)."""
+    """What a compute did, from one record per task (as :func:`run_task` returns it) and the levels it trained."""
 
     records: list[dict[str, Any]]
     wall_s: float = 0.0
+    levels: int = 0
 
     def __post_init__(self) -> None:
         self.tasks = len(self.records)
@@ -311,8 +345,11 @@ class Summary:
         self.skipped = [r for r in self.records if r["status"] == "skipped"]
 
     def lines(self) -> list[str]:
-        out = [f"{self.tasks} tasks in {self.wall_s:.1f} s: {len(self.trained)} runs trained, {len(self.reused)} "
-               f"reused, {len(self.failed)} task(s) failed, {len(self.skipped)} skipped"]
+        ran = sum(r["need"] == "notebook" and r["status"] == "ok" for r in self.records)
+        notebooks = f", {ran} notebook(s) run" if any(r["need"] == "notebook" for r in self.records) else ""
+        out = [f"{self.tasks} tasks in {self.wall_s:.1f} s ({self.levels} levels trained): {len(self.trained)} runs "
+               f"trained, {len(self.reused)} reused{notebooks}, {len(self.failed)} task(s) failed, "
+               f"{len(self.skipped)} skipped"]
         for f in self.failed:
             runs = f" (run {', '.join(f['runs'])})" if f.get("runs") else ""
             where = f"; traceback: {f['traceback']}" if f.get("traceback") else ""
@@ -320,13 +357,82 @@ class Summary:
         return out + [f"  skipped {s['task']}: {s['message']}" for s in self.skipped]
 
 
+def _stored(run: Run, before: float | None = None) -> int:
+    """How many levels ``run`` has stored (``before``: had stored by that time); none for a run its task will find
+    corrupt, and report."""
+    try:
+        levels = run.finished_levels()
+        if before is not None:
+            return next((k for k in levels if (run.path / f"level_{k:03d}.json").stat().st_mtime >= before),
+                        len(levels))
+    except (CorruptResultError, FileNotFoundError):
+        return 0
+    return len(levels)
+
+
+class Trainings:
+    """The levels a compute has to train (a level 0 that is the seed's dense run is stored as a reference to it, not
+    trained), counted in the store as they are written: what the progress bar shows. A task that fails or is skipped
+    takes the levels it left untrained out of the total."""
+
+    def __init__(self, study: Study, graph: Mapping[Task, Sequence[Task]]):
+        self.study, self.graph = study, graph
+        self.start = time.time()  # a level stored since is one this compute trains, however late its run is known
+        self.runs: dict[Task, list[Run]] = {}  # each task whose runs are known: those runs
+        self.todo: dict[str, list[int]] = {}  # run directory -> its levels to train, as first counted
+        self.stored: dict[str, int] = {}  # run directory -> how many of those are stored now
+        self.ended: set[Task] = set()
+        self._learn(graph)
+
+    def _learn(self, candidates: Iterable[Task]) -> None:
+        for task in candidates:
+            runs = [Run(cfg, self.study.root) for seed in task.seeds for cfg in self.study.runs(task.need, seed)]
+            self.runs[task] = runs
+            for run in runs:
+                if str(run.path) not in self.todo:
+                    have, cfg = _stored(run, before=self.start), run.cfg
+                    self.todo[str(run.path)] = [k for k in range(have, last_level(cfg) + 1)
+                                                if plan(cfg, k).reuse != "dense"]
+                    self.stored[str(run.path)] = 0
+
+    def _count(self, runs: Iterable[Run]) -> None:
+        for run in runs:
+            have = _stored(run)
+            self.stored[str(run.path)] = sum(k < have for k in self.todo[str(run.path)])
+
+    def poll(self) -> None:
+        """Count the levels stored meanwhile by the tasks that may be running (those whose dependencies ended)."""
+        for task, runs in self.runs.items():
+            if task not in self.ended and all(d in self.ended for d in self.graph[task]):
+                self._count(runs)
+
+    def end(self, task: Task) -> None:
+        """``task`` has ended: count its levels."""
+        self.ended.add(task)
+        self._count(self.runs.get(task, []))
+
+    @property
+    def done(self) -> int:
+        return sum(self.stored.values())
+
+    @property
+    def total(self) -> int:
+        going = {str(run.path) for task, runs in self.runs.items() if task not in self.ended for run in runs}
+        return sum(len(levels) if path in going else self.stored[path] for path, levels in self.todo.items())
+
+
+POLL_S = 1.0  # how often the progress bar counts the levels stored
+
+
 def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = tuple(FIGURES),
                   needs: Iterable[Need] | None = None, cluster: str = "local", workers: int | None = None,
                   slurm: Mapping[str, Any] | None = None, retries: int = RETRIES, progress: bool = True,
-                  out: Callable[[str], None] = print, dashboard: str | None = DASHBOARD) -> Summary:
+                  out: Callable[[str], None] = print, dashboard: str | None = DASHBOARD,
+                  notebooks: Notebooks | None = None) -> Summary:
     """Compute every run ``study``'s figures need (or only ``needs`` and what they build on) on a Dask cluster:
     ``client`` (a :class:`Cluster` or a ``distributed.Client`` whose workers run one task at a time), or one opened
-    by name (:func:`open_cluster`) and closed at the end. Each task is submitted with the futures it builds on."""
+    by name (:func:`open_cluster`) and closed at the end. Each task is submitted with the futures it builds on; the
+    progress bar counts the levels trained (:class:`Trainings`)."""
     import dask
     from distributed import as_completed  # also loads its config defaults, before one is set below
 
@@ -346,8 +452,13 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
         study = dataclasses.replace(study, device="cuda" if c.gpus else "cpu")
         lockstep = study.execution == "lockstep"
         graph = tasks(study, wanted, lockstep)
-        out(f"computing {len(graph)} tasks on a {c.describe()}; seeds {'in lockstep' if lockstep else 'one by one'}; "
-            f"store {study.root}")
+        count = Trainings(study, graph)
+        # On a CPU every run trains on CPU_THREADS threads, whatever torch's setting on the worker (results do not
+        # depend on the number of workers).
+        threads = "" if c.gpus else f"; each run trains on {CPU_THREADS} CPU thread{'s' * (CPU_THREADS > 1)}"
+        out(f"computing {len(graph)} tasks ({count.total} levels to train) on a "
+            f"{dataclasses.replace(c, threads=None).describe()}{threads}; seeds "
+            f"{'in lockstep' if lockstep else 'one by one'}; store {study.root}")
         if c.dashboard:
             out(f"dashboard: {c.dashboard}")
         futures: dict[Task, Any] = {}
@@ -357,12 +468,31 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
                 c.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
                 retries=retries)
         names = {f.key: t.name for t, f in futures.items()}
+        task_of = {f.key: t for t, f in futures.items()}
+        for fig in (f for f in figures if notebooks and FIGURES[f].notebook):  # each as soon as its runs are done
+            reads = [futures[t] for t in graph if fig in t.need.figures]
+            future = c.client.submit(run_notebook, fig, notebooks, str(study.root), reads, pure=False,
+                                     key=f"notebook-{fig}-{uuid.uuid4().hex[:8]}")
+            futures[fig] = future
+            names[future.key] = f"notebook {fig}"
         records = []
-        with bar(total=len(graph), desc="tasks", unit="task", disable=not progress, dynamic_ncols=True) as b:
-            for future in as_completed(list(futures.values())):
-                records.append(_record(future, names))
-                b.update()
-        return Summary(records, time.perf_counter() - tic)
+        # smoothing=0: the time left from the mean rate so far, steady where levels take about as long as each other
+        with bar(total=count.total, desc="levels", unit="level", disable=not progress, dynamic_ncols=True,
+                 smoothing=0) as b:
+            ended = as_completed(list(futures.values()))
+            while not ended.is_empty():
+                batch = ended.next_batch(block=not progress)
+                for future in batch:
+                    records.append(_record(future, names))
+                    if future.key in task_of:
+                        count.end(task_of[future.key])
+                if progress and not batch:
+                    time.sleep(POLL_S)
+                    count.poll()
+                if b.total != count.total:
+                    set_total(b, count.total)
+                b.update(count.done - b.n)
+        return Summary(records, time.perf_counter() - tic, count.done)
 
 
 def _record(future: Any, names: Mapping[str, str]) -> dict[str, Any]:

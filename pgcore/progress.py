@@ -24,3 +24,12 @@ def widget_front_end() -> bool:
 def bar(iterable: Iterable | None = None, **tqdm_kwargs: Any) -> std.tqdm:
     """A tqdm bar over ``iterable`` (any tqdm keyword): a widget where :func:`widget_front_end` says so."""
     return (_auto if widget_front_end() else std.tqdm)(iterable, **tqdm_kwargs)
+
+
+def set_total(b: std.tqdm, total: int) -> None:
+    """Change a running bar's total (and its widget's, where it is one)."""
+    b.total = total
+    widget = getattr(getattr(b, "container", None), "pbar", None)
+    if widget is not None:
+        widget.max = total
+    b.refresh()

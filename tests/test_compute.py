@@ -185,7 +185,8 @@ def test_notebook_under_papermill_after_compute_trains_nothing(cluster_store, pa
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(nb_params))
     before = snapshot(root)
-    env = {**os.environ, "PGCORE_STORE": str(root), "PGCORE_PLAIN_PROGRESS": "1"}
+    env = {**{k: v for k, v in os.environ.items() if k != "PGCORE_NOTEBOOK_COMPUTE"}, "PGCORE_STORE": str(root),
+           "PGCORE_PLAIN_PROGRESS": "1"}
     out = subprocess.run([BIN / "papermill", "--log-level", "WARNING", "-k", "pgcore", "--cwd", REPO / "notebooks",
                           "-p", "params", path, REPO / "notebooks" / f"{notebook}.ipynb", tmp_path / "out.ipynb"],
                          capture_output=True, text=True, env=env, timeout=HANG)
@@ -207,6 +208,7 @@ def test_every_notebook_reads_exactly_its_declared_runs_and_trains_nothing(clust
     original = Run.frame
     monkeypatch.setattr(Run, "frame", lambda self: read.add(str(self.path)) or original(self))
     monkeypatch.setenv("PGCORE_STORE", str(root))
+    monkeypatch.delenv("PGCORE_NOTEBOOK_COMPUTE", raising=False)  # read only, as a notebook does by default
     monkeypatch.chdir(REPO / "notebooks")
     path = REPO / "notebooks" / f"{FIGURES[figure].notebook}.ipynb"
     cells = [c for c in json.loads(path.read_text())["cells"] if c["cell_type"] == "code"]
