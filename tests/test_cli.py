@@ -90,9 +90,8 @@ def _count_line(out: str) -> str:
 
 @pytest.mark.cluster
 def test_plan_and_compute_count_the_same_runs_and_levels(capsys, tmp_path):
-    """At smoke (shrunk), `plan` lists the runs known before computing and the rows that wait for IMP runs;
-    `compute` trains those runs and figure 7's retrainings and counts the levels it trained; `plan` then lists
-    exactly the runs compute trained."""
+    """At smoke (shrunk), `plan` lists every run before computing (figure 7's retrainings included: their paths are
+    known before their IMP runs exist); `compute` trains exactly those and counts the levels it trained."""
     params = load_yaml(REPO / "params" / "smoke.yaml")
     params["prune"]["levels"], params["noise_levels"], params["stretched_levels"] = 2, 2, 1
     params["train"]["epochs"], params["data"]["num_samples"] = 2, 1000
@@ -102,32 +101,27 @@ def test_plan_and_compute_count_the_same_runs_and_levels(capsys, tmp_path):
     rc, before, _ = run_cli(capsys, "plan", path, "--store", store)
     assert rc == 0
     rows = plan_rows(before)
-    known = [r for r in rows if r["state"] != "waits for imp"]
-    waiting = len(rows) - len(known)
-    assert _count_line(before) == (f"{len(known)} runs in {store}: {len(known)} missing; {waiting} more row(s) wait "
-                                   f"for imp: figure 7's retrainings, listed once the IMP runs they build on are done")
-    assert {r["figures"] for r in rows if r["need"] == "train"} == {",".join(FIGURES)}  # in the notebooks' order
+    assert _count_line(before) == f"{len(rows)} runs in {store}: {len(rows)} missing"
+    assert {r["figures"] for r in rows if r["need"] == "train"} == {",".join(FIGURES)}  # in the table's order
+    # Each seed's figure 7 retrainings: one without the top-improved examples at each level, and one without as many
+    # random ones (the same run at every level).
+    ties = [r for r in rows if r["need"].startswith("tie(")]
+    assert len(ties) == len(params["seeds"]) * (params["prune"]["levels"] + 1)
     # Levels to train: all of each run's but a level 0 that is the seed's dense run (stored as a reference to it).
     reference = ("imp", "extended_dense", "extended_stretched", "extended_oneshot", "pai")
     to_train = sum(int(r["levels"].split("/")[1]) - (r["need"].startswith(reference) and "rewind" not in r["need"])
-                   for r in known)
+                   for r in rows)
 
     rc, out, _ = run_cli(capsys, "compute", path, "--store", store, "--workers", "2", "--dashboard", "none")
     assert rc == 0
     opening, summary, last = out.strip().splitlines()
-    assert f"({to_train} levels to train, and those of {waiting} task(s) that build on runs not done yet)" in opening
+    assert f"({to_train} levels to train)" in opening
     assert f"2 worker(s); each run trains on {CPU_THREADS} CPU thread" in opening and "torch thread" not in opening
 
     rc, after, _ = run_cli(capsys, "plan", path, "--store", store)
-    runs = [r["run"] for r in plan_rows(after)]
-    ties = [r for r in plan_rows(after) if r["need"].startswith("tie(")]
-    n = len(runs)
+    n = len(rows)
+    assert sorted(r["run"] for r in plan_rows(after)) == sorted(r["run"] for r in rows)
     assert _count_line(after) == f"{n} runs in {store}: {n} done"
-    assert len(set(runs)) == n and {r["run"] for r in known} <= set(runs) and n == len(known) + len(ties)
-    # Each seed's figure 7 retrainings: one without the top-improved examples at each level, and one without as many
-    # random ones (the same run at every level).
-    assert len(ties) == len(params["seeds"]) * (params["prune"]["levels"] + 1)
-    trained = to_train + len(ties)  # a retraining is one level
-    assert re.fullmatch(rf"\d+ tasks in [\d.]+ s \({trained} levels trained\): {n} runs trained, 0 reused, "
+    assert re.fullmatch(rf"\d+ tasks in [\d.]+ s \({to_train} levels trained\): {n} runs trained, 0 reused, "
                         rf"0 task\(s\) failed, 0 skipped", summary), summary
     assert last == f"store {store}: {n} of {n} runs done"

@@ -77,8 +77,9 @@ def test_profile_is_short_for_its_file_in_params(tmp_path):
     assert out.returncode == 0, out.stderr
     commands = " ".join(out.stdout.replace("\\\n", " ").split())
     assert f"{VENV}/bin/pgcore params params/smoke.yaml --set 'profile=\"smoke\"' --out build/params/smoke.yaml " \
-           f"{VENV}/bin/pgcore compute build/params/smoke.yaml --figures fig1 " in commands
-    assert "$nb build/executed/smoke/$(basename $nb)" in commands
+           f"PGCORE_PLAIN_PROGRESS=1 {VENV}/bin/pgcore compute build/params/smoke.yaml --figures fig1 " \
+           f"--notebooks build/executed/smoke --kernel pgcore" in commands
+    assert "00_quickstart" not in commands  # a figure subset runs only its figures' notebooks
 
 
 @pytest.mark.cluster
