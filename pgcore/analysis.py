@@ -151,7 +151,7 @@ def paired_stats(diffs: np.ndarray, step: float | None = None) -> dict[str, floa
 
     Differences of a quantized quantity (``step``, by default :func:`quantization_step` of ``diffs``) can all be equal,
     which would give a zero-width interval; their sd is taken as at least ``step / sqrt(6)``, the spread that rounding
-    both sides to the step hides. Only differences that are all exactly zero keep a zero sd (then ``p`` = 1). With one
+    both sides to the step hides. Only with no step (all values zero) can the sd stay zero (then ``p`` = 1). With one
     difference every statistic but ``n`` and ``mean`` is NaN; with none, all are."""
     d = np.asarray(diffs, dtype=float)
     d = d[np.isfinite(d)]

@@ -570,7 +570,8 @@ def pruning_regularizes_noise(noisy: pd.DataFrame, clean: pd.DataFrame, fraction
     text = (f"{deg_p.effect}, {chosen} (degradation {pruned_deg:.4f} vs dense {dense_deg:.4f}): {_reads(deg_p)}; "
             f"{mem_p.effect}: {_reads(mem_p)}; {err_p.effect}: {err_p.evidence}.")
     why = {REPRODUCED: "both lower: the regularization signature",
-           NOT_REPRODUCED: "refuted by " + " and ".join(p.key for p in parts[:2] if p.status == NOT_REPRODUCED),
+           NOT_REPRODUCED: "refuted by " + " and by ".join(f"{p.key} ({p.ruled_out})" for p in parts[:2]
+                                                             if p.status == NOT_REPRODUCED),
            NOT_SIGNIFICANT: "not both shown"}.get(status, "")
     return Verdict(claim, status, f"{text} {why[0].upper()}{why[1:]}." if why else text, numbers, parts)
 
