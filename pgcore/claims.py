@@ -26,8 +26,8 @@ comparison needs are missing).
   not reproduced when the bound lies inside the margin at *every* level (an intersection of per-level tests, which
   needs no correction); otherwise not significant.
 - *A claim refuted by any of several tests* (figure 5: any control not worse than IMP by more than the margin;
-  figure 6's "each factor alone falls short"): the refuting tests (one-sided, "the effect is beyond the margin",
-  2.5%) are **Holm-corrected** across the claim's comparisons; "every control is worse" needs each control
+  figure 6's "each factor alone falls short"): the refuting tests (one-sided at 2.5%, against "the effect reaches
+  the margin") are **Holm-corrected** across the claim's comparisons; "every control is worse" needs each control
   significant (an intersection, uncorrected).
 - *Compound claims report their parts as sub-verdicts*: figure 6's main claim is the match of both factors with IMP;
   "each factor alone falls short" is its own sub-verdict (``alone_status``) and never overturns it. Figure 3 is
@@ -45,29 +45,24 @@ comparison needs are missing).
 **Evidence** (:func:`pgcore.analysis.evidence`, the class of the uncorrected 95% interval): "beyond the margin";
 "significant, within the margin"; "inside the margin"; "inconclusive"; "significant the other way".
 
-**Margins**, in each claim's own quantity, a fraction of the dense model's own value of it (set after the `small`
-and paper-lenet figures 1–3 were seen, before paper-lenet's figures 4–7 were computed; see docs/verdict-rules.md):
+**Margins**, in each claim's own quantity, each a fixed fraction (the constants below) of the dense model's own
+value of that quantity; the full rationale is in docs/verdict-rules.md. They were set after the `small` figures and
+paper-lenet's figures 1–3 had been seen, before paper-lenet's figures 4–7 were computed.
 
-=====================  ==================================  ==========================  ==============================
-claim (figure)          quantity                            margin                      why
-=====================  ==================================  ==========================  ==============================
-1, 3, 5, 6, 7           test error (paired difference)      10% of dense test error     the gains first probed (0.4–0.7
-                                                                                        points at 4.7%) are 8–15% of
-                                                                                        the dense error; at `small`
-                                                                                        4.7 of 1,000 test images, above
-                                                                                        the ≈3.3-image 90% half-width of
-                                                                                        5 seeds, so a match is
-                                                                                        reachable; at paper-lenet 20 of
-                                                                                        10,000
-2                       training loss                       10% of dense training loss  loss moves by factors (0.00049
-                                                                                        → 0.00014 at paper-lenet), so
-                                                                                        a relative margin
-4                       degradation due to noise            10% of dense degradation    the claim is a share of the
-                                                                                        accuracy lost to noise
-4                       memorization (noisy-label acc.)     10% of dense memorization   a tenth of the noisy labels the
-                                                                                        dense model fits
-9                       difference of gains (test error)    10% of mean dense error     a gain is a test error
-=====================  ==================================  ==========================  ==============================
+================  ================================  =============================  ==================================
+figure            quantity (paired difference)      margin                         why
+================  ================================  =============================  ==================================
+1, 3, 5, 6, 7     test error                        10% of dense test error        the size of gain first probed
+                                                                                   (8–15%); at `small` 4.7 of 1,000
+                                                                                   test images, above 5 seeds' 90%
+                                                                                   half-width (≈3.3), so a match is
+                                                                                   reachable; at paper-lenet 20 of
+                                                                                   10,000
+2                 training loss                     10% of dense training loss     loss moves by factors, so relative
+4                 degradation due to noise          10% of dense degradation       a share of what noise costs
+4                 memorization (noisy-label acc.)   10% of dense memorization      a tenth of the labels it fits
+9                 difference of gains               10% of mean dense test error   gains are test errors
+================  ================================  =============================  ==================================
 """
 
 from __future__ import annotations
@@ -81,7 +76,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .analysis import best_level, ci95, evidence, holm, paired_stats, quantization_step, significance, vs_dense
+from .analysis import best_level, ci95, evidence, holm, paired_stats, quantization_step
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_SIGNIFICANT", "NO_GAIN", "NOT_TESTED", "STATUSES", "ALPHA",
            "TEST_ERROR_MARGIN", "TRAIN_LOSS_MARGIN", "DEGRADATION_MARGIN", "MEMORIZATION_MARGIN",
@@ -113,7 +108,7 @@ class Part:
 
     ``differences`` has one row per level: ``level``, ``sparsity``, ``mean``, ``ci`` (95% half-width), ``lo``,
     ``hi``, ``n`` (seeds), ``sd``, ``effect_size``, ``p`` (two-sided), ``p_margin`` (one-sided: "the effect is beyond
-    the margin"), ``ruled_out_beyond``, ``equivalent_within`` and ``p_equivalence`` (matches), ``evidence`` and
+    the margin" is false: small when an effect reaching the margin is ruled out), ``ruled_out_beyond``, ``equivalent_within`` and ``p_equivalence`` (matches), ``evidence`` and
     ``status`` (uncorrected, that level alone), and ``p_holm`` for a scan. ``level`` is the level the part's status
     is read at; ``role`` is ``main``, ``premise`` (IMP's own gain), ``secondary`` (a sub-verdict) or ``context``
     (reported, not decided on)."""
@@ -145,12 +140,12 @@ class Part:
         r = self.at()
         if r["n"] == 0:
             return f"{self.quantity}: not measured at level {self.level}"
-        where = f"at level {self.level}" + (f" ({r['sparsity']:.1%} sparse" if np.isfinite(r["sparsity"]) else " (")
         s = self._scale()
+        bits = [f"{r['sparsity']:.1%} sparse"] if np.isfinite(r["sparsity"]) else []
         if r["n"] < 2:
-            return f"{self.quantity} = {_num(r['mean'], s)} {where}; one seed: no interval)"
-        return (f"{self.quantity} = {_num(r['mean'], s)} ± {_num(r['ci'], s, sign=False)} {where}; 95% interval, "
-                f"{int(r['n'])} seeds, d = {r['effect_size']:+.2f})")
+            return f"{self.quantity} = {_num(r['mean'], s)} at level {self.level} ({'; '.join([*bits, 'one seed: no interval'])})"
+        bits.append(f"95% interval, {int(r['n'])} seeds, d = {r['effect_size']:+.2f}")
+        return f"{self.quantity} = {_num(r['mean'], s)} ± {_num(r['ci'], s, sign=False)} at level {self.level} ({'; '.join(bits)})"
 
     @property
     def short(self) -> str:
@@ -214,6 +209,7 @@ class Verdict:
         return f"**{self.claim}: {self.status}.** {self.summary}"
 
     def _repr_markdown_(self) -> str:
+        """Jupyter's view: the claim and status, then per part its effect ± interval, status, evidence and bound."""
         lines = [f"**{self.claim}: {self.status}**", ""]
         for p in self.parts:
             head = "" if p.role == "main" else f"*{p.role}* "
@@ -226,6 +222,7 @@ class Verdict:
         ``effect_size`` (and ``equivalent_within`` for a match), and the same per part, prefixed by its key."""
         out = {"claim": self.claim, "status": self.status, "summary": self.summary, **self.numbers}
         main = self.main
+        out["evidence"] = "inconclusive"  # no comparison was measured
         if main is not None:
             own = main.numbers()
             for k in ("evidence", "margin", "ruled_out_beyond", "equivalent_within", "p_equivalence", "effect_size"):
@@ -587,9 +584,7 @@ def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame])
                                      _per_seed(df, imp, sparsity=sp), margin, "higher", level=k)
                                for name, df in controls.items()])
     parts = (*tested, gain)
-    numbers: dict[str, Any] = {"level": k, "n": max((int(p.at()["n"]) for p in tested), default=0)}
-    for name, p in zip(controls, tested):
-        numbers[f"{name}_diff"], numbers[f"{name}_ci"] = p.at()["mean"], p.at()["ci"]
+    numbers = {"level": k, "n": max((int(p.at()["n"]) for p in tested), default=0)}
     if absent:
         return _no_gain(claim, gain, k, parts, numbers)
     if not tested:
