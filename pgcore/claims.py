@@ -373,6 +373,8 @@ def _part(key: str, name: str, quantity: str, per_seed: pd.DataFrame, margin: fl
         status = NOT_REPRODUCED if (diffs.status == NOT_REPRODUCED).all() else NOT_SIGNIFICANT
         bound = diffs.ruled_out_beyond.fillna(-np.inf if direction == "higher" else np.inf)
         at = int(diffs.loc[bound.idxmax() if direction == "higher" else bound.idxmin(), "level"])
+        if status == NOT_SIGNIFICANT and (predicted & diffs.p.notna()).any():  # the level closest to reproducing
+            at = int(diffs.loc[diffs.p.where(predicted).idxmin(), "level"])
     part = Part(key, name, quantity, margin, direction, diffs, at, status, "inconclusive", role, note)
     return replace(part, evidence=part.at()["evidence"])
 
@@ -474,12 +476,14 @@ def pruning_improves_training(imp: pd.DataFrame) -> Verdict:
             f"{lower.sparsity.min():.1%}" if len(lower) else "")
     count = (f"significantly below the dense model's at {len(lower)} of {len(d)} levels after Holm's correction"
              + (f" ({span} sparse; {len(beyond)} of them wholly beyond the margin)" if len(lower) else ""))
+    tests = f"p = {r['p']:.3g}, {r['p_holm']:.3g} after Holm's correction over {len(d)} levels" if r["n"] >= 2 else ""
     if part.status == REPRODUCED:
-        text = f"largest drop {part.effect}: {part.evidence}; training loss {count}."
+        text = f"largest drop: {part.effect}, {tests}: {part.evidence}; training loss {count}."
     elif part.status == NOT_REPRODUCED:
-        text = (f"closest to a drop: {part.effect}: {_reads(part)}, and so at every level; training loss {count}.")
+        text = f"largest drop still allowed: {part.effect}: {_reads(part)}, and so at every level; training loss {count}."
     else:
-        text = f"largest drop still allowed: {part.effect}: {_reads(part)}; training loss {count}."
+        text = (f"closest to a drop: {part.effect}, {tests}: {part.evidence} before the correction (margin "
+                f"±{_num(margin, part._scale(), sign=False)}); {part.ruled_out}; training loss {count}.")
     return Verdict(claim, part.status, text, numbers, (part,))
 
 

@@ -131,6 +131,8 @@ def test_one_lucky_level_of_twenty_is_not_reproduced_after_holm():
     assert d.loc[7, "p"] < 0.05 and d.loc[7, "evidence"] == "beyond the margin"  # uncorrected: reproduced
     assert d.loc[7, "p_holm"] == pytest.approx(20 * d.loc[7, "p"]) and d.loc[7, "p_holm"] > 0.05
     assert v.status == "not significant" and v.numbers["levels_lower"] == 0 and v.numbers["levels"] == 20
+    assert v.numbers["level"] == 7 and "after Holm's correction over 20 levels" in v.summary
+    assert "beyond the margin before the correction" in v.summary and "a drop beyond" in v.summary
 
 
 def test_genuine_drop_at_twelve_levels_is_counted_after_holm():
@@ -196,6 +198,15 @@ def test_no_gain_of_imp_means_no_gain_to_explain():
 def test_extended_training_not_run_to_imps_level_is_not_tested():
     v = claims.training_time_explains_gain(IMP, tidy([0.05]))
     assert v.status == "not tested" and "not run to IMP's best level 1" in v.summary
+    no_nan(v)
+
+
+def test_controls_or_combination_not_run_to_imps_level_are_not_tested():
+    short = tidy([0.05])
+    assert claims.size_alone_falls_short(IMP, {"random": short}).status == "not tested"
+    assert claims.size_alone_falls_short(IMP, {}).status == "not tested"
+    v = claims.both_factors_reproduce_pruning(IMP, short, WORSE, WORSE)
+    assert v.status == "not tested" and v.numbers["alone_status"] == "reproduced"
     no_nan(v)
 
 
