@@ -107,9 +107,10 @@ class Part:
     """One paired comparison a verdict rests on.
 
     ``differences`` has one row per level: ``level``, ``sparsity``, ``mean``, ``ci`` (95% half-width), ``lo``,
-    ``hi``, ``n`` (seeds), ``sd``, ``effect_size``, ``p`` (two-sided), ``p_margin`` (one-sided: "the effect is beyond
-    the margin" is false: small when an effect reaching the margin is ruled out), ``ruled_out_beyond``, ``equivalent_within`` and ``p_equivalence`` (matches), ``evidence`` and
-    ``status`` (uncorrected, that level alone), and ``p_holm`` for a scan. ``level`` is the level the part's status
+    ``hi``, ``n`` (seeds), ``sd``, ``effect_size``, ``p`` (two-sided), ``p_margin`` (one-sided, against "the effect
+    reaches the margin": small when such an effect is ruled out), ``ruled_out_beyond``, ``equivalent_within`` and
+    ``p_equivalence`` (matches), ``evidence`` and ``status`` (that level alone, uncorrected; a scan's ``status`` is
+    Holm-corrected, its ``p_holm`` beside it). ``level`` is the level the part's status
     is read at; ``role`` is ``main``, ``premise`` (IMP's own gain), ``secondary`` (a sub-verdict) or ``context``
     (reported, not decided on)."""
 
@@ -143,9 +144,12 @@ class Part:
         s = self._scale()
         bits = [f"{r['sparsity']:.1%} sparse"] if np.isfinite(r["sparsity"]) else []
         if r["n"] < 2:
-            return f"{self.quantity} = {_num(r['mean'], s)} at level {self.level} ({'; '.join([*bits, 'one seed: no interval'])})"
-        bits.append(f"95% interval, {int(r['n'])} seeds, d = {r['effect_size']:+.2f}")
-        return f"{self.quantity} = {_num(r['mean'], s)} ± {_num(r['ci'], s, sign=False)} at level {self.level} ({'; '.join(bits)})"
+            value = _num(r["mean"], s)
+            bits.append("one seed: no interval")
+        else:
+            value = f"{_num(r['mean'], s)} ± {_num(r['ci'], s, sign=False)}"
+            bits.append(f"95% interval, {int(r['n'])} seeds, d = {r['effect_size']:+.2f}")
+        return f"{self.quantity} = {value} at level {self.level} ({'; '.join(bits)})"
 
     @property
     def short(self) -> str:
@@ -213,8 +217,7 @@ class Verdict:
         lines = [f"**{self.claim}: {self.status}**", ""]
         for p in self.parts:
             head = "" if p.role == "main" else f"*{p.role}* "
-            lines.append(f"- {head}{p.effect}; **{p.status}**: {p.evidence} (margin ±{_num(p.margin, p._scale(), sign=False)}); "
-                         f"{p.ruled_out}" + (f"; {p.note}" if p.note else ""))
+            lines.append(f"- {head}{p.effect}; **{p.status}**: {_reads(p)}" + (f"; {p.note}" if p.note else ""))
         return "\n".join([*lines, "", self.summary])
 
     def row(self) -> dict[str, Any]:
@@ -297,7 +300,7 @@ def margin_of(df: pd.DataFrame) -> float:
     return _margin(TEST_ERROR_MARGIN, _dense_mean(df))
 
 
-# -- one part, decided --------------------------------------------------------------------------------------------------
+# -- one part, decided -------------------------------------------------------------------------------------------------
 
 def _tail(x: float, se: float, n: int) -> float:
     """P(T > x / se) for Student's t with n - 1 degrees of freedom; with se = 0 (all differences zero), certainty."""
@@ -438,7 +441,7 @@ def _reads(part: Part) -> str:
     return f"{part.evidence} (margin ±{_num(part.margin, part._scale(), sign=False)}); {part.ruled_out}"
 
 
-# -- the claims ----------------------------------------------------------------------------------------------------------
+# -- the claims --------------------------------------------------------------------------------------------------------
 
 def pruning_improves_test_error(imp: pd.DataFrame) -> Verdict:
     """Figure 1: the best pruned level (chosen on validation) has lower test error than the dense model, by an effect
@@ -480,7 +483,8 @@ def pruning_improves_training(imp: pd.DataFrame) -> Verdict:
     if part.status == REPRODUCED:
         text = f"largest drop: {part.effect}, {tests}: {part.evidence}; training loss {count}."
     elif part.status == NOT_REPRODUCED:
-        text = f"largest drop still allowed: {part.effect}: {_reads(part)}, and so at every level; training loss {count}."
+        text = (f"largest drop still allowed: {part.effect}: {_reads(part)}, and so at every level; training loss "
+                f"{count}.")
     else:
         text = (f"closest to a drop: {part.effect}, {tests}: {part.evidence} before the correction (margin "
                 f"±{_num(margin, part._scale(), sign=False)}); {part.ruled_out}; training loss {count}.")
@@ -520,7 +524,8 @@ def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, readi
         status, why = NOT_REPRODUCED, ("extended training is significantly better than IMP: the training time alone "
                                        "gives more than pruning's gain, so the two do not match")
     elif match.status == REPRODUCED:
-        status, why = NOT_SIGNIFICANT, "extended training matches IMP, but its own gain over the dense model is not shown"
+        status, why = NOT_SIGNIFICANT, ("extended training matches IMP, but its own gain over the dense model is not "
+                                        "shown")
     else:
         status, why = NOT_SIGNIFICANT, "neither a match within the margin nor a difference is shown"
     return Verdict(claim, status, f"{text}: {why}.", numbers, parts)
@@ -620,8 +625,8 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
     margin, sp = margin_of(imp), _sparsity(imp)
     main = _part("both", "both factors − IMP", "test error: both factors − IMP", _per_seed(both, imp, sparsity=sp),
                  margin, "match", level=k)
-    alone = _holm_refutation([_part(key, f"{name} − IMP", f"test error: {name} − IMP", _per_seed(df, imp, sparsity=sp),
-                                    margin, "higher", level=k, role="secondary")
+    alone = _holm_refutation([_part(key, f"{name} − IMP", f"test error: {name} − IMP",
+                                    _per_seed(df, imp, sparsity=sp), margin, "higher", level=k, role="secondary")
                               for key, name, df in (("time_only", "time only", time_only),
                                                     ("size_only", "size only", size_only))])
     alone_status = _all_hold(alone)
@@ -677,8 +682,8 @@ def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
     per_seed = _with_step(per_seed, test.error)
     measured = sorted(int(j) for j in per_seed.level.unique())
     k = min(measured, key=lambda j: (abs(j - k_best), j))  # nearest measured, lower on a tie
-    part = _part("tie", "without top-improved − without random", "test error: without top-improved − without random",
-                 per_seed, margin_of(imp), "higher", level=k)
+    part = _part("tie", "without top-improved − without random",
+                 "test error: without top-improved − without random", per_seed, margin_of(imp), "higher", level=k)
     d = part.differences
     p_holm = holm(d.p.to_numpy())
     higher, lower = int(((p_holm < ALPHA) & (d["mean"] > 0)).sum()), int(((p_holm < ALPHA) & (d["mean"] < 0)).sum())

@@ -120,7 +120,7 @@ def test_validation_picking_the_dense_model_is_never_reproduced():
     assert "validation picks the dense model" in better_on_test.summary
 
 
-# -- figure 2: a scan over levels, Holm-corrected -----------------------------------------------------------------------
+# -- figure 2: a scan over levels, Holm-corrected ----------------------------------------------------------------------
 
 def test_one_lucky_level_of_twenty_is_not_reproduced_after_holm():
     loss = [0.1] * 21
@@ -216,7 +216,7 @@ def test_missing_seeds_are_dropped_from_the_pairing():
     no_nan(v)
 
 
-# -- figure 4 -----------------------------------------------------------------------------------------------------------
+# -- figure 4 ----------------------------------------------------------------------------------------------------------
 
 CLEAN = tidy([0.05, 0.05, 0.06])
 
@@ -225,7 +225,8 @@ def test_noise_claim_needs_lower_degradation_and_memorization():
     noisy = tidy([0.30, 0.25, 0.20], noisy=[1.0, 0.9, 0.2], sd=0.01, noisy_sd=0.01)
     v = claims.pruning_regularizes_noise(noisy, CLEAN, 0.4)
     assert v.status == "reproduced" and v.numbers["level"] == 2
-    assert v.numbers["degradation_dense"] == pytest.approx(0.25) and v.numbers["degradation_pruned"] == pytest.approx(0.14)
+    assert v.numbers["degradation_dense"] == pytest.approx(0.25)
+    assert v.numbers["degradation_pruned"] == pytest.approx(0.14)
     assert v.main.margin == pytest.approx(0.025)  # a tenth of the dense model's degradation
     memo = next(p for p in v.parts if p.key == "memorization")
     assert memo.margin == pytest.approx(0.1) and memo.status == "reproduced"
@@ -234,7 +235,8 @@ def test_noise_claim_needs_lower_degradation_and_memorization():
 def test_noise_claim_without_less_memorization_is_not_reproduced():
     noisy = tidy([0.30, 0.25, 0.20], noisy=[1.0, 0.99, 0.99], sd=0.01, noisy_sd=0.01)
     v = claims.pruning_regularizes_noise(noisy, CLEAN, 0.4)
-    assert v.main.status == "reproduced" and v.status == "not reproduced" and "Refuted by memorization (a drop beyond" in v.summary
+    assert v.main.status == "reproduced" and v.status == "not reproduced"
+    assert "Refuted by memorization (a drop beyond" in v.summary
 
 
 def test_noise_claim_never_calls_an_interval_with_zero_significant():
@@ -244,7 +246,7 @@ def test_noise_claim_never_calls_an_interval_with_zero_significant():
     assert v.status == "not significant" and "significantly" not in v.summary
 
 
-# -- figure 5: every control worse; any refutation Holm-corrected -------------------------------------------------------
+# -- figure 5: every control worse; any refutation Holm-corrected ------------------------------------------------------
 
 def test_size_controls_all_worse_are_reproduced():
     controls = {"random": tidy([0.05, 0.06, 0.07], sd=0.002), "reinit": tidy([0.05, 0.055, 0.06], sd=0.002)}
@@ -300,7 +302,8 @@ def test_only_the_secondary_part_refuted_leaves_the_main_claim_reproduced():
     assert alone["time_only"].at()["p"] == pytest.approx(0.04, abs=0.005)
     assert alone["time_only"].status == "not reproduced" and v.numbers["alone_status"] == "not reproduced"
     assert v.status == "reproduced" and v.main.status == "reproduced"
-    assert "Sub-verdict, each factor alone falls short" in v.summary and "time only beats IMP (Holm-corrected)" in v.summary
+    assert "Sub-verdict, each factor alone falls short" in v.summary
+    assert "time only beats IMP (Holm-corrected)" in v.summary
 
 
 def test_both_factors_worse_or_unresolved():
@@ -317,7 +320,7 @@ def test_both_factors_without_imp_gain_is_no_gain_to_explain():
     no_nan(v)
 
 
-# -- figure 7 -----------------------------------------------------------------------------------------------------------
+# -- figure 7 ----------------------------------------------------------------------------------------------------------
 
 def test_improved_examples_every_branch():
     assert claims.improved_examples_matter(tie(0.07, 0.05, sd=0.002), IMP).status == "reproduced"
@@ -368,7 +371,7 @@ def test_recipe_claim_needs_two_recipes_and_the_declared_one():
     assert same.status == "not significant"
 
 
-# -- degenerate data ----------------------------------------------------------------------------------------------------
+# -- degenerate data ---------------------------------------------------------------------------------------------------
 
 def test_identical_differences_get_an_interval_and_no_nan():
     """At `small` test errors move in steps of 0.001: five seeds can all be exactly one image better."""
@@ -390,7 +393,8 @@ def test_one_or_two_seeds_give_a_clear_verdict(seeds):
     imp = tidy([0.05, 0.04, 0.045], sd=0.002, seeds=seeds)
     verdicts = [claims.pruning_improves_test_error(imp), claims.pruning_improves_training(imp),
                 claims.training_time_explains_gain(imp, imp), claims.size_alone_falls_short(imp, {"r": imp}),
-                claims.both_factors_reproduce_pruning(imp, imp, imp, imp), claims.improved_examples_matter(tie(0.07, 0.05, seeds=seeds), imp),
+                claims.both_factors_reproduce_pruning(imp, imp, imp, imp),
+                claims.improved_examples_matter(tie(0.07, 0.05, seeds=seeds), imp),
                 claims.pruning_regularizes_noise(tidy([0.3, 0.2, 0.25], noisy=[1, 0.5, 0.6], seeds=seeds), imp, 0.2),
                 claims.gain_shrinks_when_dense_is_trained_well({"paper": imp, "b": imp})]
     for v in verdicts:
@@ -400,7 +404,7 @@ def test_one_or_two_seeds_give_a_clear_verdict(seeds):
         assert v.status == "not significant" and "one seed: no interval" in v.summary
 
 
-# -- what a verdict carries ---------------------------------------------------------------------------------------------
+# -- what a verdict carries --------------------------------------------------------------------------------------------
 
 def test_parts_carry_the_per_level_differences_the_decision_uses():
     v = claims.both_factors_reproduce_pruning(IMP, BOTH_MATCH, WORSE, WORSE)
