@@ -391,9 +391,8 @@ def _holm_refutation(parts: Sequence[Part]) -> list[Part]:
         r = pt.at()
         sig = bool(r["n"] >= 2 and r["p"] < ALPHA)
         status = _status_of(r, pt.direction, significant=sig, refuted=bool(ph < ALPHA / 2))
-        note = (f"{pt.note}; " if pt.note else "") + f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" \
-            if np.isfinite(ph) else pt.note
-        out.append(replace(pt, status=status, note=note))
+        held = f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" if np.isfinite(ph) else ""
+        out.append(replace(pt, status=status, note="; ".join(x for x in (pt.note, held) if x)))
     return out
 
 
@@ -411,6 +410,7 @@ def _all_hold(parts: Sequence[Part]) -> str:
 # -- IMP's gain over the dense model (figure 1, and the premise of figures 3, 5, 6, 7) ---------------------------------
 
 def _best_pruned_level(df: pd.DataFrame) -> int:
+    """The pruned level (> 0) with the lowest mean validation error (test error without a validation split)."""
     val = df[(df.source == "val") & (df.level > 0)]
     source = "val" if len(val) and not val.error.isna().all() else "test"
     means = df[(df.source == source) & (df.level > 0)].groupby("level")["error"].mean()
@@ -431,9 +431,18 @@ def _gain(imp: pd.DataFrame, role: str = "premise") -> tuple[int, Part, bool]:
 
 
 def _no_gain(claim: str, gain: Part, k: int, parts: tuple[Part, ...], numbers: dict[str, Any]) -> Verdict:
+    """The verdict of an explanation when IMP has no gain to explain (``k``: IMP's best level on validation)."""
     why = ("validation picks the dense model, so IMP has no gain" if k == 0 else
            f"{gain.ruled_out} (margin ±{_num(gain.margin, gain._scale(), sign=False)})")
     return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain.", numbers, parts)
+
+
+def _refuted(parts: Sequence[Part]) -> str:
+    """Which "worse than IMP" parts are refuted, and how: "random beats IMP (…)"; "reinit is not worse … (…)"."""
+    return "; ".join(f"{p.name.rsplit(' − ', 1)[0]} "
+                     + ("beats IMP" if p.at()["hi"] < 0 else
+                        f"is not worse than IMP by more than the margin ({p.ruled_out})")
+                     for p in parts if p.status == NOT_REPRODUCED)
 
 
 def _reads(part: Part) -> str:
@@ -524,8 +533,9 @@ def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, readi
         status, why = NOT_REPRODUCED, ("extended training is significantly better than IMP: the training time alone "
                                        "gives more than pruning's gain, so the two do not match")
     elif match.status == REPRODUCED:
-        status, why = NOT_SIGNIFICANT, ("extended training matches IMP, but its own gain over the dense model is not "
-                                        "shown")
+        status, why = NOT_SIGNIFICANT, ("extended training matches IMP, but its own gain over the dense model is "
+                                        + ("ruled out beyond the margin" if own.status == NOT_REPRODUCED else
+                                           "not shown"))
     else:
         status, why = NOT_SIGNIFICANT, "neither a match within the margin nor a difference is shown"
     return Verdict(claim, status, f"{text}: {why}.", numbers, parts)
@@ -603,14 +613,12 @@ def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame])
     if status == REPRODUCED:
         why = "every control is significantly worse than IMP"
     elif status == NOT_REPRODUCED:
-        refuted = [p for p in tested if p.status == NOT_REPRODUCED]
-        why = "; ".join(f"{p.name.rsplit(' − ', 1)[0]} "
-                        + ("beats IMP" if p.at()["hi"] < 0 else "is not worse than IMP by more than the margin")
-                        + f" ({p.ruled_out})" for p in refuted) + " (Holm-corrected across the controls)"
+        why = _refuted(tested) + " (Holm-corrected across the controls)"
     elif status == NOT_TESTED:
         why = "a control was not run to IMP's best level"
     else:
-        why = "not every control is resolved from IMP, and none is shown within the margin of it"
+        why = ("not every control is resolved from IMP, and none is shown within the margin of it after Holm's "
+               "correction")
     return Verdict(claim, status, f"{effects}: {why}.", numbers, parts)
 
 
@@ -646,9 +654,7 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
                            "IMP, beyond a match",
            NOT_SIGNIFICANT: "neither a match within the margin nor a difference is shown"}[main.status]
     alone_why = {REPRODUCED: "each is significantly worse than IMP",
-                 NOT_REPRODUCED: "; ".join(f"{p.name.rsplit(' − ', 1)[0]} "
-                                           + ("beats IMP" if p.at()["hi"] < 0 else "is within the margin of IMP")
-                                           for p in alone if p.status == NOT_REPRODUCED) + " (Holm-corrected)",
+                 NOT_REPRODUCED: _refuted(alone) + " (Holm-corrected)",
                  NOT_SIGNIFICANT: "not both resolved from IMP",
                  NOT_TESTED: "a single factor was not run to IMP's best level"}[alone_status]
     text = (f"{main.effect}: {_reads(main)}: {why}. Sub-verdict, each factor alone falls short: "
