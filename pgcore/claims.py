@@ -710,6 +710,8 @@ def _gain_per_seed(imp: pd.DataFrame) -> tuple[int, pd.Series]:
     """IMP's best level on validation and, per seed, its test error there minus the seed's dense model's."""
     k = best_level(imp)
     test = imp[imp.source == "test"].pivot_table(index="seed", columns="level", values="error")
+    if k not in test or 0 not in test:  # not measured on test: no seed has a gain
+        return k, pd.Series(dtype=float)
     return k, test[k] - test[0]
 
 
