@@ -197,7 +197,7 @@ EVIDENCE = ("beyond the margin", "significant, within the margin", "inside the m
             "significant the other way")
 
 
-def evidence(lo: float, hi: float, margin: float, direction: str) -> str:
+def evidence(lo: float, hi: float, margin: float, direction: str, within: float | None = None) -> str:
     """The class of a 95% interval ``[lo, hi]`` of a paired difference, for a claim that it is ``lower`` or
     ``higher`` than zero, or that it is zero within ``±margin`` (``match``):
 
@@ -209,13 +209,15 @@ def evidence(lo: float, hi: float, margin: float, direction: str) -> str:
     - *significant the other way*: excludes zero on the side the claim does not predict.
 
     For a match, a significant difference of either sign is *beyond the margin* or *significant, within the
-    margin*."""
+    margin*; given ``within``, the farthest end of the 90% interval (two one-sided tests at 5%), a match not
+    significant is *inside the margin* when ``within`` is, so the class reads as the equivalence test decides."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "inconclusive"
     if direction == "match":
         if lo > 0 or hi < 0:
             return "beyond the margin" if lo > margin or hi < -margin else "significant, within the margin"
-        return "inside the margin" if -margin < lo and hi < margin else "inconclusive"
+        inside = within < margin if within is not None and np.isfinite(within) else -margin < lo and hi < margin
+        return "inside the margin" if inside else "inconclusive"
     if direction == "lower":  # mirror onto "higher"
         lo, hi = -hi, -lo
     elif direction != "higher":

@@ -42,8 +42,9 @@ comparison needs are missing).
 - Degenerate data: identical differences get the spread of their quantization step (never a zero-width interval);
   one seed gives "not significant" (no interval), none "not tested"; no status, evidence or summary is ever NaN.
 
-**Evidence** (:func:`pgcore.analysis.evidence`, the class of the uncorrected 95% interval): "beyond the margin";
-"significant, within the margin"; "inside the margin"; "inconclusive"; "significant the other way".
+**Evidence** (:func:`pgcore.analysis.evidence`, the class of the uncorrected 95% interval; for a match that is not
+significant, "inside the margin" is the equivalence test's 90% interval): "beyond the margin"; "significant, within
+the margin"; "inside the margin"; "inconclusive"; "significant the other way".
 
 **Margins**, in each claim's own quantity, each a fixed fraction (the constants below) of the dense model's own
 value of that quantity; the full rationale is in docs/verdict-rules.md. They were set after the `small` figures and
@@ -327,7 +328,7 @@ def _level_row(level: int, sparsity: float, diffs: np.ndarray, step: float, marg
         else:  # two one-sided tests: H0 mean <= -margin, H0 mean >= +margin
             row.update(p_equivalence=max(_tail(mean + margin, se, n), _tail(margin - mean, se, n)),
                        equivalent_within=abs(mean) + s["ci90"], ruled_out_beyond=max(abs(s["lo"]), abs(s["hi"])))
-    row["evidence"] = evidence(s["lo"], s["hi"], margin, direction)
+    row["evidence"] = evidence(s["lo"], s["hi"], margin, direction, row["equivalent_within"])
     row["status"] = _status_of(row, direction, significant=n >= 2 and row["p"] < ALPHA,
                                refuted=n >= 2 and row["p_margin"] < ALPHA / 2)
     return row

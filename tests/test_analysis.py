@@ -113,6 +113,13 @@ def test_evidence_classes_against_zero_and_the_margin(lo, hi, direction, word):
     assert word in analysis.EVIDENCE
 
 
+def test_evidence_of_a_match_reads_as_the_equivalence_test():
+    """The 95% interval reaches past the margin, the 90% one does not: a match, so "inside the margin"."""
+    assert analysis.evidence(-0.011, 0.011, 0.01, "match", within=0.009) == "inside the margin"
+    assert analysis.evidence(-0.011, 0.011, 0.01, "match", within=0.0101) == "inconclusive"
+    assert analysis.evidence(-0.011, 0.011, 0.01, "match") == "inconclusive"
+
+
 def test_evidence_refuses_an_unknown_direction():
     with pytest.raises(ValueError, match="direction"):
         analysis.evidence(-0.1, 0.1, 0.01, "smaller")
