@@ -1,145 +1,545 @@
-"""The paper's claims, each decided by one function from tidy frames (paired by seed, levels chosen on validation)
-as a :class:`Verdict`: reproduced, not reproduced (a significant difference against it) or not significant.
-"Differs" is :func:`pgcore.analysis.significance`; "matches" (figures 3, 6) is :func:`pgcore.analysis.equivalence`
-within ±:data:`EQUIVALENCE_MARGIN` × dense test error, so a mere lack of significance is never read as a match.
-Notebooks print these verdicts; they never word one by hand."""
+"""The paper's claims, each decided by one function from tidy frames as a :class:`Verdict`.
+
+Every decision rests on paired differences: per seed, one procedure's number minus another's (at the same level,
+read on test; levels are chosen on validation). A verdict carries them as :class:`Part` s, one per comparison, each
+with its per-level differences (mean, 95% Student-t interval, seeds), its margin, its evidence and its own status,
+so that a figure draws exactly what the verdict tests (:func:`pgcore.plots.paired_panel`).
+
+**Statuses.** ``reproduced``; ``not reproduced``; ``not significant`` (the evidence is inconclusive: neither the
+claim nor an effect beyond its margin is ruled out); ``no gain to explain`` (figures 3, 5, 6, 7, which explain IMP's
+gain over the dense model: that gain is shown absent, so the explanation is not judged); ``not tested`` (the runs a
+comparison needs are missing).
+
+**Rules.** One interval, one test, both paired by seed (:func:`pgcore.analysis.paired_stats`):
+
+- *Differs* (a difference predicted ``lower`` or ``higher``): **reproduced** when the 95% interval excludes zero on
+  the predicted side and an effect beyond the margin is not ruled out; **not reproduced** when the one-sided 97.5%
+  bound on the predicted side (``ruled_out_beyond``, the largest effect the data still allow) lies inside the margin:
+  an effect beyond the margin is ruled out, whether or not the difference is significant (a significant effect
+  smaller than the margin is not the effect claimed); otherwise **not significant**, and the summary states the
+  bound.
+- *Matches* (figure 3: IMP − extended dense; figure 6: both factors − IMP): two one-sided tests at 5%, i.e. the 90%
+  interval inside ±margin (``equivalent_within``): **reproduced**; a difference significant at 95% and no such match:
+  **not reproduced**; otherwise **not significant**. A mere lack of significance is never read as a match.
+- *A scan over levels* (figure 2, "at some sparsities"): reproduced when some level is significant on the predicted
+  side after **Holm's correction** over the levels scanned (counts such as "12 of 20 levels" are after correction);
+  not reproduced when the bound lies inside the margin at *every* level (an intersection of per-level tests, which
+  needs no correction); otherwise not significant.
+- *A claim refuted by any of several tests* (figure 5: any control not worse than IMP by more than the margin;
+  figure 6's "each factor alone falls short"): the refuting tests (one-sided at 2.5%, against "the effect reaches
+  the margin") are **Holm-corrected** across the claim's comparisons; "every control is worse" needs each control
+  significant (an intersection, uncorrected).
+- *Compound claims report their parts as sub-verdicts*: figure 6's main claim is the match of both factors with IMP;
+  "each factor alone falls short" is its own sub-verdict (``alone_status``) and never overturns it. Figure 3 is
+  reproduced when extended training matches IMP and gains on the dense model itself; extended training
+  significantly *better* than IMP refutes the match in its own words. Figure 4 needs lower degradation *and* less
+  memorization (the regularization signature), each reported.
+- *Premise*: figures 3, 5, 6 and 7 first test IMP's own gain over the dense model at its best level on validation
+  (figure 1's rule); where validation picks the dense model or an IMP gain beyond the margin is ruled out, their
+  status is ``no gain to explain``.
+- Figure 9's weaker recipe is declared by the caller (``weaker=``, the recipe the parameter file names), never read
+  off observed validation errors.
+- Degenerate data: identical differences get the spread of their quantization step (never a zero-width interval);
+  one seed gives "not significant" (no interval), none "not tested"; no status, evidence or summary is ever NaN.
+
+**Evidence** (:func:`pgcore.analysis.evidence`, the class of the uncorrected 95% interval; for a match that is not
+significant, "inside the margin" is the equivalence test's 90% interval): "beyond the margin"; "significant, within
+the margin"; "inside the margin"; "inconclusive"; "significant the other way".
+
+**Margins**, in each claim's own quantity, each a fixed fraction (the constants below) of the dense model's own
+value of that quantity; the full rationale is in docs/verdict-rules.md. They were set after the `small` figures and
+paper-lenet's figures 1–3 had been seen, before paper-lenet's figures 4–7 were computed.
+
+================  ================================  =============================  ==================================
+figure            quantity (paired difference)      margin                         why
+================  ================================  =============================  ==================================
+1, 3, 5, 6, 7     test error                        10% of dense test error        the size of gain first probed
+                                                                                   (8–15%); at `small` 4.7 of 1,000
+                                                                                   test images, above 5 seeds' 90%
+                                                                                   half-width (≈3.3), so a match is
+                                                                                   reachable; at paper-lenet 20 of
+                                                                                   10,000
+2                 training loss                     10% of dense training loss     loss moves by factors, so relative
+4                 degradation due to noise          10% of dense degradation       a share of what noise costs
+4                 memorization (noisy-label acc.)   10% of dense memorization      a tenth of the labels it fits
+9                 difference of gains               10% of mean dense test error   gains are test errors
+================  ================================  =============================  ==================================
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from .analysis import best_level, ci95, compare_to_dense, equivalence, significance, vs_dense
+from .analysis import best_level, ci95, evidence, holm, paired_stats, quantization_step
+
+__all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_SIGNIFICANT", "NO_GAIN", "NOT_TESTED", "STATUSES", "ALPHA",
+           "TEST_ERROR_MARGIN", "TRAIN_LOSS_MARGIN", "DEGRADATION_MARGIN", "MEMORIZATION_MARGIN",
+           "GAIN_DIFFERENCE_MARGIN", "EQUIVALENCE_MARGIN", "Part", "Verdict", "margin_of",
+           "pruning_improves_test_error", "pruning_improves_training", "training_time_explains_gain", "degradation",
+           "pruning_regularizes_noise", "size_alone_falls_short", "both_factors_reproduce_pruning", "tie_gap",
+           "improved_examples_matter", "gain_shrinks_when_dense_is_trained_well", "table", "save"]
 
 REPRODUCED, NOT_REPRODUCED, NOT_SIGNIFICANT = "reproduced", "not reproduced", "not significant"
-# "Matches": the paired difference lies within this fraction of the dense model's test error
-# (two one-sided tests at 5%). Fixed before any result of the paper profiles was seen.
-EQUIVALENCE_MARGIN = 0.05
+NO_GAIN, NOT_TESTED = "no gain to explain", "not tested"
+STATUSES = (REPRODUCED, NOT_REPRODUCED, NOT_SIGNIFICANT, NO_GAIN, NOT_TESTED)
+ALPHA = 0.05  # two-sided: 95% intervals, one-sided bounds and refuting tests at 97.5% / 2.5%
+
+# Margins: fractions of the dense model's own value of the quantity (the table in the module docstring).
+TEST_ERROR_MARGIN = 0.10
+TRAIN_LOSS_MARGIN = 0.10
+DEGRADATION_MARGIN = 0.10
+MEMORIZATION_MARGIN = 0.10
+GAIN_DIFFERENCE_MARGIN = 0.10
+EQUIVALENCE_MARGIN = TEST_ERROR_MARGIN  # the name the notebooks' prose cites for figures 3 and 6
+
+_COLUMNS = ["level", "sparsity", "mean", "ci", "lo", "hi", "n", "sd", "effect_size", "p", "p_margin",
+            "ruled_out_beyond", "equivalent_within", "p_equivalence", "evidence", "status"]
+
+
+@dataclass(frozen=True)
+class Part:
+    """One paired comparison a verdict rests on.
+
+    ``differences`` has one row per level: ``level``, ``sparsity``, ``mean``, ``ci`` (95% half-width), ``lo``,
+    ``hi``, ``n`` (seeds), ``sd``, ``effect_size``, ``p`` (two-sided), ``p_margin`` (one-sided, against "the effect
+    reaches the margin": small when such an effect is ruled out), ``ruled_out_beyond``, ``equivalent_within`` and
+    ``p_equivalence`` (matches), ``evidence`` and ``status`` (that level alone, uncorrected; a scan's ``status`` is
+    Holm-corrected, its ``p_holm`` beside it). ``level`` is the level the part's status
+    is read at; ``role`` is ``main``, ``premise`` (IMP's own gain), ``secondary`` (a sub-verdict) or ``context``
+    (reported, not decided on)."""
+
+    key: str
+    name: str
+    quantity: str
+    margin: float
+    direction: str
+    differences: pd.DataFrame = field(compare=False, repr=False)
+    level: int
+    status: str
+    evidence: str
+    role: str = "main"
+    note: str = ""
+
+    def at(self) -> dict[str, Any]:
+        """The row of ``differences`` the part is decided at (``n`` = 0 and NaN numbers when not measured)."""
+        d = self.differences
+        hit = d[d.level == self.level]
+        if len(hit):
+            return hit.iloc[0].to_dict()
+        return {**dict.fromkeys(_COLUMNS, float("nan")), "level": self.level, "n": 0, "evidence": "inconclusive",
+                "status": NOT_TESTED}
+
+    @property
+    def effect(self) -> str:
+        """The difference with its 95% interval, seeds and standardized effect, in words."""
+        r = self.at()
+        if r["n"] == 0:
+            return f"{self.quantity}: not measured at level {self.level}"
+        s = self._scale()
+        bits = [f"{r['sparsity']:.1%} sparse"] if np.isfinite(r["sparsity"]) else []
+        if r["n"] < 2:
+            value = _num(r["mean"], s)
+            bits.append("one seed: no interval")
+        else:
+            value = f"{_num(r['mean'], s)} ± {_num(r['ci'], s, sign=False)}"
+            bits.append(f"95% interval, {int(r['n'])} seeds, d = {r['effect_size']:+.2f}")
+        return f"{self.quantity} = {value} at level {self.level} ({'; '.join(bits)})"
+
+    @property
+    def short(self) -> str:
+        """The difference and its 95% half-width only: "time only − IMP -0.0034 ± 0.0042"."""
+        r = self.at()
+        if r["n"] == 0:
+            return f"{self.name} not measured"
+        ci = f" ± {_num(r['ci'], self._scale(), sign=False)}" if r["n"] >= 2 else " (one seed)"
+        return f"{self.name} {_num(r['mean'], self._scale())}{ci}"
+
+    @property
+    def ruled_out(self) -> str:
+        """What the data rule out, in words: the bound on the claim's side (and ±bound of a match)."""
+        r = self.at()
+        s = self._scale()
+        if not np.isfinite(r["ruled_out_beyond"]):
+            return "nothing is ruled out (no interval)"
+        b = r["ruled_out_beyond"]
+        if self.direction == "match":
+            return (f"a difference beyond ±{_num(b, s, sign=False)} is ruled out (95%); equivalent within "
+                    f"±{_num(r['equivalent_within'], s, sign=False)} (90%)")
+        word = "drop" if self.direction == "lower" else "rise"
+        if (b < 0) == (self.direction == "lower") and b != 0:
+            return f"a {word} beyond {_num(abs(b), s, sign=False)} is ruled out"
+        return f"any {word} is ruled out (the interval lies on the other side of zero)"
+
+    def _scale(self) -> float:
+        r = self.at()
+        scales = [x for x in (self.margin, r["ci"]) if np.isfinite(x) and x > 0]
+        return min(scales) if scales else 1.0
+
+    def numbers(self, prefix: str = "") -> dict[str, Any]:
+        """The part's decision as flat columns (``prefix`` before each name)."""
+        r = self.at()
+        out = {"status": self.status, "evidence": self.evidence, "level": self.level, "diff": r["mean"],
+               "ci": r["ci"], "n": int(r["n"]), "margin": self.margin, "ruled_out_beyond": r["ruled_out_beyond"],
+               "effect_size": r["effect_size"]}
+        if self.direction == "match":
+            out.update(equivalent_within=r["equivalent_within"], p_equivalence=r["p_equivalence"])
+        return {f"{prefix}{k}": v for k, v in out.items()}
 
 
 @dataclass(frozen=True)
 class Verdict:
+    """A claim's status with its summary (effect and interval first, then what they mean), its numbers and the
+    :class:`Part` s it rests on (the first ``main`` part decides)."""
+
     claim: str
     status: str
     summary: str
     numbers: dict[str, Any] = field(default_factory=dict)
+    parts: tuple[Part, ...] = ()
+
+    @property
+    def main(self) -> Part | None:
+        """The deciding comparison (the first ``main`` part), if any."""
+        return next((p for p in self.parts if p.role == "main"), None)
 
     def markdown(self) -> str:
+        """One line: the claim and its status in bold, then the summary."""
         return f"**{self.claim}: {self.status}.** {self.summary}"
 
+    def _repr_markdown_(self) -> str:
+        """Jupyter's view: the claim and status, then per part its effect ± interval, status, evidence and bound."""
+        lines = [f"**{self.claim}: {self.status}**", ""]
+        for p in self.parts:
+            head = "" if p.role == "main" else f"*{p.role}* "
+            lines.append(f"- {head}{p.effect}; **{p.status}**: {_reads(p)}" + (f"; {p.note}" if p.note else ""))
+        return "\n".join([*lines, "", self.summary])
+
     def row(self) -> dict[str, Any]:
-        return {"claim": self.claim, "status": self.status, "summary": self.summary, **self.numbers}
+        """One flat row: claim, status, summary, the numbers, the deciding part's ``evidence``, ``ruled_out_beyond``,
+        ``effect_size`` (and ``equivalent_within`` for a match), and the same per part, prefixed by its key."""
+        out = {"claim": self.claim, "status": self.status, "summary": self.summary, **self.numbers}
+        main = self.main
+        out["evidence"] = "inconclusive"  # no comparison was measured
+        if main is not None:
+            own = main.numbers()
+            for k in ("evidence", "margin", "ruled_out_beyond", "equivalent_within", "p_equivalence", "effect_size"):
+                if k in own:
+                    out[k] = own[k]
+        if len(self.parts) > 1:
+            for p in self.parts:
+                out.update(p.numbers(f"{p.key}_"))
+        return out
 
 
-def _pm(mean: float, ci: float) -> str:
-    return f"{mean:+.4f} ± {ci:.4f}" if not np.isnan(ci) else f"{mean:+.4f} (no CI)"
+def _num(x: float, scale: float = 1e-3, sign: bool = True) -> str:
+    """``x`` with enough decimals to show a number of size ``scale`` (4 at least)."""
+    if not np.isfinite(x):
+        return "n/a"
+    digits = int(np.clip(1 - np.floor(np.log10(scale)), 4, 8)) if scale > 0 else 4
+    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
-def _pm_match(g: dict[str, Any], margin: float) -> str:
-    """A :func:`_paired_at` difference with its equivalence test."""
-    return f"{_pm(g['diff'], g['diff_ci'])} (margin ±{margin:.4f}, equivalence p = {g['p_equiv']:.3f})"
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
 
 
-def _status(word: str, good: str = "lower", bad: str = "higher") -> str:
-    """The verdict of a claim that predicts a ``good`` significant difference."""
-    return {good: REPRODUCED, bad: NOT_REPRODUCED}.get(word, NOT_SIGNIFICANT)
+# -- per-seed differences --------------------------------------------------------------------------------------------
+
+def _sparsity(df: pd.DataFrame) -> pd.Series:
+    return df.groupby("level")["sparsity"].first() if len(df) else pd.Series(dtype=float)
 
 
-def _paired_at(a: pd.DataFrame, b: pd.DataFrame, level: int, metric: str = "error", source: str = "test",
-               margin: float = float("nan")) -> dict[str, Any]:
-    """Paired difference a - b at one level: mean, CI, n, significance word and, given a margin, equivalence."""
-    cols = ["seed", metric]
-    left = a[(a.level == level) & (a.source == source)][cols]
-    right = b[(b.level == level) & (b.source == source)][cols]
-    d = left.merge(right, on="seed", suffixes=("", "_b"))
-    diffs = (d[metric] - d[f"{metric}_b"]).to_numpy()
-    if not len(diffs):
-        return {"diff": float("nan"), "diff_ci": float("nan"), "n": 0, "word": "undetermined",
-                "equivalent": False, "p_equiv": float("nan")}
-    mean, ci = float(diffs.mean()), ci95(diffs)
-    equivalent, p = equivalence(diffs, margin)
-    return {"diff": mean, "diff_ci": ci, "n": len(diffs), "word": significance(mean, ci),
-            "equivalent": equivalent, "p_equiv": p}
+def _per_seed(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test",
+              sparsity: pd.Series | None = None) -> pd.DataFrame:
+    """``a - b`` of ``metric`` on ``source``, paired by seed and level: seed, level, sparsity, diff; ``attrs["step"]``
+    is the step the compared values move in (:func:`pgcore.analysis.quantization_step`)."""
+    cols = ["seed", "level", metric]
+    if not len(a) or not len(b):
+        return _with_step(pd.DataFrame(columns=["seed", "level", "sparsity", "diff"]), [])
+    left = a[a.source == source][cols]
+    right = b[b.source == source][cols]
+    m = left.merge(right, on=["seed", "level"], suffixes=("", "_b"))
+    m["diff"] = m[metric] - m[f"{metric}_b"]
+    m["sparsity"] = m.level.map(_sparsity(a) if sparsity is None else sparsity)
+    return _with_step(m[["seed", "level", "sparsity", "diff"]].dropna(subset=["diff"]),
+                      np.concatenate([left[metric].to_numpy(float), right[metric].to_numpy(float)]))
 
 
-def _dense_as(df: pd.DataFrame, level: int) -> pd.DataFrame:
-    """The dense model's rows (level 0) relabelled as ``level``, to pair a level with dense."""
-    return df[df.level == 0].assign(level=level)
+def _with_step(per_seed: pd.DataFrame, values: Any) -> pd.DataFrame:
+    """``per_seed`` with the quantization step of the raw ``values`` its differences come from."""
+    per_seed.attrs["step"] = quantization_step(np.asarray(values, dtype=float))
+    return per_seed
+
+
+def _vs_own_dense(df: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
+    """Every pruned level of ``df`` minus the same seed's dense model (level 0), per seed."""
+    levels = sorted(lv for lv in df.level.unique() if lv > 0) if len(df) else []
+    dense = df[df.level == 0]
+    ref = pd.concat([dense.assign(level=lv) for lv in levels], ignore_index=True) if levels else dense.iloc[:0]
+    return _per_seed(df, ref, metric, source)
+
+
+def _dense_mean(df: pd.DataFrame, metric: str = "error", source: str = "test") -> float:
+    v = df[(df.level == 0) & (df.source == source)][metric] if len(df) else pd.Series(dtype=float)
+    return float(v.mean()) if len(v) else float("nan")
+
+
+def _margin(fraction: float, reference: float) -> float:
+    """``fraction`` of ``|reference|`` (0 when the reference is unknown: then nothing is inside the margin)."""
+    return fraction * abs(reference) if np.isfinite(reference) else 0.0
 
 
 def margin_of(df: pd.DataFrame) -> float:
-    """The equivalence margin for test error: :data:`EQUIVALENCE_MARGIN` of the dense model's mean."""
-    dense = df[(df.level == 0) & (df.source == "test")]["error"]
-    return EQUIVALENCE_MARGIN * float(dense.mean()) if len(dense) else float("nan")
+    """The test-error margin of a frame: :data:`TEST_ERROR_MARGIN` of its dense model's mean test error."""
+    return _margin(TEST_ERROR_MARGIN, _dense_mean(df))
 
+
+# -- one part, decided -------------------------------------------------------------------------------------------------
+
+def _tail(x: float, se: float, n: int) -> float:
+    """P(T > x / se) for Student's t with n - 1 degrees of freedom; with se = 0 (all differences zero), certainty."""
+    if se > 0:
+        return float(stats.t.sf(x / se, n - 1))
+    return 0.0 if x > 0 else 1.0
+
+
+def _level_row(level: int, sparsity: float, diffs: np.ndarray, step: float, margin: float,
+               direction: str) -> dict[str, Any]:
+    """One level of a part: :func:`pgcore.analysis.paired_stats`, the bound on the claim's side, the one-sided test
+    that the effect is beyond the margin (``p_margin``; a match: two one-sided tests), evidence and status."""
+    s = paired_stats(diffs, step)
+    n, mean, se = s["n"], s["mean"], s["se"]
+    row = {"level": int(level), "sparsity": float(sparsity), "n": int(n),
+           **{k: s[k] for k in ("mean", "ci", "lo", "hi", "sd", "effect_size", "p")},
+           "p_margin": float("nan"), "ruled_out_beyond": float("nan"), "equivalent_within": float("nan"),
+           "p_equivalence": float("nan")}
+    if n >= 2:
+        if direction == "lower":  # H0: the drop reaches the margin (mean <= -margin)
+            row.update(p_margin=_tail(mean + margin, se, n), ruled_out_beyond=s["lo"])
+        elif direction == "higher":  # H0: mean >= +margin
+            row.update(p_margin=_tail(margin - mean, se, n), ruled_out_beyond=s["hi"])
+        else:  # two one-sided tests: H0 mean <= -margin, H0 mean >= +margin
+            row.update(p_equivalence=max(_tail(mean + margin, se, n), _tail(margin - mean, se, n)),
+                       equivalent_within=abs(mean) + s["ci90"], ruled_out_beyond=max(abs(s["lo"]), abs(s["hi"])))
+    row["evidence"] = evidence(s["lo"], s["hi"], margin, direction, row["equivalent_within"])
+    row["status"] = _status_of(row, direction, significant=n >= 2 and row["p"] < ALPHA,
+                               refuted=n >= 2 and row["p_margin"] < ALPHA / 2)
+    return row
+
+
+def _status_of(row: dict[str, Any], direction: str, significant: bool, refuted: bool) -> str:
+    """A comparison's status: ``significant`` two-sided at 95%, ``refuted``: an effect beyond the margin ruled out."""
+    if row["n"] == 0:
+        return NOT_TESTED
+    if row["n"] < 2:
+        return NOT_SIGNIFICANT
+    if direction == "match":
+        if row["p_equivalence"] < ALPHA:
+            return REPRODUCED
+        return NOT_REPRODUCED if significant else NOT_SIGNIFICANT
+    if refuted:
+        return NOT_REPRODUCED
+    predicted = row["mean"] < 0 if direction == "lower" else row["mean"] > 0
+    return REPRODUCED if significant and predicted else NOT_SIGNIFICANT
+
+
+def _part(key: str, name: str, quantity: str, per_seed: pd.DataFrame, margin: float, direction: str,
+          level: int | None = None, role: str = "main", scan: bool = False, note: str = "") -> Part:
+    """A :class:`Part` from per-seed differences (seed, level, sparsity, diff). Decided at ``level``, or, for a
+    ``scan``, over every level with Holm's correction of the significance tests (see the module docstring)."""
+    step = per_seed.attrs.get("step", quantization_step(per_seed["diff"].to_numpy(float)))
+    rows = [_level_row(lv, g.sparsity.iloc[0], g["diff"].to_numpy(), step, margin, direction)
+            for lv, g in per_seed.groupby("level")]
+    diffs = pd.DataFrame(rows, columns=_COLUMNS)
+    if not scan:
+        part = Part(key, name, quantity, margin, direction, diffs, int(level), NOT_TESTED, "inconclusive", role, note)
+        r = part.at()
+        return replace(part, status=r["status"], evidence=r["evidence"])
+    diffs["p_holm"] = holm(diffs.p.to_numpy())
+    predicted = diffs["mean"] < 0 if direction == "lower" else diffs["mean"] > 0
+    refuted = diffs.p_margin < ALPHA / 2
+    diffs["status"] = [_status_of(r, direction, bool(ph < ALPHA), bool(rf))
+                       for r, ph, rf in zip(diffs.to_dict("records"), diffs.p_holm, refuted)]
+    if not len(diffs) or (diffs.n == 0).all():
+        status, at = NOT_TESTED, int(level or 0)
+    elif (diffs.status == REPRODUCED).any():
+        status = REPRODUCED
+        won = diffs[diffs.status == REPRODUCED]
+        at = int(won.loc[(won["mean"] * (1 if direction == "higher" else -1)).idxmax(), "level"])
+    else:
+        status = NOT_REPRODUCED if (diffs.status == NOT_REPRODUCED).all() else NOT_SIGNIFICANT
+        bound = diffs.ruled_out_beyond.fillna(-np.inf if direction == "higher" else np.inf)
+        at = int(diffs.loc[bound.idxmax() if direction == "higher" else bound.idxmin(), "level"])
+        if status == NOT_SIGNIFICANT and (predicted & diffs.p.notna()).any():  # the level closest to reproducing
+            at = int(diffs.loc[diffs.p.where(predicted).idxmin(), "level"])
+    part = Part(key, name, quantity, margin, direction, diffs, at, status, "inconclusive", role, note)
+    return replace(part, evidence=part.at()["evidence"])
+
+
+def _holm_refutation(parts: Sequence[Part]) -> list[Part]:
+    """Parts whose claim is refuted by any one of them: their refuting tests Holm-corrected across the parts."""
+    p = np.array([pt.at()["p_margin"] for pt in parts], dtype=float)
+    adjusted = holm(p)
+    out = []
+    for pt, ph in zip(parts, adjusted):
+        r = pt.at()
+        sig = bool(r["n"] >= 2 and r["p"] < ALPHA)
+        status = _status_of(r, pt.direction, significant=sig, refuted=bool(ph < ALPHA / 2))
+        held = f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" if np.isfinite(ph) else ""
+        out.append(replace(pt, status=status, note="; ".join(x for x in (pt.note, held) if x)))
+    return out
+
+
+def _all_hold(parts: Sequence[Part]) -> str:
+    """The status of "every part holds": not reproduced if any is refuted, reproduced if all are, else not
+    significant (not tested when one is not measured)."""
+    statuses = [p.status for p in parts]
+    if not statuses or NOT_TESTED in statuses:
+        return NOT_TESTED
+    if NOT_REPRODUCED in statuses:
+        return NOT_REPRODUCED
+    return REPRODUCED if all(s == REPRODUCED for s in statuses) else NOT_SIGNIFICANT
+
+
+# -- IMP's gain over the dense model (figure 1, and the premise of figures 3, 5, 6, 7) ---------------------------------
+
+def _best_pruned_level(df: pd.DataFrame) -> int:
+    """The pruned level (> 0) with the lowest mean validation error (test error without a validation split)."""
+    val = df[(df.source == "val") & (df.level > 0)]
+    source = "val" if len(val) and not val.error.isna().all() else "test"
+    means = df[(df.source == source) & (df.level > 0)].groupby("level")["error"].mean()
+    return int(means.idxmin()) if len(means) else 0
+
+
+def _gain(imp: pd.DataFrame, role: str = "premise") -> tuple[int, Part, bool]:
+    """IMP's best level on validation, its test error minus the dense model's as a part (read at the best pruned
+    level on validation when validation picks the dense model), and whether the gain is shown absent."""
+    k = best_level(imp)
+    at = k if k > 0 else _best_pruned_level(imp)
+    note = "" if k > 0 else f"validation picks the dense model; read at the best pruned level on validation, {at}"
+    part = _part("gain", "IMP − dense", "test error: IMP − dense", _vs_own_dense(imp), margin_of(imp), "lower",
+                 level=at, role=role, note=note)
+    if k == 0 and part.status == REPRODUCED:  # validation did not choose it: no gain of the procedure to claim
+        part = replace(part, status=NOT_SIGNIFICANT)
+    return k, part, k == 0 or part.status == NOT_REPRODUCED
+
+
+def _no_gain(claim: str, gain: Part, k: int, parts: tuple[Part, ...], numbers: dict[str, Any]) -> Verdict:
+    """The verdict of an explanation when IMP has no gain to explain (``k``: IMP's best level on validation)."""
+    why = ("validation picks the dense model, so IMP has no gain" if k == 0 else
+           f"{gain.ruled_out} (margin ±{_num(gain.margin, gain._scale(), sign=False)})")
+    return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain.", numbers, parts)
+
+
+def _refuted(parts: Sequence[Part]) -> str:
+    """Which "worse than IMP" parts are refuted, and how: "random beats IMP (…)"; "reinit is not worse … (…)"."""
+    return "; ".join(f"{p.name.rsplit(' − ', 1)[0]} "
+                     + ("beats IMP" if p.at()["hi"] < 0 else
+                        f"is not worse than IMP by more than the margin ({p.ruled_out})")
+                     for p in parts if p.status == NOT_REPRODUCED)
+
+
+def _reads(part: Part) -> str:
+    """A part's evidence and bound after its effect: "…: inside the margin (±m); a drop beyond b is ruled out"."""
+    return f"{part.evidence} (margin ±{_num(part.margin, part._scale(), sign=False)}); {part.ruled_out}"
+
+
+# -- the claims --------------------------------------------------------------------------------------------------------
 
 def pruning_improves_test_error(imp: pd.DataFrame) -> Verdict:
-    """Figure 1: the best pruned level (chosen on validation) has lower test error than the dense model."""
+    """Figure 1: the best pruned level (chosen on validation) has lower test error than the dense model, by an effect
+    the margin does not rule out (see the module docstring)."""
     claim = "Pruning lowers test error"
-    c = compare_to_dense(imp)
-    numbers = {"level": c["best_level"], "sparsity": c["best_sparsity"], "diff": c["diff_mean"], "ci": c["diff_ci"],
-               "n": c["seeds"], "dense": c["dense_mean"], "pruned": c["best_mean"]}
-    if c["best_level"] == 0:  # no evidence for a gain, and none against it at 95%
-        return Verdict(claim, NOT_SIGNIFICANT, f"no pruned level beats the dense model on validation (dense test "
-                       f"error {c['dense_mean']:.4f}).", numbers)
-    text = (f"best level on validation {c['best_level']} ({c['best_sparsity']:.1%} sparse): test error "
-            f"{c['best_mean']:.4f} vs dense {c['dense_mean']:.4f}, paired {_pm(c['diff_mean'], c['diff_ci'])} "
-            f"over {c['seeds']} seeds.")
-    return Verdict(claim, _status(significance(c["diff_mean"], c["diff_ci"])), text, numbers)
+    k, part, _ = _gain(imp, role="main")
+    r = part.at()
+    dense, pruned = _dense_mean(imp), float(imp[(imp.level == part.level) & (imp.source == "test")].error.mean())
+    numbers = {"level": k, "read_at": part.level, "sparsity": r["sparsity"] if k else 0.0, "diff": r["mean"],
+               "ci": r["ci"], "n": int(r["n"]), "dense": dense, "pruned": pruned}
+    if part.status == NOT_TESTED:
+        return Verdict(claim, NOT_TESTED, "no pruned level paired with the dense model was measured.", numbers, (part,))
+    chosen = ("chosen on validation" if k else
+              "validation picks the dense model itself; this is the best pruned level on validation")
+    text = f"{part.effect}, {chosen} (test error {pruned:.4f} vs dense {dense:.4f}): {_reads(part)}."
+    return Verdict(claim, part.status, text, numbers, (part,))
 
 
 def pruning_improves_training(imp: pd.DataFrame) -> Verdict:
-    """Figure 2: at some sparsities the pruned model's training loss is below the dense model's."""
+    """Figure 2: at some sparsities the pruned model's training loss is below the dense model's (a scan over the
+    pruned levels, Holm-corrected)."""
     claim = "Pruning lowers training loss"
-    v = vs_dense(imp, "loss", "train")
-    v = v[v.level > 0]
-    lower = v[v.verdict == "lower"]
-    best = v.loc[v["diff"].idxmin()]
-    numbers = {"levels_lower": int(len(lower)), "levels": int(len(v)), "level": int(best.level),
-               "sparsity": float(best.sparsity), "diff": float(best["diff"]), "ci": float(best.diff_ci),
-               "n": int(best.n)}
-    if len(lower):
-        lo, hi = lower.sparsity.min(), lower.sparsity.max()
-        return Verdict(claim, REPRODUCED, f"training loss is significantly below the dense model's at {len(lower)} "
-                       f"of {len(v)} levels ({lo:.1%}–{hi:.1%} sparse); largest drop "
-                       f"{_pm(best['diff'], best.diff_ci)} at {best.sparsity:.1%}.", numbers)
-    status = NOT_REPRODUCED if (v.verdict == "higher").all() else NOT_SIGNIFICANT
-    return Verdict(claim, status, f"no level has a significantly lower training loss than the dense model; the "
-                   f"lowest is {_pm(best['diff'], best.diff_ci)} at {best.sparsity:.1%}.", numbers)
+    margin = _margin(TRAIN_LOSS_MARGIN, _dense_mean(imp, "loss", "train"))
+    part = _part("loss", "pruned − dense", "training loss: pruned − dense", _vs_own_dense(imp, "loss", "train"),
+                 margin, "lower", scan=True)
+    d = part.differences
+    lower = d[(d.p_holm < ALPHA) & (d["mean"] < 0)] if len(d) else d
+    beyond = lower[lower.hi < -margin] if len(lower) else lower
+    r = part.at()
+    numbers = {"levels_lower": int(len(lower)), "levels_beyond_margin": int(len(beyond)), "levels": int(len(d)),
+               "level": part.level, "sparsity": r["sparsity"], "diff": r["mean"], "ci": r["ci"], "n": int(r["n"])}
+    if part.status == NOT_TESTED:
+        return Verdict(claim, NOT_TESTED, "no pruned level paired with the dense model was measured.", numbers, (part,))
+    span = (f"{lower.sparsity.min():.1%}–{lower.sparsity.max():.1%}" if len(lower) > 1 else
+            f"{lower.sparsity.min():.1%}" if len(lower) else "")
+    count = (f"significantly below the dense model's at {len(lower)} of {len(d)} levels after Holm's correction"
+             + (f" ({span} sparse; {len(beyond)} of them wholly beyond the margin)" if len(lower) else ""))
+    tests = f"p = {r['p']:.3g}, {r['p_holm']:.3g} after Holm's correction over {len(d)} levels" if r["n"] >= 2 else ""
+    if part.status == REPRODUCED:
+        text = f"largest drop: {part.effect}, {tests}: {part.evidence}; training loss {count}."
+    elif part.status == NOT_REPRODUCED:
+        text = (f"largest drop still allowed: {part.effect}: {_reads(part)}, and so at every level; training loss "
+                f"{count}.")
+    else:
+        text = (f"closest to a drop: {part.effect}, {tests}: {part.evidence} before the correction (margin "
+                f"±{_num(margin, part._scale(), sign=False)}); {part.ruled_out}; training loss {count}.")
+    return Verdict(claim, part.status, text, numbers, (part,))
 
 
 def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, reading: str = "") -> Verdict:
-    """Figure 3: dense training as long as IMP's matches IMP at its best level (equivalence) and itself beats the
-    dense model; IMP significantly better refutes it. ``reading`` names the extended schedule in the claim."""
+    """Figure 3: dense training as long as IMP's matches IMP at IMP's best level (equivalence within the test-error
+    margin) and itself gains on the dense model; a significant difference either way refutes the match. ``reading``
+    names the extended schedule in the claim. No gain of IMP's to explain: ``no gain to explain``."""
     claim = f"Extended dense training{f' ({reading})' if reading else ''} matches pruning"
-    k = best_level(imp)
-    margin = margin_of(imp)
-    gap = _paired_at(imp, extended, k, margin=margin)
-    own = _paired_at(extended, _dense_as(imp, k), k)
-    numbers = {"level": k, "diff": gap["diff"], "ci": gap["diff_ci"], "n": gap["n"], "margin": margin,
-               "p_equivalence": gap["p_equiv"], "extended_vs_dense": own["diff"],
-               "extended_vs_dense_ci": own["diff_ci"]}
-    if k == 0:
-        return Verdict(claim, NOT_SIGNIFICANT, "IMP's best level on validation is the dense model, so there is no "
-                       "pruning gain to explain.", numbers)
-    if gap["n"] == 0:
-        return Verdict(claim, NOT_SIGNIFICANT,
-                       f"extended training was not run to IMP's best level {k}; no comparison there.", numbers)
-    text = (f"at IMP's best level {k} ({(k + 1)}× the training time): IMP − extended dense "
-            f"{_pm_match(gap, margin)}; extended dense − dense {_pm(own['diff'], own['diff_ci'])}")
-    if gap["word"] == "lower":
-        status, why = NOT_REPRODUCED, "pruning beats the same training time without pruning"
-    elif gap["equivalent"] and own["word"] == "lower":
-        status, why = REPRODUCED, ("extended training gains on the dense model and matches IMP within the margin: "
+    k, gain, absent = _gain(imp)
+    margin, sp = margin_of(imp), _sparsity(imp)
+    match = _part("match", "IMP − extended dense", "test error: IMP − extended dense",
+                  _per_seed(imp, extended, sparsity=sp), margin, "match", level=k)
+    dense_at = pd.concat([imp[imp.level == 0].assign(level=lv) for lv in sorted(extended.level.unique())],
+                         ignore_index=True) if len(extended) else imp.iloc[:0]
+    own = _part("extended_gain", "extended dense − dense", "test error: extended dense − dense",
+                _per_seed(extended, dense_at, sparsity=sp), margin, "lower", level=k, role="secondary")
+    parts = (match, gain, own)
+    m = match.at()
+    numbers = {"level": k, "diff": m["mean"], "ci": m["ci"], "n": int(m["n"]), "margin": margin,
+               "p_equivalence": m["p_equivalence"], "extended_vs_dense": own.at()["mean"],
+               "extended_vs_dense_ci": own.at()["ci"]}
+    if absent:
+        return _no_gain(claim, gain, k, parts, numbers)
+    if match.status == NOT_TESTED:
+        return Verdict(claim, NOT_TESTED, f"extended training was not run to IMP's best level {k}; no comparison "
+                       "there.", numbers, parts)
+    text = f"{match.effect} ({k + 1}× the training time): {_reads(match)}; {own.effect}: {own.evidence}"
+    if match.status == REPRODUCED and own.status == REPRODUCED:
+        status, why = REPRODUCED, ("extended training matches IMP within the margin and gains on the dense model: "
                                    "the training time alone gives the gain")
+    elif match.status == NOT_REPRODUCED and m["mean"] < 0:
+        status, why = NOT_REPRODUCED, "pruning beats the same training time without pruning"
+    elif match.status == NOT_REPRODUCED:
+        status, why = NOT_REPRODUCED, ("extended training is significantly better than IMP: the training time alone "
+                                       "gives more than pruning's gain, so the two do not match")
+    elif match.status == REPRODUCED:
+        status, why = NOT_SIGNIFICANT, ("extended training matches IMP, but its own gain over the dense model is "
+                                        + ("ruled out beyond the margin" if own.status == NOT_REPRODUCED else
+                                           "not shown"))
     else:
-        status, why = NOT_SIGNIFICANT, ("neither a match within the margin with a gain of its own, nor a difference, "
-                                        "is shown at this number of seeds")
-    return Verdict(claim, status, f"{text}: {why}.", numbers)
+        status, why = NOT_SIGNIFICANT, "neither a match within the margin nor a difference is shown"
+    return Verdict(claim, status, f"{text}: {why}.", numbers, parts)
 
 
 def degradation(noisy: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
@@ -152,82 +552,115 @@ def degradation(noisy: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
 
 
 def pruning_regularizes_noise(noisy: pd.DataFrame, clean: pd.DataFrame, fraction: float) -> Verdict:
-    """Figure 4: with noisy labels, at the best level on (noisy-run) validation, degradation is significantly
-    lower than the dense model's and fewer noisy labels are memorized."""
-    k = best_level(noisy)
-    d = degradation(noisy, clean)
-    per_seed = d.pivot_table(index="seed", columns="level", values="degradation")
+    """Figure 4: with noisy labels, at the best level on (noisy-run) validation, the degradation due to noise is
+    lower than the dense model's *and* fewer noisy labels are memorized (each a part with its own margin)."""
     claim = f"Pruning reduces the degradation due to {fraction:.0%} label noise"
-    if k == 0 or k not in per_seed:
-        return Verdict(claim, NOT_SIGNIFICANT, "no pruned level beats the dense model on validation under noise.",
-                       {"level": k, "n": int(len(per_seed))})
-    diff = (per_seed[k] - per_seed[0]).dropna().to_numpy()
-    mem = _paired_at(noisy, _dense_as(noisy, k), k, "accuracy", "train_noisy")
-    err = _paired_at(noisy, _dense_as(noisy, k), k)
-    numbers = {"level": k, "sparsity": float(noisy[noisy.level == k].sparsity.iloc[0]),
-               "degradation_dense": float(per_seed[0].mean()), "degradation_pruned": float(per_seed[k].mean()),
-               "diff": float(diff.mean()), "ci": ci95(diff), "n": len(diff),
-               "memorization_diff": mem["diff"], "memorization_ci": mem["diff_ci"],
-               "test_error_diff": err["diff"], "test_error_ci": err["diff_ci"]}
-    text = (f"best level on validation {k} ({numbers['sparsity']:.1%} sparse): degradation "
-            f"{numbers['degradation_pruned']:.4f} vs dense {numbers['degradation_dense']:.4f}, paired "
-            f"{_pm(numbers['diff'], numbers['ci'])}; noisy labels memorized {_pm(mem['diff'], mem['diff_ci'])} vs "
-            f"dense; test error {_pm(err['diff'], err['diff_ci'])} vs dense.")
-    status = _status(significance(numbers["diff"], numbers["ci"]))
-    if status == REPRODUCED and mem["word"] != "lower":  # lower degradation alone, without less memorization
+    k = best_level(noisy)
+    at = k if k > 0 else _best_pruned_level(noisy)
+    note = "" if k > 0 else f"validation picks the dense model; read at the best pruned level on validation, {at}"
+    d = degradation(noisy, clean)
+    deg = d.assign(source="test")[["seed", "level", "sparsity", "source", "degradation"]]
+    deg_diffs = _vs_own_dense(deg, "degradation")
+    dense_deg = float(d[d.level == 0].degradation.mean()) if len(d) else float("nan")
+    parts = (
+        _part("degradation", "pruned − dense", "degradation due to noise: pruned − dense", deg_diffs,
+              _margin(DEGRADATION_MARGIN, dense_deg), "lower", level=at, note=note),
+        _part("memorization", "pruned − dense", "noisy labels memorized (accuracy): pruned − dense",
+              _vs_own_dense(noisy, "accuracy", "train_noisy"),
+              _margin(MEMORIZATION_MARGIN, _dense_mean(noisy, "accuracy", "train_noisy")), "lower", level=at),
+        _part("test_error", "pruned − dense", "test error under noise: pruned − dense", _vs_own_dense(noisy),
+              margin_of(noisy), "lower", level=at, role="context"),
+    )
+    deg_p, mem_p, err_p = parts
+    r = deg_p.at()
+    pruned_deg = float(d[d.level == at].degradation.mean()) if len(d) else float("nan")
+    numbers = {"level": k, "sparsity": r["sparsity"], "degradation_dense": dense_deg, "degradation_pruned": pruned_deg,
+               "diff": r["mean"], "ci": r["ci"], "n": int(r["n"]), "memorization_diff": mem_p.at()["mean"],
+               "memorization_ci": mem_p.at()["ci"], "test_error_diff": err_p.at()["mean"],
+               "test_error_ci": err_p.at()["ci"]}
+    if deg_p.status == NOT_TESTED:
+        return Verdict(claim, NOT_TESTED, "no pruned level with and without noise was measured.", numbers, parts)
+    status = _all_hold(parts[:2])
+    if k == 0 and status == REPRODUCED:
         status = NOT_SIGNIFICANT
-    return Verdict(claim, status, text, numbers)
+    chosen = "chosen on validation" if k else "validation picks the dense model; best pruned level on validation"
+    text = (f"{deg_p.effect}, {chosen} (degradation {pruned_deg:.4f} vs dense {dense_deg:.4f}): {_reads(deg_p)}; "
+            f"{mem_p.effect}: {_reads(mem_p)}; {err_p.effect}: {err_p.evidence}.")
+    why = {REPRODUCED: "both lower: the regularization signature",
+           NOT_REPRODUCED: "refuted by " + " and by ".join(f"{p.key} ({p.ruled_out})" for p in parts[:2]
+                                                             if p.status == NOT_REPRODUCED),
+           NOT_SIGNIFICANT: "not both shown"}.get(status, "")
+    return Verdict(claim, status, f"{text} {why[0].upper()}{why[1:]}." if why else text, numbers, parts)
 
 
 def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame]) -> Verdict:
-    """Figure 5: masks of IMP's sparsity that are not IMP's (random, reinitialized, chosen at initialization),
-    trained as their protocol trains, do not reach IMP's test error at IMP's best level."""
+    """Figure 5: masks of IMP's sparsity that are not IMP's (random, reinitialized, chosen at initialization), trained
+    as their protocol trains, are worse than IMP at IMP's best level: every control significantly worse; refuted
+    when one is shown not worse by more than the margin (Holm-corrected across the controls)."""
     claim = "Size reduction alone does not explain pruning"
-    k = best_level(imp)
-    parts, numbers, words = [], {"level": k}, []
-    for name, df in controls.items():
-        g = _paired_at(df, imp, k)
-        numbers[f"{name}_diff"], numbers[f"{name}_ci"], numbers["n"] = g["diff"], g["diff_ci"], g["n"]
-        words.append(g["word"])
-        parts.append(f"{name} − IMP {_pm(g['diff'], g['diff_ci'])}")
-    if k == 0:
-        return Verdict(claim, NOT_SIGNIFICANT, "IMP's best level on validation is the dense model, so the controls "
-                       "have nothing to match.", numbers)
-    if all(w == "higher" for w in words):
-        status, why = REPRODUCED, "every control is significantly worse"
-    elif "lower" in words:
-        status, why = NOT_REPRODUCED, "a control matches or beats IMP"
+    k, gain, absent = _gain(imp)
+    margin, sp = margin_of(imp), _sparsity(imp)
+    tested = _holm_refutation([_part(_slug(name), f"{name} − IMP", f"test error: {name} − IMP",
+                                     _per_seed(df, imp, sparsity=sp), margin, "higher", level=k)
+                               for name, df in controls.items()])
+    parts = (*tested, gain)
+    numbers = {"level": k, "n": max((int(p.at()["n"]) for p in tested), default=0)}
+    if absent:
+        return _no_gain(claim, gain, k, parts, numbers)
+    if not tested:
+        return Verdict(claim, NOT_TESTED, "no size-reduction control was given.", numbers, parts)
+    status = _all_hold(tested)
+    effects = "; ".join(f"{p.effect}: {p.evidence}" for p in tested)
+    if status == REPRODUCED:
+        why = "every control is significantly worse than IMP"
+    elif status == NOT_REPRODUCED:
+        why = _refuted(tested) + " (Holm-corrected across the controls)"
+    elif status == NOT_TESTED:
+        why = "a control was not run to IMP's best level"
     else:
-        status, why = NOT_SIGNIFICANT, "not every control is resolved from IMP"
-    return Verdict(claim, status, f"at IMP's best level {k}: {'; '.join(parts)}: {why}.", numbers)
+        why = ("not every control is resolved from IMP, and none is shown within the margin of it after Holm's "
+               "correction")
+    return Verdict(claim, status, f"{effects}: {why}.", numbers, parts)
 
 
 def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_only: pd.DataFrame,
                                    size_only: pd.DataFrame) -> Verdict:
-    """Figure 6: extended training then size reduction matches IMP at IMP's best level (equivalence), while each
-    factor alone is significantly worse."""
+    """Figure 6: extended training then size reduction matches IMP at IMP's best level (equivalence within the
+    test-error margin): the main claim. Its sub-verdict ``alone_status``, "each factor alone falls short" (each
+    significantly worse than IMP; refuted, Holm-corrected, when one is not worse by more than the margin), is
+    reported beside it and does not overturn it."""
     claim = "Training time and size reduction together reproduce pruning"
-    k = best_level(imp)
-    margin = margin_of(imp)
-    g_both, g_time, g_size = (_paired_at(df, imp, k, margin=margin) for df in (both, time_only, size_only))
-    numbers = {"level": k, "diff": g_both["diff"], "ci": g_both["diff_ci"], "n": g_both["n"], "margin": margin,
-               "p_equivalence": g_both["p_equiv"],
-               "time_only_diff": g_time["diff"], "time_only_ci": g_time["diff_ci"],
-               "size_only_diff": g_size["diff"], "size_only_ci": g_size["diff_ci"]}
-    if k == 0:
-        return Verdict(claim, NOT_SIGNIFICANT,
-                       "IMP's best level on validation is the dense model: nothing to reproduce.", numbers)
-    text = (f"at IMP's best level {k}: both factors − IMP {_pm_match(g_both, margin)}; time only − IMP "
-            f"{_pm(g_time['diff'], g_time['diff_ci'])}; size only − IMP {_pm(g_size['diff'], g_size['diff_ci'])}")
-    if g_both["word"] == "higher":
-        status, why = NOT_REPRODUCED, "the combined procedure is significantly worse than IMP"
-    elif "lower" in (g_time["word"], g_size["word"]):
-        status, why = NOT_REPRODUCED, "a single factor alone already beats IMP"
-    elif g_both["equivalent"] and g_time["word"] == g_size["word"] == "higher":
-        status, why = REPRODUCED, "the combination matches IMP within the margin where each factor alone falls short"
-    else:
-        status, why = NOT_SIGNIFICANT, "no match within the margin, or a factor alone not resolved from IMP"
-    return Verdict(claim, status, f"{text}: {why}.", numbers)
+    k, gain, absent = _gain(imp)
+    margin, sp = margin_of(imp), _sparsity(imp)
+    main = _part("both", "both factors − IMP", "test error: both factors − IMP", _per_seed(both, imp, sparsity=sp),
+                 margin, "match", level=k)
+    alone = _holm_refutation([_part(key, f"{name} − IMP", f"test error: {name} − IMP",
+                                    _per_seed(df, imp, sparsity=sp), margin, "higher", level=k, role="secondary")
+                              for key, name, df in (("time_only", "time only", time_only),
+                                                    ("size_only", "size only", size_only))])
+    alone_status = _all_hold(alone)
+    parts = (main, *alone, gain)
+    g = main.at()
+    numbers = {"level": k, "diff": g["mean"], "ci": g["ci"], "n": int(g["n"]), "margin": margin,
+               "p_equivalence": g["p_equivalence"], "alone_status": alone_status,
+               "time_only_diff": alone[0].at()["mean"], "time_only_ci": alone[0].at()["ci"],
+               "size_only_diff": alone[1].at()["mean"], "size_only_ci": alone[1].at()["ci"]}
+    if absent:
+        return _no_gain(claim, gain, k, parts, numbers)
+    if main.status == NOT_TESTED:
+        return Verdict(claim, NOT_TESTED, f"the combined procedure was not run to IMP's best level {k}.", numbers,
+                       parts)
+    why = {REPRODUCED: "the combination matches IMP within the margin",
+           NOT_REPRODUCED: f"the combined procedure is significantly {'worse' if g['mean'] > 0 else 'better'} than "
+                           "IMP, beyond a match",
+           NOT_SIGNIFICANT: "neither a match within the margin nor a difference is shown"}[main.status]
+    alone_why = {REPRODUCED: "each is significantly worse than IMP",
+                 NOT_REPRODUCED: _refuted(alone) + " (Holm-corrected)",
+                 NOT_SIGNIFICANT: "not both resolved from IMP",
+                 NOT_TESTED: "a single factor was not run to IMP's best level"}[alone_status]
+    text = (f"{main.effect}: {_reads(main)}: {why}. Sub-verdict, each factor alone falls short: "
+            f"{'; '.join(f'{p.short} ({p.evidence})' for p in alone)}: {alone_status}, {alone_why}.")
+    return Verdict(claim, main.status, text, numbers, parts)
 
 
 def tie_gap(tie: pd.DataFrame) -> pd.DataFrame:
@@ -241,62 +674,101 @@ def tie_gap(tie: pd.DataFrame) -> pd.DataFrame:
 
 def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
     """Figure 7: dense models trained without the top-improved examples generalize worse than without as many
-    random ones, read at the measured level (``tie_levels``) nearest IMP's best level on validation."""
+    random ones, read at the measured level (``tie_levels``) nearest IMP's best level on validation; the count of
+    levels where it holds is Holm-corrected. No gain of IMP's to explain: ``no gain to explain``."""
     claim = "The examples pruning improves most drive generalization"
     k_best = best_level(imp)
     if not len(tie) or not (tie.source == "test").any():
-        return Verdict(claim, NOT_SIGNIFICANT, "no retraining without top-improved examples was measured.",
+        return Verdict(claim, NOT_TESTED, "no retraining without top-improved examples was measured.",
                        {"level": k_best, "best_level": k_best, "n": 0, "levels": 0})
-    by_level = tie_gap(tie).set_index("tie_level")
-    words = [significance(m, c) for m, c in zip(by_level["mean"], by_level["ci95"])]
-    k = min((int(j) for j in by_level.index), key=lambda j: (abs(j - k_best), j))  # nearest measured, lower on a tie
-    row = by_level.loc[k]
-    numbers = {"level": k, "best_level": k_best, "diff": float(row["mean"]), "ci": float(row["ci95"]),
-               "n": int(row["count"]), "levels_higher": words.count("higher"), "levels_lower": words.count("lower"),
-               "levels": len(words)}
-    where = f"at level {k}" if k == k_best else f"at level {k}, the measured level nearest IMP's best level {k_best}"
-    text = (f"{where}: without top-improved − without random {_pm(row['mean'], row['ci95'])}; over the "
-            f"{len(words)} levels measured, significantly higher at {words.count('higher')}, lower at "
-            f"{words.count('lower')}.")
-    return Verdict(claim, _status(significance(row["mean"], row["ci95"]), good="higher", bad="lower"), text, numbers)
+    test = tie[tie.source == "test"]
+    per = test.pivot_table(index=["tie_level", "seed"], columns="removed", values="error")
+    per_seed = (per["top-improved"] - per["random"]).rename("diff").reset_index().rename(columns={"tie_level": "level"})
+    sp = (test.groupby("tie_level")["tie_sparsity"].first() if "tie_sparsity" in test else _sparsity(imp))
+    per_seed["sparsity"] = per_seed.level.map(sp)
+    per_seed = _with_step(per_seed, test.error)
+    measured = sorted(int(j) for j in per_seed.level.unique())
+    k = min(measured, key=lambda j: (abs(j - k_best), j))  # nearest measured, lower on a tie
+    part = _part("tie", "without top-improved − without random",
+                 "test error: without top-improved − without random", per_seed, margin_of(imp), "higher", level=k)
+    d = part.differences
+    p_holm = holm(d.p.to_numpy())
+    higher, lower = int(((p_holm < ALPHA) & (d["mean"] > 0)).sum()), int(((p_holm < ALPHA) & (d["mean"] < 0)).sum())
+    _, gain, absent = _gain(imp)
+    parts = (part, gain)
+    r = part.at()
+    numbers = {"level": k, "best_level": k_best, "diff": r["mean"], "ci": r["ci"], "n": int(r["n"]),
+               "levels_higher": higher, "levels_lower": lower, "levels": len(d)}
+    if absent:
+        return _no_gain(claim, gain, k_best, parts, numbers)
+    where = "" if k == k_best else f", the measured level nearest IMP's best level {k_best}"
+    text = (f"{part.effect}{where}: {_reads(part)}; over the {len(d)} levels measured, significantly higher at "
+            f"{higher}, lower at {lower} (Holm-corrected).")
+    return Verdict(claim, part.status, text, numbers, parts)
 
 
 def _gain_per_seed(imp: pd.DataFrame) -> tuple[int, pd.Series]:
     """IMP's best level on validation and, per seed, its test error there minus the seed's dense model's."""
     k = best_level(imp)
     test = imp[imp.source == "test"].pivot_table(index="seed", columns="level", values="error")
+    if k not in test or 0 not in test:  # not measured on test: no seed has a gain
+        return k, pd.Series(dtype=float)
     return k, test[k] - test[0]
 
 
-def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame]) -> Verdict:
-    """Figure 9 (not in the paper): of two recipes, IMP's gain over dense is larger under the one whose dense model
-    validates worse, as the training-time explanation predicts (paired weaker - stronger gain significantly < 0)."""
+def _levels_lower(df: pd.DataFrame) -> int:
+    """How many pruned levels train to a significantly lower loss than the dense model, Holm-corrected."""
+    p = pruning_improves_training(df)
+    return int(p.numbers["levels_lower"])
+
+
+def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame], weaker: str = "paper") -> Verdict:
+    """Figure 9 (not in the paper): of two recipes, IMP's gain over its dense model (at its best level on validation)
+    is larger under the recipe declared ``weaker`` (the recipe the parameter file names; never read off observed
+    errors), as the training-time explanation predicts: paired weaker − stronger gain lower, within the
+    difference-of-gains margin."""
     claim = "Pruning gains more where the dense model is less well trained"
     if len(recipes) != 2:
-        return Verdict(claim, NOT_SIGNIFICANT, f"needs exactly two recipes, got {len(recipes)}.", {"n": 0})
-    dense_val = {name: float(df[(df.level == 0) & (df.source == "val")]["error"].mean())
-                 for name, df in recipes.items()}
-    weak, strong = sorted(recipes, key=lambda name: -dense_val[name])
-    (k_w, g_w), (k_s, g_s) = _gain_per_seed(recipes[weak]), _gain_per_seed(recipes[strong])
-    diff = (g_w - g_s).dropna().to_numpy()
-    mean, ci = float(diff.mean()), ci95(diff)
-    loss = {name: vs_dense(df, "loss", "train").query("level > 0") for name, df in recipes.items()}
-    numbers = {"weaker": weak, "stronger": strong, "dense_val_weaker": dense_val[weak],
+        return Verdict(claim, NOT_TESTED, f"needs exactly two recipes, got {len(recipes)}.", {"n": 0})
+    if weaker not in recipes:
+        return Verdict(claim, NOT_TESTED, f"the recipe declared weaker, {weaker!r}, is not among the recipes given "
+                       f"({', '.join(map(repr, recipes))}).", {"n": 0, "weaker": weaker})
+    strong = next(name for name in recipes if name != weaker)
+    (k_w, g_w), (k_s, g_s) = _gain_per_seed(recipes[weaker]), _gain_per_seed(recipes[strong])
+    diff = (g_w - g_s).dropna()
+    sp = _sparsity(recipes[weaker])
+    per_seed = pd.DataFrame({"seed": diff.index, "level": k_w, "sparsity": sp.get(k_w, float("nan")),
+                             "diff": diff.to_numpy()})
+    per_seed = _with_step(per_seed, pd.concat([df[df.source == "test"].error for df in recipes.values()]))
+    dense_test = [_dense_mean(recipes[name]) for name in (weaker, strong)]
+    margin = _margin(GAIN_DIFFERENCE_MARGIN, float(np.mean(dense_test)))
+    main = _part("gain_difference", "weaker gain − stronger gain",
+                 f"test error gain: {weaker} (level {k_w}) − {strong} (level {k_s})", per_seed, margin, "lower",
+                 level=k_w)
+    context = tuple(_part(_slug(f"gain {name}"), f"IMP − dense, {name}", f"test error: IMP − dense ({name})",
+                          _vs_own_dense(recipes[name]), margin_of(recipes[name]), "lower",
+                          level=lv or _best_pruned_level(recipes[name]), role="context",
+                          note="" if lv else "validation picks the dense model; drawn at the best pruned level")
+                    for name, lv in ((weaker, k_w), (strong, k_s)))
+    dense_val = {name: _dense_mean(df, "error", "val") for name, df in recipes.items()}
+    r = main.at()
+    numbers = {"weaker": weaker, "stronger": strong, "dense_val_weaker": dense_val[weaker],
                "dense_val_stronger": dense_val[strong], "level_weaker": k_w, "level_stronger": k_s,
-               "gain_weaker": float(g_w.mean()), "gain_stronger": float(g_s.mean()), "diff": mean, "ci": ci,
-               "n": len(diff), "train_loss_lower_levels_weaker": int((loss[weak].verdict == "lower").sum()),
-               "train_loss_lower_levels_stronger": int((loss[strong].verdict == "lower").sum())}
-    text = (f"dense validation error {dense_val[weak]:.4f} ({weak}) vs {dense_val[strong]:.4f} ({strong}); IMP's gain "
-            f"over its dense model at its best level on validation: {g_w.mean():+.4f} ({weak}, level {k_w}) vs "
-            f"{g_s.mean():+.4f} ({strong}, level {k_s}), paired difference {_pm(mean, ci)} over {len(diff)} seeds; "
-            f"levels whose training loss is significantly below the dense model's: "
-            f"{numbers['train_loss_lower_levels_weaker']} ({weak}) vs "
-            f"{numbers['train_loss_lower_levels_stronger']} ({strong}).")
-    return Verdict(claim, _status(significance(mean, ci)), text, numbers)
+               "gain_weaker": float(g_w.mean()), "gain_stronger": float(g_s.mean()), "diff": r["mean"],
+               "ci": r["ci"], "n": int(r["n"]), "train_loss_lower_levels_weaker": _levels_lower(recipes[weaker]),
+               "train_loss_lower_levels_stronger": _levels_lower(recipes[strong])}
+    if main.status == NOT_TESTED:
+        return Verdict(claim, NOT_TESTED, "no seed was measured under both recipes.", numbers, (main, *context))
+    text = (f"{main.effect} (IMP's gain over its dense model: {g_w.mean():+.4f} under {weaker}, declared weaker, at "
+            f"level {k_w}; {g_s.mean():+.4f} under {strong}, at level {k_s}): {_reads(main)}. Dense validation error "
+            f"{dense_val[weaker]:.4f} ({weaker}) vs {dense_val[strong]:.4f} ({strong}); levels whose training loss "
+            f"is significantly below the dense model's (Holm): {numbers['train_loss_lower_levels_weaker']} ({weaker}) "
+            f"vs {numbers['train_loss_lower_levels_stronger']} ({strong}).")
+    return Verdict(claim, main.status, text, numbers, (main, *context))
 
 
 def table(verdicts: list[Verdict]) -> pd.DataFrame:
-    """Verdicts as one row each (claim, status and their numbers)."""
+    """Verdicts as one row each (:meth:`Verdict.row`)."""
     return pd.DataFrame([v.row() for v in verdicts])
 
 

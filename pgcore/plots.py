@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -101,6 +102,42 @@ def dense_band(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: st
     dci = 0.0 if np.isnan(d.ci) else d.ci
     ax.axhspan(d["mean"] - dci, d["mean"] + dci, color=PALETTE["dense"], alpha=0.25, lw=0)
     ax.axhline(d["mean"], color=PALETTE["dense"], lw=1, ls="--", label=label)
+
+
+def paired_panel(ax: plt.Axes, verdict: Any, parts: Sequence[str] | None = None) -> plt.Axes:
+    """Draw what a verdict tests: for each of its parts (``verdict.parts``, or those whose key or name is in
+    ``parts``), the paired difference per level, mean and 95% interval, against the weights remaining; the zero line;
+    the ±margin band of a "match" part and the margin line on the predicted side of a "lower"/"higher" part; the
+    level each part is decided at ringed. Reads the parts by their attributes only (``key``, ``name``, ``quantity``,
+    ``margin``, ``direction``, ``level``, ``differences``)."""
+    chosen = [p for p in verdict.parts if parts is None or p.key in parts or p.name in parts]
+    colors = sns.color_palette("deep", max(len(chosen), 1))
+    for part, color in zip(chosen, colors):
+        d = part.differences.sort_values("level")
+        if not len(d):
+            continue
+        xs = 100 * (1 - d.sparsity.to_numpy(dtype=float))
+        mean, ci = d["mean"].to_numpy(dtype=float), np.nan_to_num(d["ci"].to_numpy(dtype=float))
+        label = part.name if len(chosen) > 1 else None
+        ax.errorbar(xs, mean, yerr=ci, fmt="o-", ms=3.5, lw=1.3, capsize=2, color=color, label=label)
+        at = d[d.level == part.level]
+        if len(at):
+            ax.plot(100 * (1 - at.sparsity.to_numpy(dtype=float)), at["mean"], "o", ms=10, mfc="none", mec="black",
+                    mew=1.2)
+        if np.isfinite(part.margin) and part.margin > 0:
+            if part.direction == "match":
+                ax.axhspan(-part.margin, part.margin, color=color, alpha=0.12, lw=0)
+            else:
+                ax.axhline(-part.margin if part.direction == "lower" else part.margin, color=color, ls=":", lw=1)
+    ax.axhline(0, color=PALETTE["dense"], lw=1, ls="--")
+    remaining_axis(ax)
+    quantities = {p.quantity for p in chosen}
+    units = {q.split(":")[0] for q in quantities}
+    ax.set_ylabel(quantities.pop() if len(quantities) == 1 else
+                  f"{units.pop()}, paired difference" if len(units) == 1 else "paired difference")
+    if len(chosen) > 1:
+        ax.legend(frameon=False, fontsize="small")
+    return ax
 
 
 def figures_dir(profile: str, override: str | Path | None = None) -> Path:
