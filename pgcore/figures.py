@@ -134,10 +134,18 @@ def _panels(n: int, width: float = 6.2, height: float = 4.2) -> tuple[plt.Figure
     return fig, list(axes[0])
 
 
+def _tested(ax: plt.Axes, verdict: claims.Verdict) -> None:
+    """The panel that draws what ``verdict`` tests: its paired differences per level (:func:`plots.paired_panel`)."""
+    plots.paired_panel(ax, verdict)
+    ax.set_title(f"what the verdict tests: {verdict.status}", fontsize="medium")
+
+
 def _make_fig1(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     main, df = next(iter(frames.items()))
-    fig, axes = _panels(2 if len(frames) > 1 else 1)
+    verdicts = {f"IMP ({n})": claims.pruning_improves_test_error(d) for n, d in frames.items()}
+    fig, axes = _panels(3 if len(frames) > 1 else 2)
     plots.pruning_curve(df, ax=axes[0], label=f"IMP ({main})")
+    _tested(axes[-1], verdicts[f"IMP ({main})"])
     axes[0].set_title(f"IMP with {main}")
     if len(frames) > 1:
         plots.dense_band(df, axes[1])
@@ -146,27 +154,29 @@ def _make_fig1(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
         axes[1].set_title("retraining schemes")
         axes[1].legend(frameon=False, fontsize="small")
     fig.suptitle(title("test error vs sparsity"))
-    verdicts = {f"IMP ({n})": claims.pruning_improves_test_error(d) for n, d in frames.items()}
     return Made(fig, frames, verdicts)
 
 
 def _make_fig2(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     df = frames["imp"]
+    verdict = claims.pruning_improves_training(df)
     fig, axes = _panels(2)
-    for ax, metric in zip(axes, ["loss", "error"]):
-        plots.dense_band(df, ax, metric, "train")
-        plots.curve(df, ax, metric, "train", label="IMP (pruned)", color=plots.PALETTE["imp"])
-        ax.legend(frameon=False, fontsize="small")
+    plots.dense_band(df, axes[0], "loss", "train")
+    plots.curve(df, axes[0], "loss", "train", label="IMP (pruned)", color=plots.PALETTE["imp"])
+    axes[0].legend(frameon=False, fontsize="small")
     plots.log_axis(axes[0])
     axes[0].set_title("training loss (log scale)")
-    axes[1].set_title("training error")
+    _tested(axes[1], verdict)
     fig.suptitle(title("training vs sparsity"))
-    return Made(fig, frames, [claims.pruning_improves_training(df)])
+    return Made(fig, frames, [verdict])
 
 
 def _make_fig3(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     colors = [plots.PALETTE["imp"], plots.PALETTE["extended_dense"], plots.PALETTE["extended_oneshot"]]
-    fig, axes = _panels(2)
+    imp, *others = frames.items()
+    verdicts = [claims.training_time_explains_gain(imp[1], d, name.split("(")[1].rstrip(")")) for name, d in others]
+    fig, axes = _panels(3)
+    _tested(axes[2], verdicts[0])
     for ax, (metric, source) in zip(axes, [("error", "test"), ("loss", "train")]):
         for (name, d), color, marker in zip(frames.items(), colors, "osD"):
             plots.curve(d, ax, metric, source, label=name, color=color, x="epochs", marker=marker)
@@ -175,8 +185,6 @@ def _make_fig3(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
     axes[0].set_title("test error")
     axes[1].set_title("training loss (log scale)")
     fig.suptitle(title("pruning vs training longer"))
-    imp, *others = frames.items()
-    verdicts = [claims.training_time_explains_gain(imp[1], d, name.split("(")[1].rstrip(")")) for name, d in others]
     return Made(fig, frames, verdicts)
 
 
@@ -187,7 +195,7 @@ _NOISE_PANELS = [("error", "test", "test error"), ("degradation", "test", "degra
 
 def _make_fig4(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     fractions = list(p["noise_fractions"])
-    fig, grid = plt.subplots(len(fractions), 4, figsize=(19, 3.8 * len(fractions)), squeeze=False,
+    fig, grid = plt.subplots(len(fractions), 5, figsize=(24, 4.0 * len(fractions)), squeeze=False,
                              layout="constrained")
     verdicts, notes = [], []
     clean = {proto: frames[noise_label(proto, 0.0)] for proto in ("imp", "extended_dense")}
@@ -204,6 +212,7 @@ def _make_fig4(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
             ax.set_title(f"{f:.0%} noisy labels: {name}", fontsize="medium")
         row[0].legend(frameon=False, fontsize="small")
         verdicts.append(claims.pruning_regularizes_noise(r["imp"], clean["imp"], f))
+        _tested(row[4], verdicts[-1])
         notes.append(_memorization_note(r["imp"], f))
     fig.suptitle(title("label noise", levels=p["noise_levels"]))
     return Made(fig, frames, verdicts, notes)
@@ -218,11 +227,14 @@ def _memorization_note(imp: pd.DataFrame, f: float) -> str:
         if len(gives) else f"never below half the dense model's up to {mem.sparsity.max():.1%} sparsity.")
 
 
-def _controls(frames: dict[str, pd.DataFrame], palette: Sequence[str], title: str, dashed: str = "") -> plt.Figure:
-    """Figures 5 and 6: every procedure's test error and training loss, the dense model as a band."""
+def _controls(frames: dict[str, pd.DataFrame], palette: Sequence[str], title: str, verdict: claims.Verdict,
+              dashed: str = "") -> plt.Figure:
+    """Figures 5 and 6: every procedure's test error and training loss, the dense model as a band, and what the
+    verdict tests."""
     imp = next(iter(frames.values()))
     colors = dict(zip(frames, (plots.PALETTE[k] for k in palette)))
-    fig, axes = _panels(2)
+    fig, axes = _panels(3)
+    _tested(axes[2], verdict)
     for ax, (metric, source) in zip(axes, [("error", "test"), ("loss", "train")]):
         plots.dense_band(imp, ax, metric, source)
         for name, d in frames.items():
@@ -237,20 +249,21 @@ def _controls(frames: dict[str, pd.DataFrame], palette: Sequence[str], title: st
 
 
 def _make_fig5(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
-    fig = _controls(frames, ("imp", "random", "reinit", "rewind", "finetune", "extended_oneshot"),
-                    title("size-reduction controls"))
     imp, *controls = frames.items()
-    return Made(fig, frames, [claims.size_alone_falls_short(imp[1], dict(controls))])
+    verdict = claims.size_alone_falls_short(imp[1], dict(controls))
+    fig = _controls(frames, ("imp", "random", "reinit", "rewind", "finetune", "extended_oneshot"),
+                    title("size-reduction controls"), verdict)
+    return Made(fig, frames, [verdict])
 
 
 def _make_fig6(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     imp, ext = frames["IMP (both, iterative)"], frames["extended dense (time only)"]
     drawn = {**frames, "extended dense (time only)": analysis.matched_sparsity(ext, imp)}  # at the time-matched level
-    fig = _controls(drawn, ("imp", "extended_dense", "reinit", "extended_oneshot", "rewind", "finetune"),
-                    title("training time and size reduction"), dashed="time only")
-    fig.axes[0].set_xlabel("weights remaining (%); extended dense: of the time-matched IMP level")
     v = claims.both_factors_reproduce_pruning(imp, frames["extended + one-shot prune (both; our reading)"], ext,
                                               frames["reinit mask (size only)"])
+    fig = _controls(drawn, ("imp", "extended_dense", "reinit", "extended_oneshot", "rewind", "finetune"),
+                    title("training time and size reduction"), v, dashed="time only")
+    fig.axes[0].set_xlabel("weights remaining (%); extended dense: of the time-matched IMP level")
     return Made(fig, drawn, [v])
 
 
@@ -271,7 +284,7 @@ def tie_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def _make_fig7(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     imp, tie = frames["imp"], tie_frame(frames)
     test = tie[tie.source == "test"]
-    per_level = claims.tie_gap(tie)
+    verdict = claims.improved_examples_matter(tie, imp)
     fig, axes = _panels(2)
     plots.dense_band(imp, axes[0], label="dense, full training set")
     for removed, color in (("top-improved", plots.PALETTE["imp"]), ("random", plots.PALETTE["random"])):
@@ -279,20 +292,16 @@ def _make_fig7(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
                     label=f"dense, without {float(p['tie_fraction']):.0%} {removed}")
     axes[0].legend(frameon=False, fontsize="small")
     axes[0].set_xlabel("weights remaining (%) of the IMP level whose gains chose them")
-    x = 100 * (1 - per_level.tie_sparsity)
-    axes[1].errorbar(x, per_level["mean"], yerr=per_level["ci95"].fillna(0), fmt="o-", color=plots.PALETTE["imp"],
-                     ms=4, capsize=2)
-    axes[1].axhline(0, color="black", lw=0.8)
-    plots.remaining_axis(axes[1])
-    axes[1].set_ylabel("without top-improved − without random")
+    plots.remaining_axis(axes[0])
+    _tested(axes[1], verdict)
     fig.suptitle(title("top-improved examples"))
     numbers = {f"dense without {r}": test[test.removed == r] for r in ("top-improved", "random")}
-    return Made(fig, numbers, [claims.improved_examples_matter(tie, imp)], metrics=("error",))
+    return Made(fig, numbers, [verdict], metrics=("error",))
 
 
 def _make_fig9(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     palette = [plots.PALETTE[k] for k in ("imp", "extended_oneshot", "random", "reinit")]
-    fig, axes = _panels(2)
+    fig, axes = _panels(3 if len(frames) == 2 else 2)
     for ax, (metric, source, what) in zip(axes, [("error", "test", "test error"), ("loss", "train", "training loss")]):
         for (name, d), color in zip(frames.items(), palette):
             paired = analysis.vs_dense(d, metric, source)
@@ -308,8 +317,10 @@ def _make_fig9(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
     if len(frames) != 2:
         return Made(fig, frames, [], [f"this profile lists {len(frames) - 1} other recipe(s); the claim compares "
                                       f"exactly two."])
-    weaker = p.get("weaker_recipe") or next(iter(p["recipes"]))
-    return Made(fig, frames, [claims.gain_shrinks_when_dense_is_trained_well(frames, weaker=weaker)])
+    verdict = claims.gain_shrinks_when_dense_is_trained_well(frames, weaker=p.get("weaker_recipe") or
+                                                             next(iter(p["recipes"])))
+    _tested(axes[2], verdict)
+    return Made(fig, frames, [verdict])
 
 
 FIGURES: dict[str, Figure] = {

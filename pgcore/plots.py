@@ -118,7 +118,8 @@ def paired_panel(ax: plt.Axes, verdict: Any, parts: Sequence[str] | None = None)
             continue
         xs = 100 * (1 - d.sparsity.to_numpy(dtype=float))
         mean, ci = d["mean"].to_numpy(dtype=float), np.nan_to_num(d["ci"].to_numpy(dtype=float))
-        label = part.name if len(chosen) > 1 else None
+        distinct = len({c.name for c in chosen}) == len(chosen)
+        label = (part.name if distinct else part.quantity) if len(chosen) > 1 else None
         ax.errorbar(xs, mean, yerr=ci, fmt="o-", ms=3.5, lw=1.3, capsize=2, color=color, label=label)
         at = d[d.level == part.level]
         if len(at):

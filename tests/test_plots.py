@@ -24,3 +24,86 @@ def testremaining_axis_labels_down_to_the_sparsest_curve():
         labels = [float(t.get_text()) for t in ax.get_xticklabels()]
         assert max(labels) == 100 and min(labels) <= 0.2 and 0.5 in labels
         plt.close(fig)
+
+
+# ---- every registered figure, drawn at smoke scale ------------------------------------------------------------
+
+import itertools  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from pgcore.config import load_yaml  # noqa: E402
+from pgcore.figures import FIGURES  # noqa: E402
+from pgcore.study import Study  # noqa: E402
+
+DRAWN = [f for f, entry in FIGURES.items() if entry.make is not None]
+
+
+@pytest.fixture(scope="module")
+def smoke_study(tmp_path_factory) -> Study:
+    """The smoke profile, shrunk (1,000 examples, 2 epochs), computed in this process."""
+    p = load_yaml(Path(__file__).resolve().parent.parent / "params" / "smoke.yaml")
+    p["train"]["epochs"], p["data"]["num_samples"] = 2, 1000
+    study = Study.from_dict(p, root=tmp_path_factory.mktemp("store"), progress=False, compute=True)
+    for need in study.expand():
+        study.train(need)
+    return study
+
+
+def _texts(fig: plt.Figure) -> list:
+    """Every visible text element: tick labels, axis labels, titles, legend entries, the suptitle."""
+    out = []
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            lo, hi = sorted(lim)
+            out += [t for loc, t in zip(axis.get_ticklocs(), axis.get_ticklabels())  # drawn: inside the view
+                    if t.get_visible() and t.get_text() and lo - 1e-12 <= loc <= hi + 1e-12]
+        out += [t for t in (ax.xaxis.label, ax.yaxis.label, ax.title) if t.get_text()]
+        legend = ax.get_legend()
+        if legend is not None:
+            out.append(legend)
+    return out + ([fig._suptitle] if fig._suptitle is not None else [])
+
+
+def overlaps(fig: plt.Figure) -> list[tuple[str, str]]:
+    """Pairs of text elements of ``fig`` whose boxes intersect (by more than a pixel)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [(getattr(t, "get_text", lambda: "legend")(), t.get_window_extent(renderer)) for t in _texts(fig)]
+    hits = []
+    for (a, ba), (b, bb) in itertools.combinations(boxes, 2):
+        w = min(ba.x1, bb.x1) - max(ba.x0, bb.x0)
+        h = min(ba.y1, bb.y1) - max(ba.y0, bb.y0)
+        if w > 1 and h > 1:
+            hits.append((a, b))
+    return hits
+
+
+def test_overlap_check_sees_colliding_labels():
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.set_xticks([0.0, 0.01])
+    ax.set_xticklabels(["0.2", "0.12"])  # figure 4's old collision: two labels drawn over each other
+    assert overlaps(fig)
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("figure", DRAWN)
+def test_every_figure_draws_without_overlapping_text(smoke_study, figure):
+    made = FIGURES[figure].make(smoke_study.params, smoke_study.frames(figure), smoke_study.title)
+    assert overlaps(made.fig) == [], figure
+    plt.close(made.fig)
+
+
+def test_every_sparsity_axis_uses_the_same_tick_labels(smoke_study):
+    """Where two panels span the same weights-remaining range they are labelled alike, in every figure."""
+    by_range: dict[tuple, set] = {}
+    for figure in DRAWN:
+        made = FIGURES[figure].make(smoke_study.params, smoke_study.frames(figure), smoke_study.title)
+        made.fig.canvas.draw()
+        for ax in made.fig.axes:
+            if ax.get_xlabel().startswith("weights remaining"):
+                lo, hi = sorted(round(v, 6) for v in ax.dataLim.intervalx)
+                by_range.setdefault((lo, hi), set()).add(tuple(t.get_text() for t in ax.get_xticklabels()))
+        plt.close(made.fig)
+    assert by_range and all(len(labels) == 1 for labels in by_range.values()), by_range
