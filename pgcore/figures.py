@@ -52,6 +52,7 @@ class Figure:
     output: str | None
     series: Callable[[Mapping[str, Any]], dict[str, Series]]
     make: Maker | None = None
+    caption: str = ""  # what the figure shows and the paper's claim it tests, for READMEs
 
 
 # ---- the series each figure reads ----------------------------------------------------------------------------
@@ -324,13 +325,28 @@ def _make_fig9(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
 
 
 FIGURES: dict[str, Figure] = {
-    "fig1": Figure("01_pruning_curve", "fig1_pruning_curve", _fig1, _make_fig1),
-    "fig2": Figure("02_training_loss", "fig2_training_loss", lambda p: {"imp": series("imp")}, _make_fig2),
-    "fig3": Figure("03_extended_dense", "fig3_extended_dense", _fig3, _make_fig3),
-    "fig4": Figure("04_label_noise", "fig4_label_noise", _fig4, _make_fig4),
-    "fig5": Figure("05_size_controls", "fig5_size_controls", _fig5, _make_fig5),
-    "fig6": Figure("06_both_factors", "fig6_both_factors", _fig6, _make_fig6),
-    "fig7": Figure("07_top_improved_examples", "fig7_top_improved_examples", _fig7, _make_fig7),
-    "explore": Figure("08_explore", None, lambda p: {"imp": series("imp")}),
-    "fig9": Figure("09_recipe", "fig9_recipe", _fig9, _make_fig9),
+    "fig1": Figure("01_pruning_curve", "fig1_pruning_curve", _fig1, _make_fig1,
+                   "Test error vs sparsity under IMP (LRR; other retraining schemes where `variants` are run): "
+                   "does pruning lower test error?"),
+    "fig2": Figure("02_training_loss", "fig2_training_loss", lambda p: {"imp": series("imp")}, _make_fig2,
+                   "Training loss of pruned vs dense models: does pruning improve training at some sparsities?"),
+    "fig3": Figure("03_extended_dense", "fig3_extended_dense", _fig3, _make_fig3,
+                   "Extended dense training vs pruning at matched training time: does training as long match "
+                   "pruning?"),
+    "fig4": Figure("04_label_noise", "fig4_label_noise", _fig4, _make_fig4,
+                   "Label noise: degradation due to noise, memorization, clean accuracy: do pruned models memorize "
+                   "less and lose less to noise?"),
+    "fig5": Figure("05_size_controls", "fig5_size_controls", _fig5, _make_fig5,
+                   "Size-reduction controls (random pruning, reinitialized mask, pruning at init): does size alone "
+                   "explain pruning?"),
+    "fig6": Figure("06_both_factors", "fig6_both_factors", _fig6, _make_fig6,
+                   "Training time and size reduction together vs each alone: do both factors reproduce pruning?"),
+    "fig7": Figure("07_top_improved_examples", "fig7_top_improved_examples", _fig7, _make_fig7,
+                   "Dense models without the top-improved examples vs without random ones: do the examples pruning "
+                   "improves most matter?"),
+    "explore": Figure("08_explore", None, lambda p: {"imp": series("imp")},
+                      caption="One stored study, level by level (interactive; reads the store)"),
+    "fig9": Figure("09_recipe", "fig9_recipe", _fig9, _make_fig9,
+                   "Not in the paper: IMP's gain over dense under two training recipes: does pruning gain more where "
+                   "the dense model is less well trained?"),
 }
