@@ -571,30 +571,18 @@ def validate(cfg: RunConfig) -> None:
                               f"({MIN_EXAMPLES_PER_CLASS} per class) are needed for a meaningful run")
 
 
-OVERRIDES = "overrides"  # the notebook parameter holding dotted overrides
-
-
-def check_notebook_parameters(ns: Mapping[str, Any]) -> dict[str, Any]:
-    """Papermill's globals ``ns`` with their dotted ``overrides`` applied; an unknown name, which papermill would
-    silently ignore, is an error."""
-    known = {"protocol", "seed", *SECTIONS, *EXPERIMENT_KEYS}
-    unknown = sorted(k for k in ns if k not in known and k != OVERRIDES)
-    if unknown:
-        name = unknown[0]
-        section = next((sec for sec, cls in SECTIONS.items() if name in {f.name for f in fields(cls)}), None)
-        example = f"{section}.{name}" if section else "train.epochs"
-        close = difflib.get_close_matches(name, sorted(known), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close and not section else ""
-        raise ConfigError(f"unknown notebook parameter(s) {', '.join(unknown)}.{hint} Parameters are whole "
-                          f"sections and experiment keys ({', '.join(sorted(known))}); change one setting with "
-                          f"-p {OVERRIDES} '{{\"{example}\": <value>}}'")
-    changes = ns.get(OVERRIDES) or {}
-    if isinstance(changes, str):  # papermill -p passes a JSON mapping as a string
-        changes = parse_yaml(changes, f"parameter '{OVERRIDES}' is not a valid mapping") or {}
+def check_overrides(changes: Any) -> dict[str, Any]:
+    """A notebook's ``overrides`` (dotted key -> value; papermill's ``-p overrides '{...}'`` passes JSON text),
+    checked: each key starts with a section or an experiment key."""
+    if isinstance(changes, str):
+        changes = parse_yaml(changes, f"overrides {changes!r} is not a valid mapping") or {}
     if not isinstance(changes, Mapping):
-        raise ConfigError(f"parameter '{OVERRIDES}' must map dotted keys to values, "
-                          f"e.g. {{\"train.epochs\": 3}}, got {changes!r}")
+        raise ConfigError(f"overrides must map dotted keys to values, e.g. {{\"train.epochs\": 3}}, got {changes!r}")
+    known = {"protocol", "seed", *SECTIONS, *EXPERIMENT_KEYS, "profile", "store_dir", "figures_dir"}
     for key in changes:
         if str(key).split(".")[0] not in known:
-            raise ConfigError(f"'{OVERRIDES}' key '{key}' must start with a parameter name, e.g. train.epochs")
-    return override({k: v for k, v in ns.items() if k != OVERRIDES}, changes)
+            close = difflib.get_close_matches(str(key).split(".")[0], sorted(known), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"overrides key '{key}' must start with a section or parameter name, e.g. "
+                              f"train.epochs{hint}")
+    return dict(changes)

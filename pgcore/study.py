@@ -17,7 +17,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import pandas as pd
 import torch
 
-from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_study, from_dict, load_yaml, override)
+from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_overrides, check_study, from_dict,
+                     load_yaml, override)
 from .figures import FIGURES, Series
 from .plans import last_level, plan, source_config
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
@@ -87,10 +88,7 @@ class Study:
         of this project), then dotted ``overrides``; ``compute`` trains missing runs in the notebook."""
         profile = check_study({"profile": ns.get("profile", "smoke")})["profile"]  # a plain name, not a path
         path = ns.get("params") or project_dir() / "params" / f"{profile}.yaml"
-        changes = ns.get("overrides") or {}
-        if not isinstance(changes, Mapping):
-            raise ConfigError(f"overrides must map dotted keys to values, e.g. {{'train.epochs': 3}}, got {changes!r}")
-        params = override(load_yaml(path), changes)
+        params = override(load_yaml(path), check_overrides(ns.get("overrides") or {}))
         compute = bool(ns.get("compute", False)) or os.environ.get("PGCORE_NOTEBOOK_COMPUTE") == "1"  # e.g. CI's nbval
         return cls.from_dict(params, source=str(path), compute=compute)
 

@@ -15,7 +15,7 @@ import yaml
 from pgcore import cli
 from pgcore.config import load_yaml
 from pgcore.protocols import CPU_THREADS
-from pgcore.study import FIGURES
+from pgcore.figures import FIGURES
 from conftest import one_error_line, run_cli
 
 REPO = Path(__file__).resolve().parent.parent

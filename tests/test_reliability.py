@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgcore.config import ConfigError, check_notebook_parameters, from_dict, load_yaml, set_value
+from pgcore.config import ConfigError, check_overrides, from_dict, load_yaml, set_value
 from pgcore.store import CorruptResultError, Run, find_runs, read_json, write_json
 from conftest import one_error_line as _one_error_line, run_cli as _pgcore  # noqa: E402
 
@@ -344,16 +344,18 @@ def test_progress_false_in_the_file_is_honoured(tmp_path, tiny_params, capsys):
 
 # -- notebook parameters ---------------------------------------------------------------------
 
-def test_notebook_parameters_refuse_unknown_names_and_apply_overrides(tiny_params):
-    with pytest.raises(ConfigError, match=r"unknown notebook parameter\(s\) epochs.*overrides '\{\"train.epochs\""):
-        check_notebook_parameters({**tiny_params, "epochs": 3})
-    ns = check_notebook_parameters({**tiny_params, "overrides": '{"train.epochs": 3, "data.noisy_fraction": 0.1}'})
-    assert ns["train"]["epochs"] == 3 and ns["data"]["noisy_fraction"] == 0.1 and "overrides" not in ns
-    assert tiny_params["train"]["epochs"] == 2  # the caller's parameters are left as they were
-    ns = check_notebook_parameters({**tiny_params, "overrides": {"train.lr": "1e-3"}})
-    assert from_dict(ns).train.lr == 1e-3
-    with pytest.raises(ConfigError, match="'overrides' key 'trian.epochs' must start with a parameter name"):
-        check_notebook_parameters({**tiny_params, "overrides": {"trian.epochs": 3}})
+def test_notebook_overrides_are_checked_and_applied(tiny_params, tmp_path):
+    import yaml
+
+    from pgcore.study import Study
+
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({**tiny_params, "seeds": [0]}))
+    s = Study.from_notebook({"params": str(path), "overrides": '{"train.epochs": 3, "data.noisy_fraction": 0.1}'})
+    assert s.config("imp").train.epochs == 3 and s.config("imp").data.noisy_fraction == 0.1
+    assert check_overrides({"train.lr": "1e-3"}) == {"train.lr": "1e-3"}
+    with pytest.raises(ConfigError, match="overrides key 'trian.epochs' must start with a section.*did you mean 'train'"):
+        Study.from_notebook({"params": str(path), "overrides": {"trian.epochs": 3}})
 
 
 # -- stress: SIGKILL anywhere ----------------------------------------------------------------
