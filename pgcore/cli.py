@@ -1,6 +1,6 @@
 """Command line (``pgcore --help``). Every error a user can cause ends in one line, ``pgcore: error: <what happened
-and what to do>``, and exit status 2 (1 when ``verify`` finds problems, 130 after Ctrl-C); ``--debug`` adds the
-traceback. Finished levels are never touched by an error."""
+and what to do>``, and exit status 2 (1 when ``verify`` finds problems or ``repair`` or ``accept`` leaves a run as
+it was, 130 after Ctrl-C); ``--debug`` adds the traceback. Finished levels are never touched by an error."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ from .download import download
 from .plans import last_level
 from .protocols import run as run_protocol
 from .protocols import run_seeds
-from .store import (CorruptResultError, MisfiledRunError, NotARunError, StaleResultError, _open_dir, check_run_dir,
-                    default_root, find_run_dirs, find_runs, frame, run_dirs)
+from .store import (CorruptResultError, MisfiledRunError, NotARunError, OwnCodeNotImportedError, RunInUseError,
+                    StaleResultError, _open_dir, check_run_dir, default_root, find_run_dirs, find_runs, frame, holding,
+                    import_own_code_asked, run_dirs)
 from .study import FIGURES, Study
 from .train import DivergedError
 
@@ -125,7 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    runs = find_runs(args.run, args.store)
+    runs = find_runs(args.run, args.store, import_own_code_asked())
     for run in runs:
         problems = run.verify()
         if problems:
@@ -143,8 +144,15 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def _named_dirs(ref: str | None, store: str | None) -> list[Path]:
-    """Run directories named as ``show`` names them (:func:`pgcore.store.find_run_dirs`); all if ``ref`` is None."""
-    return run_dirs(store or None) if ref is None else find_run_dirs(ref, store)
+    """Run directories named as ``show`` names them (:func:`pgcore.store.find_run_dirs`); all if ``ref`` is None,
+    from a store that must exist (a mistyped one would hold no runs, all valid)."""
+    if ref is not None:
+        return find_run_dirs(ref, store)
+    root = Path(store) if store else default_root()
+    if not root.is_dir():
+        raise ConfigError(f"store {root} {'is not a directory' if root.exists() else 'does not exist'}; name the "
+                          f"store with --store DIR or $PGCORE_STORE")
+    return run_dirs(root)
 
 
 def _stale(run: Any) -> list[str]:
@@ -161,10 +169,14 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise ConfigError("name a run to check (pgcore verify results/imp-<hash>) or check the whole store with --all")
     tic = time.perf_counter()
     dirs = _named_dirs(args.run, args.store)
-    bad = 0
+    bad = unread = 0
     for d in dirs:  # one line per problem, and the fix
         try:
-            run = _open_dir(d)
+            run = _open_dir(d, import_own_code_asked())
+        except OwnCodeNotImportedError as e:
+            unread += 1
+            print(f"{d}:\n  {e}")
+            continue
         except (FileNotFoundError, MisfiledRunError, NotARunError) as e:
             lines = [str(e)]
         except CorruptResultError as e:
@@ -177,9 +189,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
             bad += 1
             print(f"{d}:\n" + "\n".join(f"  {line}" for line in lines))
     levels = sum(len(list(d.glob("level_*.json"))) for d in dirs)
+    found = [f"{bad} with problems"] * bool(bad) + [f"{unread} own code, not imported (not checked)"] * bool(unread)
     print(f"checked {len(dirs)} run(s), {levels} level(s) in {time.perf_counter() - tic:.1f} s: "
-          + (f"{bad} with problems" if bad else "all valid"))
-    return 1 if bad else 0
+          + (", ".join(found) or "all valid"))
+    return 1 if found else 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
@@ -188,28 +201,36 @@ def cmd_repair(args: argparse.Namespace) -> int:
     dirs = _named_dirs(args.run, args.store)
     for d in dirs:  # every directory checked before anything is removed
         check_run_dir(d)
+    left = 0
     for d in dirs:  # saying what is removed before and after removing it
         try:
-            run = _open_dir(d)
+            run = _open_dir(d, import_own_code_asked())
         except MisfiledRunError as e:
+            left += 1
             print(f"{d}: not repaired: {e}")
             continue
         except CorruptResultError:  # an unreadable config.json: the next run rewrites it
             run = None
-        # In an order that is safe to stop at any point.
-        doomed = run.repair(args.from_level, dry_run=True) if run else [d / "done.json", d / "config.json"]
-        doomed = [p for p in doomed if p.exists()]
-        if not doomed:
-            print(f"{d}: nothing to repair")
+        try:
+            with holding(d):  # never under a process that is training the run
+                # In an order that is safe to stop at any point.
+                doomed = run.repair(args.from_level, dry_run=True) if run else [d / "done.json", d / "config.json"]
+                doomed = [p for p in doomed if p.exists()]
+                if not doomed:
+                    print(f"{d}: nothing to repair")
+                    continue
+                names = ", ".join(p.name for p in doomed)
+                print(f"{d}: {'removing' if run else 'its config.json is unreadable; removing'} {names}")
+                for p in doomed:
+                    p.unlink()
+        except RunInUseError as e:
+            left += 1
+            print(f"{d}: not repaired: {e}")
             continue
-        names = ", ".join(p.name for p in doomed)
-        print(f"{d}: {'removing' if run else 'its config.json is unreadable; removing'} {names}")
-        for p in doomed:
-            p.unlink()
         then = (f"the same `pgcore run` command recomputes from level {len(run.finished_levels())}" if run
                 else "the next `pgcore run` of its config rewrites it")
         print(f"{d}: removed {names}; {then}")
-    return 0
+    return 1 if left else 0
 
 
 def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
@@ -229,8 +250,13 @@ def cmd_accept(args: argparse.Namespace) -> int:
     if args.check is not None and args.check < 0:
         raise ConfigError(f"--check takes a number of levels >= 0, got {args.check}")
     # Every directory opened first: one that is not a pgcore run is refused before anything is accepted.
-    runs = [_open_dir(d) for ref in (args.run or [None]) for d in _named_dirs(ref, args.store)]
-    bad = 0
+    runs, bad = [], 0
+    for d in [d for ref in (args.run or [None]) for d in _named_dirs(ref, args.store)]:
+        try:
+            runs.append(_open_dir(d, import_own_code_asked()))
+        except OwnCodeNotImportedError as e:
+            bad += 1
+            print(f"{d}: not accepted: {e}")
     with tempfile.TemporaryDirectory(prefix="pgcore-accept-") as scratch:
         for exp, group in itertools.groupby(sorted(runs, key=lambda r: r.path), key=lambda r: r.path.parent):
             stale = [r for r in group if _stale(r)]
