@@ -495,8 +495,8 @@ def _open_dir(run_dir: Path, import_own_code: bool | None = None) -> Run:
     if named and not _may_import(named.values(), import_own_code):
         code = " and ".join(f"{section} {name!r}" for section, name in named.items())
         raise OwnCodeNotImportedError(f"{run_dir}: own code, not imported ({code})",
-                                      f"a store's files never make pgcore import code; to read this run, import "
-                                      f"its module (running its code) by setting {IMPORT_OWN_CODE}=1")
+                                      f"a store's files never make pgcore import code: set {IMPORT_OWN_CODE}=1 to "
+                                      f"import it (running its code) and read this run")
     try:
         run = Run(from_dict(stored["config"]), root=run_dir.parent.parent)
     except ImportPathError as e:  # a researcher's own code: it must import here, as where the run was made
