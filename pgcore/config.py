@@ -3,6 +3,7 @@ directory in the store (so a finished run is reused and an interrupted one resum
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import dataclasses
@@ -477,6 +478,21 @@ def _put(d: dict[str, Any], key: str, value: Any, what: str) -> None:
         if not isinstance(d, dict):
             raise ConfigError(f"override '{what}': '{section}' is not a section")
     d[last] = value
+
+
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer >= ``least``: anything else is argparse's one-line error naming the
+    option, never a traceback or a silent default."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
+        return value
+
+    return parse
 
 
 def _check(cond: bool, msg: str) -> None:
