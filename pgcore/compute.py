@@ -37,6 +37,7 @@ from .study import FIGURES, Need, Study, depends_on
 
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
 TASK_DURATION = "1h"  # what the scheduler assumes a task takes before it has timed one (it is a training)
+LOCALHOST = "127.0.0.1"  # where a local cluster's scheduler and workers listen: no other machine can reach them
 DASHBOARD = "127.0.0.1:8787"  # the scheduler's dashboard: this machine only, unless asked (--dashboard)
 SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "cores": 1, "memory": "4GB",
                   "gpus": 0, "jobs": 2}
@@ -157,7 +158,7 @@ def dashboard_link(host: str, port: int, asked: int) -> str:
     everywhere = host in EVERY_INTERFACE
     link = f"http://{get_ip() if everywhere else host}:{port}/status"
     if everywhere:
-        link += f", listening on every network interface ({host or '*'}:{port})"
+        link += f", listening on every network interface ({'0.0.0.0' if host in ('', '0', '*') else host}:{port})"
     if asked not in (0, port):
         link += f" (port {asked} was in use)"
     if not _LOOPBACK.fullmatch(host):
@@ -193,10 +194,11 @@ def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD,
     if gpus:
         gpus = gpus[: workers or None]
         n = len(gpus)
-        specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
-                 for d in gpus}
-        make = partial(SpecCluster, workers=specs, scheduler={"cls": Scheduler, "options": options},
-                       silence_logs=logging.ERROR, name="pgcore")
+        # On this machine only, as LocalCluster does (its scheduler takes any client that reaches it).
+        specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "host": LOCALHOST,
+                                                       "env": {"CUDA_VISIBLE_DEVICES": d}}} for d in gpus}
+        make = partial(SpecCluster, workers=specs, silence_logs=logging.ERROR, name="pgcore",
+                       scheduler={"cls": Scheduler, "options": {**options, "host": LOCALHOST}})
     else:
         n = workers or CPU_COUNT
         make = partial(LocalCluster, n_workers=n, threads_per_worker=1, processes=True,
@@ -267,7 +269,7 @@ def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str | None = D
         job_extra_directives=[f'-e "{sbatch_logs}/pgcore-%J.err"', f'-o "{sbatch_logs}/pgcore-%J.out"',
                               *(["--gres=gpu:1"] if int(opts["gpus"]) else [])],
         job_script_prologue=[f"export PGCORE_STORE={shlex.quote(str(root))}", f"cd {shlex.quote(str(Path.cwd()))}"],
-        worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
+        worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s", "--no-dashboard"],
         security=security, shared_temp_directory=str(logs),  # the workers' copy of the credentials (mode 0600)
         scheduler_options={"host": get_ip(), **_scheduler_dashboard(dashboard)}), dashboard)
     c = Cluster(client, "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])), link)
@@ -306,7 +308,7 @@ def try_job_script(script: str) -> None:
         try:
             proc = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
         except subprocess.TimeoutExpired:
-            raise ConfigError("`sbatch --test-only` did not answer in 60 s; is SLURM's controller up (sinfo)?") from None
+            raise ConfigError("sbatch --test-only did not answer in 60 s; is SLURM's controller up (sinfo)?") from None
     if proc.returncode != 0:
         said = [line.removeprefix("sbatch: error: ").strip() for line in proc.stderr.splitlines() if line.strip()]
         raise ConfigError(f"SLURM refuses the worker job: {'; '.join(dict.fromkeys(said)) or proc.returncode}; check "

@@ -417,8 +417,34 @@ def test_repair_refuses_a_run_another_process_holds(store, capsys):
 def test_a_dashboard_open_beyond_this_machine_says_so():
     everywhere = compute.dashboard_link("0", 8787, 8787)
     assert everywhere.startswith("http://") and "127.0.0.1" not in everywhere.split(",")[0]
-    assert "listening on every network interface (0:8787)" in everywhere
+    assert "listening on every network interface (0.0.0.0:8787)" in everywhere
     for host in ("", "0.0.0.0", "[::]", "192.0.2.7"):
         assert "; warning: open to the network without authentication" in compute.dashboard_link(host, 8787, 0)
     for host in ("127.0.0.1", "localhost", "[::1]"):
         assert compute.dashboard_link(host, 8790, 8787) == f"http://{host}:8790/status (port 8787 was in use)"
+
+
+def test_plan_never_opens_a_run_it_does_not_need(store, planted, smoke):
+    run_dir, here = planted
+    proc = _pgcore_in(here, "plan", smoke, "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert not (here / "imported.marker").exists()
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_a_local_cluster_listens_on_this_machine_only(monkeypatch, gpus):
+    """Its scheduler runs whatever a client sends: nothing but this machine may reach it (with GPUs, too)."""
+    import psutil
+    import torch
+
+    if gpus:  # the one-worker-per-GPU branch, without a GPU: the worker only sees CUDA_VISIBLE_DEVICES=0
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    c = compute.local_cluster(1, dashboard=None)
+    try:
+        assert c.gpus == bool(gpus)
+        me = psutil.Process()
+        listening = {s.laddr.ip for p in [me, *me.children(recursive=True)] for s in p.net_connections(kind="tcp")
+                     if s.status == psutil.CONN_LISTEN}
+    finally:
+        compute.close_cluster(c)
+    assert listening == {"127.0.0.1"}
