@@ -25,7 +25,7 @@ import torch
 
 from pgcore import models
 from pgcore.batched import train_many
-from pgcore.config import from_dict, load_yaml, set_value
+from pgcore.config import ConfigError, at_least, from_dict, load_yaml, set_value
 from pgcore.protocols import deterministic_kernels, resolve_device
 from pgcore.provenance import provenance
 from pgcore.train import train
@@ -37,19 +37,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--params", default="params/paper.yaml")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a setting")
-    ap.add_argument("--epochs", type=int, default=None, help="train this many epochs of the schedule (default: all)")
-    ap.add_argument("--train-n", type=int, default=50000)
-    ap.add_argument("--test-n", type=int, default=10000)
-    ap.add_argument("--lockstep", type=int, default=0, help="also time K models in lockstep (K seeds)")
+    ap.add_argument("--epochs", type=at_least(1), default=None,
+                    help="train this many epochs of the schedule (default: all)")
+    ap.add_argument("--train-n", type=at_least(1), default=50000)
+    ap.add_argument("--test-n", type=at_least(1), default=10000)
+    ap.add_argument("--lockstep", type=at_least(0), default=0, help="also time K models in lockstep (K seeds)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--out", default="build/full_run.json")
     args = ap.parse_args()
 
-    params = load_yaml(args.params)
-    for assignment in args.set:
-        set_value(params, assignment)
-    cfg = from_dict(params)
-    dev = resolve_device(args.device)
+    try:
+        params = load_yaml(args.params)
+        for assignment in args.set:
+            set_value(params, assignment)
+        cfg = from_dict(params)
+        dev = resolve_device(args.device)
+    except (ConfigError, RuntimeError) as e:  # RuntimeError: an unknown device, or CUDA absent
+        ap.error(str(e))
     deterministic_kernels(dev)  # the cuDNN settings the protocols train under
     data = synthetic_cifar(args.train_n, args.test_n, dev)
     epochs = args.epochs or cfg.train.epochs

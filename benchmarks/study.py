@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 
 from pgcore import compute
-from pgcore.config import load_yaml
+from pgcore.config import at_least, load_yaml
 from pgcore.protocols import CPU_THREADS
 from pgcore.study import Need, Study
 
@@ -84,8 +84,9 @@ def measure(name: str, params: dict, needs: list[Need] | None, workers: int, thr
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker counts (default 1 2)")
-    ap.add_argument("--profile", default="small", help="the profile a slice is taken from (default small)")
+    ap.add_argument("--workers", type=at_least(1), nargs="+", default=[1, 2], help="worker counts (default 1 2)")
+    ap.add_argument("--profile", default="small", choices=sorted(p.stem for p in (REPO / "params").glob("*.yaml")),
+                    help="the profile a slice is taken from (default small)")
     ap.add_argument("--only", choices=["smoke", "slice"], help="one case only")
     ap.add_argument("--out", default="build/study.csv")
     args = ap.parse_args()

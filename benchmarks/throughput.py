@@ -48,7 +48,7 @@ import torch.nn.functional as F
 
 from pgcore import config, models, pruning
 from pgcore.batched import Ensemble
-from pgcore.config import DataConfig, ModelConfig, TrainConfig
+from pgcore.config import DataConfig, ModelConfig, TrainConfig, at_least
 from pgcore.data import _STATS, Data, DataNotFoundError, load, torchvision_arrays
 from pgcore.protocols import CPU_THREADS, fixed_threads, resolve_device
 from pgcore.seeds import generator
@@ -253,18 +253,25 @@ def variants_of(build, base_model, loader, data: Data, mask, dev, epochs: int, c
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
-    ap.add_argument("--epochs", type=int, default=2, help="timed epochs per measurement (after one warm-up)")
-    ap.add_argument("--cifar-n", type=int, default=None, help="CIFAR-shaped images (default 50000 on GPU, 2560 on CPU)")
-    ap.add_argument("--workers", type=int, default=min(4, os.cpu_count() or 1), help="DataLoader workers for the baseline")
-    ap.add_argument("--lenet-n", type=int, default=None, help="MNIST training images for lenet (default all on GPU, 12800 on CPU)")
+    ap.add_argument("--epochs", type=at_least(1), default=2, help="timed epochs per measurement (after one warm-up)")
+    ap.add_argument("--cifar-n", type=at_least(1), default=None,
+                    help="CIFAR-shaped images (default 50000 on GPU, 2560 on CPU)")
+    ap.add_argument("--workers", type=at_least(0), default=min(4, os.cpu_count() or 1),
+                    help="DataLoader workers for the baseline")
+    ap.add_argument("--lenet-n", type=at_least(1), default=None,
+                    help="MNIST training images for lenet (default all on GPU, 12800 on CPU)")
     ap.add_argument("--data-dir", default="data", help="where MNIST lives (`pgcore download mnist`); else random MNIST-shaped data")
     ap.add_argument("--only", choices=["mlp", "cnn1d", "lenet", "resnet20"], default=None)
-    ap.add_argument("--models", type=int, default=None, help="K for the lockstep variant (default 8 on GPU, 4 on CPU)")
-    ap.add_argument("--repeats", type=int, default=3, help="measurements per variant; the median is reported")
+    ap.add_argument("--models", type=at_least(1), default=None,
+                    help="K for the lockstep variant (default 8 on GPU, 4 on CPU)")
+    ap.add_argument("--repeats", type=at_least(1), default=3, help="measurements per variant; the median is reported")
     ap.add_argument("--no-compile", action="store_true", help="leave out the torch.compile variants")
     ap.add_argument("--out", default="build/throughput.csv")
     args = ap.parse_args()
-    dev = resolve_device(args.device)
+    try:
+        dev = resolve_device(args.device)
+    except RuntimeError as e:  # an unknown device, or CUDA absent
+        ap.error(f"--device {args.device}: {e}")
     k = args.models or (8 if dev.type == "cuda" else 4)
     cfg = TrainConfig(batch_size=128, lr=0.05)
     rows = []

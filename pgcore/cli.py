@@ -1,5 +1,5 @@
 """Command line (``pgcore --help``). Exit status: 0 when the command did what was asked; 1 when it ran but left work
-undone or found a problem (``compute``: a run failed or is still open; ``verify``, ``accept``); 2 for an error a user
+undone or found a problem (``compute``: a run failed or is still open; ``verify``; ``repair`` or ``accept`` leaving a run as it was); 2 for an error a user
 can cause, which ends in one line, ``pgcore: error: <what happened and what to do>`` (``--debug`` adds the traceback);
 130 after Ctrl-C. Finished levels are never touched by an error.
 
@@ -186,7 +186,9 @@ def cmd_compute(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    runs = find_runs(args.run, args.store)
+    from .store import find_runs, frame, import_own_code_asked
+
+    runs = find_runs(args.run, args.store, import_own_code_asked())
     for run in runs:
         problems = run.verify()
         if problems:
@@ -231,10 +233,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _named_dirs(ref: str | None, store: str | None) -> list[Path]:
-    """Run directories named as ``show`` names them (:func:`pgcore.store.find_run_dirs`); all if ``ref`` is None."""
-    from .store import find_run_dirs, run_dirs
+    """Run directories named as ``show`` names them (:func:`pgcore.store.find_run_dirs`); all if ``ref`` is None,
+    from a store that must exist (a mistyped one would hold no runs, all valid)."""
+    from .store import default_root, find_run_dirs, run_dirs
 
-    return run_dirs(store or None) if ref is None else find_run_dirs(ref, store)
+    if ref is not None:
+        return find_run_dirs(ref, store)
+    root = Path(store) if store else default_root()
+    if not root.is_dir():
+        raise ConfigError(f"store {root} {'is not a directory' if root.exists() else 'does not exist'}; name the "
+                          f"store with --store DIR or $PGCORE_STORE")
+    return run_dirs(root)
 
 
 def _stale(run: Any) -> list[str]:
@@ -249,14 +258,21 @@ def _stale(run: Any) -> list[str]:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
+    from .store import (CorruptResultError, MisfiledRunError, NotARunError, OwnCodeNotImportedError, _open_dir,
+                        import_own_code_asked)
+
     if args.run is None and not args.all:
         raise ConfigError("name a run to check (pgcore verify results/imp-<hash>) or check the whole store with --all")
     tic = time.perf_counter()
     dirs = _named_dirs(args.run, args.store)
-    bad = 0
+    bad = unread = 0
     for d in dirs:  # one line per problem, and the fix
         try:
-            run = _open_dir(d)
+            run = _open_dir(d, import_own_code_asked())
+        except OwnCodeNotImportedError as e:
+            unread += 1
+            print(f"{d}:\n  {e}")
+            continue
         except (FileNotFoundError, MisfiledRunError, NotARunError) as e:
             lines = [str(e)]
         except CorruptResultError as e:
@@ -269,39 +285,51 @@ def cmd_verify(args: argparse.Namespace) -> int:
             bad += 1
             print(f"{d}:\n" + "\n".join(f"  {line}" for line in lines))
     levels = sum(len(list(d.glob("level_*.json"))) for d in dirs)
+    found = [f"{bad} with problems"] * bool(bad) + [f"{unread} own code, not imported (not checked)"] * bool(unread)
     print(f"checked {len(dirs)} run(s), {levels} level(s) in {time.perf_counter() - tic:.1f} s: "
-          + (f"{bad} with problems" if bad else "all valid"))
-    return 1 if bad else 0
+          + (", ".join(found) or "all valid"))
+    return 1 if found else 0
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
+    from .store import (CorruptResultError, MisfiledRunError, RunInUseError, _open_dir,
+                        check_run_dir, holding, import_own_code_asked)
+
     if args.from_level is not None and args.from_level < 0:
         raise ConfigError(f"--from-level must be a level >= 0, got {args.from_level}")
     dirs = _named_dirs(args.run, args.store)
     for d in dirs:  # every directory checked before anything is removed
         check_run_dir(d)
+    left = 0
     for d in dirs:  # saying what is removed before and after removing it
         try:
-            run = _open_dir(d)
+            run = _open_dir(d, import_own_code_asked())
         except MisfiledRunError as e:
+            left += 1
             print(f"{d}: not repaired: {e}")
             continue
         except CorruptResultError:  # an unreadable config.json: the next run rewrites it
             run = None
-        # In an order that is safe to stop at any point.
-        doomed = run.repair(args.from_level, dry_run=True) if run else [d / "done.json", d / "config.json"]
-        doomed = [p for p in doomed if p.exists()]
-        if not doomed:
-            print(f"{d}: nothing to repair")
+        try:
+            with holding(d):  # never under a process that is training the run
+                # In an order that is safe to stop at any point.
+                doomed = run.repair(args.from_level, dry_run=True) if run else [d / "done.json", d / "config.json"]
+                doomed = [p for p in doomed if p.exists()]
+                if not doomed:
+                    print(f"{d}: nothing to repair")
+                    continue
+                names = ", ".join(p.name for p in doomed)
+                print(f"{d}: {'removing' if run else 'its config.json is unreadable; removing'} {names}")
+                for p in doomed:
+                    p.unlink()
+        except RunInUseError as e:
+            left += 1
+            print(f"{d}: not repaired: {e}")
             continue
-        names = ", ".join(p.name for p in doomed)
-        print(f"{d}: {'removing' if run else 'its config.json is unreadable; removing'} {names}")
-        for p in doomed:
-            p.unlink()
         then = (f"the same `pgcore run` command recomputes from level {len(run.finished_levels())}" if run
                 else "the next `pgcore run` of its config rewrites it")
         print(f"{d}: removed {names}; {then}")
-    return 0
+    return 1 if left else 0
 
 
 def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
@@ -320,13 +348,20 @@ def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
 
 
 def cmd_accept(args: argparse.Namespace) -> int:
+    from .store import OwnCodeNotImportedError, _open_dir, import_own_code_asked
+
     if not args.run and not args.all:
         raise ConfigError("name the runs to accept (pgcore accept results/imp-<hash>) or all of the store with --all")
     if args.check is not None and args.check < 0:
         raise ConfigError(f"--check takes a number of levels >= 0, got {args.check}")
     # Every directory opened first: one that is not a pgcore run is refused before anything is accepted.
-    runs = [_open_dir(d) for ref in (args.run or [None]) for d in _named_dirs(ref, args.store)]
-    bad = 0
+    runs, bad = [], 0
+    for d in [d for ref in (args.run or [None]) for d in _named_dirs(ref, args.store)]:
+        try:
+            runs.append(_open_dir(d, import_own_code_asked()))
+        except OwnCodeNotImportedError as e:
+            bad += 1
+            print(f"{d}: not accepted: {e}")
     with tempfile.TemporaryDirectory(prefix="pgcore-accept-") as scratch:
         for exp, group in itertools.groupby(sorted(runs, key=lambda r: r.path), key=lambda r: r.path.parent):
             stale = [r for r in group if _stale(r)]
@@ -369,18 +404,6 @@ def cmd_params(args: argparse.Namespace) -> int:
     else:
         print(text, end="")
     return 0
-
-
-# The store's names the show, verify, repair and accept commands use: bound in this module by _bind_store() when one of
-# them runs, not at import (the store imports torch).
-STORE_NAMES = ("CorruptResultError", "MisfiledRunError", "NotARunError", "_open_dir", "check_run_dir", "find_runs",
-               "frame")
-
-
-def _bind_store() -> None:
-    from . import store
-
-    globals().update({name: getattr(store, name) for name in STORE_NAMES})
 
 
 # -- make figures ------------------------------------------------------------------------------------------------------
@@ -574,8 +597,6 @@ def explain(e: BaseException, args: argparse.Namespace) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        if args.func in (cmd_show, cmd_verify, cmd_repair, cmd_accept):
-            _bind_store()
         return args.func(args)
     except BrokenPipeError:  # output piped into `head`: nothing more to say
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 -- keeps the interpreter's final flush quiet

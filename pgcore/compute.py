@@ -6,12 +6,16 @@ reported (traceback under ``<store>/failures/``), not retried, and only the task
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 import os
 import re
+import shlex
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 import uuid
@@ -35,6 +39,7 @@ from .study import Need, Study, depends_on
 
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
 TASK_DURATION = "1h"  # what the scheduler assumes a task takes before it has timed one (it is a training)
+LOCALHOST = "127.0.0.1"  # where a local cluster's scheduler and workers listen: no other machine can reach them
 DASHBOARD = "127.0.0.1:8787"  # the scheduler's dashboard: this machine only, unless asked (--dashboard)
 SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "cores": 1, "memory": "4GB",
                   "gpus": 0, "jobs": 2}
@@ -174,20 +179,40 @@ def _scheduler_dashboard(address: str | None) -> dict[str, Any]:
     return {"dashboard": address is not None, "dashboard_address": "127.0.0.1:0" if address is None else address}
 
 
+EVERY_INTERFACE = ("", "0", "0.0.0.0", "::", "[::]", "*")  # hosts that listen on every network interface
+_LOOPBACK = re.compile(r"127(\.\d{1,3}){3}|localhost|::1|\[::1\]")
+
+
+def dashboard_link(host: str, port: int, asked: int) -> str:
+    """The dashboard's link as one line: where it really listens, a port that was taken instead of the one ``asked``,
+    and a warning when it is open beyond this machine (it has no authentication)."""
+    from distributed.utils import get_ip
+
+    everywhere = host in EVERY_INTERFACE
+    link = f"http://{get_ip() if everywhere else host}:{port}/status"
+    if everywhere:
+        link += f", listening on every network interface ({'0.0.0.0' if host in ('', '0', '*') else host}:{port})"
+    if asked not in (0, port):
+        link += f" (port {asked} was in use)"
+    if not _LOOPBACK.fullmatch(host):
+        link += (f"; warning: open to the network without authentication, anyone who reaches this machine sees it "
+                 f"(--dashboard 127.0.0.1:{port} and an SSH tunnel keep it private)")
+    return link
+
+
 def _start(make: Callable[[], Any], dashboard: str | None) -> tuple[Any, str | None]:
-    """A client of a cluster started here, and its dashboard's link noting a port that was taken (instead of
+    """A client of a cluster started here, and its dashboard's link (:func:`dashboard_link`, instead of
     distributed's raw 'Port 8787 is already in use' warning)."""
     from distributed import Client
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r"Port \d+ is already in use", category=UserWarning)
         client = Client(make())
-    if dashboard is None:
+    port = client.scheduler_info().get("services", {}).get("dashboard")
+    if dashboard is None or port is None:
         return client, None
     host, asked = dashboard.rsplit(":", 1)
-    port = client.scheduler_info().get("services", {}).get("dashboard")
-    link = client.dashboard_link if host in ("", "0.0.0.0", "[::]") or port is None else f"http://{host}:{port}/status"
-    return client, link if int(asked) in (0, port) else f"{link} (port {asked} was in use)"
+    return client, dashboard_link(host, port, int(asked))
 
 
 def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD, threads: int | None = None) -> Cluster:
@@ -202,10 +227,11 @@ def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD,
     if gpus:
         gpus = gpus[: workers or None]
         n = len(gpus)
-        specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "env": {"CUDA_VISIBLE_DEVICES": d}}}
-                 for d in gpus}
-        make = partial(SpecCluster, workers=specs, scheduler={"cls": Scheduler, "options": options},
-                       silence_logs=logging.ERROR, name="pgcore")
+        # On this machine only, as LocalCluster does (its scheduler takes any client that reaches it).
+        specs = {f"gpu{d}": {"cls": Nanny, "options": {"nthreads": 1, "host": LOCALHOST,
+                                                       "env": {"CUDA_VISIBLE_DEVICES": d}}} for d in gpus}
+        make = partial(SpecCluster, workers=specs, silence_logs=logging.ERROR, name="pgcore",
+                       scheduler={"cls": Scheduler, "options": {**options, "host": LOCALHOST}})
     else:
         n = workers or CPU_COUNT
         make = partial(LocalCluster, n_workers=n, threads_per_worker=1, processes=True,
@@ -220,6 +246,7 @@ def slurm_options(params: Mapping[str, Any], flags: Mapping[str, Any]) -> dict[s
     :func:`pgcore.config.check_study`), then flags given on the command line."""
     section = check_study({"cluster": params.get("cluster")})["cluster"] or {}
     opts = {**SLURM_DEFAULTS, **section, **{k: v for k, v in flags.items() if v is not None}}
+    check_study({"cluster": opts})  # the flags too
     if int(opts["gpus"]) not in (0, 1):
         raise ConfigError(f"cluster.gpus is per job and must be 0 or 1 (got {opts['gpus']}); for more GPUs ask "
                           f"for more jobs (cluster.jobs), each of which holds one")
@@ -246,24 +273,80 @@ def lifetime(walltime: str) -> tuple[int, int]:
 
 def slurm_cluster(opts: Mapping[str, Any], root: Path, dashboard: str | None = DASHBOARD) -> Cluster:
     """A ``dask_jobqueue.SLURMCluster`` of one worker per job (``opts['cores']`` cores, one task at a time), adapting
-    between one job and ``opts['jobs']``."""
+    between one job and ``opts['jobs']``. Its scheduler is private: it listens on the address the workers are given,
+    with TLS, and takes only clients holding the temporary certificate made for this cluster (its workers, this
+    process). The job script is tried with ``sbatch --test-only`` before any job is submitted."""
     if shutil.which("sbatch") is None:
         raise ConfigError("--cluster slurm needs SLURM's sbatch on the PATH (none found); run on a login node, or "
                           "use --cluster local or a scheduler address")
     from dask_jobqueue import SLURMCluster
+    from distributed.security import Security
+    from distributed.utils import get_ip
 
+    try:
+        security = Security.temporary()  # a key and certificate in memory, for this cluster only
+    except ImportError:
+        raise ConfigError("--cluster slurm needs the cryptography package for its private scheduler (TLS with "
+                          "temporary certificates): pip install cryptography") from None
     life, stagger = lifetime(opts["walltime"])
     logs = root / "slurm-logs"
+    if re.search(r'["\\\n]', str(logs)):
+        raise ConfigError(f"the store path {root} holds a quote, backslash or newline, which a SLURM job script "
+                          f"cannot carry; use another store (--store DIR)")
     logs.mkdir(parents=True, exist_ok=True)
+    sbatch_logs = str(logs).replace("%", "%%")  # sbatch reads %J and the like in these paths; quoted for spaces
     client, link = _start(partial(
-        SLURMCluster, queue=opts["partition"], account=opts["account"], cores=1, job_cpu=int(opts["cores"]),
-        processes=1, memory=str(opts["memory"]), walltime=str(opts["walltime"]), python=sys.executable,
-        job_extra_directives=["--gres=gpu:1"] if int(opts["gpus"]) else [], log_directory=str(logs),
-        job_name="pgcore", job_script_prologue=[f"export PGCORE_STORE={root}", f"cd {Path.cwd()}"],
-        worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s"],
-        scheduler_options=_scheduler_dashboard(dashboard)), dashboard)
+        SLURMCluster, job_cls=_quoted_job(), queue=opts["partition"], account=opts["account"], cores=1,
+        job_cpu=int(opts["cores"]), processes=1, memory=str(opts["memory"]), walltime=str(opts["walltime"]),
+        python=shlex.quote(sys.executable), job_name="pgcore",
+        job_extra_directives=[f'-e "{sbatch_logs}/pgcore-%J.err"', f'-o "{sbatch_logs}/pgcore-%J.out"',
+                              *(["--gres=gpu:1"] if int(opts["gpus"]) else [])],
+        job_script_prologue=[f"export PGCORE_STORE={shlex.quote(str(root))}", f"cd {shlex.quote(str(Path.cwd()))}"],
+        worker_extra_args=["--lifetime", f"{life}s", "--lifetime-stagger", f"{stagger}s", "--no-dashboard"],
+        security=security, shared_temp_directory=str(logs),  # the workers' copy of the credentials (mode 0600)
+        scheduler_options={"host": get_ip(), **_scheduler_dashboard(dashboard)}), dashboard)
+    c = Cluster(client, "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])), link)
+    try:
+        try_job_script(client.cluster.job_script())
+    except BaseException:
+        close_cluster(c)
+        raise
     client.cluster.adapt(minimum_jobs=1, maximum_jobs=int(opts["jobs"]))
-    return Cluster(client, "slurm", int(opts["jobs"]), int(opts["cores"]), bool(int(opts["gpus"])), link)
+    return c
+
+
+def _quoted_job() -> type:
+    """dask-jobqueue's SLURM job, with the credentials' paths quoted on the worker's command line (which it joins
+    unquoted), so that a store path with spaces works."""
+    from dask_jobqueue.slurm import SLURMJob
+
+    class QuotedSLURMJob(SLURMJob):
+        def __init__(self, *args: Any, security: Any = None, **kwargs: Any):
+            if security is not None:
+                security = copy.copy(security)
+                for field in ("tls_ca_file", "tls_worker_cert", "tls_worker_key"):
+                    setattr(security, field, shlex.quote(getattr(security, field)))
+            super().__init__(*args, security=security, **kwargs)
+
+    return QuotedSLURMJob
+
+
+def try_job_script(script: str) -> None:
+    """Refuse a job script that SLURM would reject (unknown partition or account, a bad directive, more than a node
+    has) with SLURM's own words, before any job is submitted: a rejected job would leave a study waiting for
+    workers that never come."""
+    with tempfile.NamedTemporaryFile("w", prefix="pgcore-job-", suffix=".sh") as f:
+        f.write(script)
+        f.flush()
+        try:
+            proc = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            raise ConfigError("sbatch --test-only did not answer in 60 s; is SLURM's controller up (sinfo)?") from None
+    if proc.returncode != 0:
+        said = [line.removeprefix("sbatch: error: ").strip() for line in proc.stderr.splitlines() if line.strip()]
+        raise ConfigError(f"SLURM refuses the worker job: {'; '.join(dict.fromkeys(said)) or proc.returncode}; check "
+                          f"--partition, --account, --walltime, --memory, --cores and --gpus (or the parameter file's "
+                          f"cluster: section)")
 
 
 def scheduler_cluster(address: str) -> Cluster:

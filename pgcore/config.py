@@ -3,6 +3,7 @@ directory in the store (so a finished run is reused and an interrupted one resum
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import copy
 import dataclasses
@@ -12,9 +13,7 @@ import importlib
 import inspect
 import json
 import math
-import os
 import re
-import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields
@@ -64,15 +63,15 @@ def is_import_path(name: str) -> bool:
 
 
 def import_path(name: str) -> Any:
-    """The object ``"module.path:attr"`` names, or :class:`ConfigError` saying why not."""
+    """The object ``"module.path:attr"`` names, or :class:`ConfigError` saying why not. Importing runs the module's
+    code, as any import does; the module is found as any Python module is (sys.path is left as it is)."""
     module, attr = name.split(":")
-    if "" not in sys.path and os.getcwd() not in sys.path:  # as `python -m` does: modules beside you import
-        sys.path.append(os.getcwd())
     try:
         obj = getattr(importlib.import_module(module), attr)
     except (ImportError, AttributeError) as e:
         raise ImportPathError(name, f"cannot import {name!r} ({type(e).__name__}: {e}); the module must be "
-                                    f"importable (installed, or on PYTHONPATH) and define {attr}") from None
+                                    f"importable as any Python module, installed or on PYTHONPATH (one in the "
+                                    f"current directory: `PYTHONPATH=. pgcore ...`), and define {attr}") from None
     if not callable(obj):
         raise ConfigError(f"{name!r} is not callable; name a function or class")
     return obj
@@ -465,7 +464,15 @@ def set_value(d: dict[str, Any], assignment: str) -> None:
     if "=" not in assignment:
         raise ConfigError(f"override '{assignment}' must look like section.key=value, e.g. train.epochs=10")
     key, raw = assignment.split("=", 1)
-    _put(d, key.strip(), parse_yaml(raw, f"cannot parse value in override '{assignment}'"), assignment)
+    key = key.strip()
+    if not raw.strip():  # YAML reads nothing as null: a forgotten value would silently become the default
+        raise ConfigError(f"override '{assignment}' has no value after '='; give one ({key}=<value>, or {key}=null "
+                          f"for none)")
+    value = parse_yaml(raw, f"cannot parse value in override '{assignment}'")
+    if key in SECTIONS and not isinstance(value, Mapping):
+        raise ConfigError(f"override '{assignment}' would replace the whole {key} section with {value!r}; change "
+                          f"one of its keys instead, e.g. {key}.{fields(SECTIONS[key])[0].name}=<value>")
+    _put(d, key, value, assignment)
 
 
 def override(params: Mapping[str, Any], changes: Mapping[str, Any]) -> dict[str, Any]:
@@ -484,6 +491,21 @@ def _put(d: dict[str, Any], key: str, value: Any, what: str) -> None:
         if not isinstance(d, dict):
             raise ConfigError(f"override '{what}': '{section}' is not a section")
     d[last] = value
+
+
+def at_least(least: int) -> Callable[[str], int]:
+    """An argparse ``type`` for an integer >= ``least``: anything else is argparse's one-line error naming the
+    option, never a traceback or a silent default."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {least}, got {value}")
+        return value
+
+    return parse
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -18,6 +18,7 @@ import io
 import json
 import os
 import re
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ import filelock
 import pandas as pd
 import torch
 
-from .config import PROTOCOLS, ConfigError, ImportPathError, RunConfig, from_dict
+from .config import PROTOCOLS, ConfigError, ImportPathError, RunConfig, from_dict, is_import_path
 from .plans import last_level
 from .provenance import numerics_digest, project_dir, provenance
 
@@ -49,8 +50,21 @@ class MisfiledRunError(CorruptResultError):
     """A run directory that this version of pgcore files elsewhere (or cannot read); never used."""
 
 
+class OwnCodeNotImportedError(MisfiledRunError):
+    """A run made with a researcher's own model or data code, which reading a store imports only when asked."""
+
+
 class NotARunError(ValueError):
     """A directory that is not provably a pgcore run: pgcore neither uses nor changes it."""
+
+
+class RunInUseError(RuntimeError):
+    """A run whose lock another process holds: it is training the run."""
+
+
+# A store's files are data: the model or data module a run's config.json names is imported (its code run) only when
+# the reader asks, by this variable or by ``import_own_code=True``.
+IMPORT_OWN_CODE = "PGCORE_IMPORT_OWN_CODE"
 
 
 def default_root() -> Path:
@@ -226,7 +240,7 @@ class Run:
     def lock(self, timeout: float = -1) -> filelock.BaseFileLock:
         """The run's OS lock (it dies with its holder), held while the run trains."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        return filelock.FileLock(str(self.path.parent / f"{self.path.name}.lock"), timeout=timeout)
+        return _lock(self.path, timeout)
 
     def _level_paths(self, level: int) -> tuple[Path, Path]:
         return self.path / f"level_{level:03d}.json", self.path / f"level_{level:03d}.pt"
@@ -360,8 +374,9 @@ class Run:
             doomed += [self._level_paths(k)[1] for k in reversed(self._stored("pt")) if k >= start]
         removed = [p for p in doomed if p.exists()]
         if not dry_run:
-            for p in removed:
-                p.unlink()
+            with holding(self.path):
+                for p in removed:
+                    p.unlink(missing_ok=True)
         return removed
 
     def _levels(self) -> list[int]:
@@ -389,18 +404,64 @@ class Run:
         return pd.DataFrame(rows)
 
 
-def find_run(ref: str | Path, root: str | Path | None = None) -> Run:
+def _lock(run_dir: Path, timeout: float = -1) -> filelock.BaseFileLock:
+    return filelock.FileLock(str(run_dir.parent / f"{run_dir.name}.lock"), timeout=timeout)
+
+
+@contextlib.contextmanager
+def holding(run_dir: Path) -> Iterator[None]:
+    """Hold the lock of the run in ``run_dir`` meanwhile; :class:`RunInUseError` at once if another process holds
+    it (a run is changed only by whoever holds its lock)."""
+    lock = _lock(Path(run_dir), timeout=0)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise RunInUseError(f"{run_dir} is in use: another process holds its lock {lock.lock_file} (it is training "
+                            f"the run); run the command again once that process has finished or been stopped") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+def import_own_code_asked() -> bool:
+    """Whether the environment asks to import the own code that stored runs name (``PGCORE_IMPORT_OWN_CODE=1``)."""
+    return os.environ.get(IMPORT_OWN_CODE) == "1"
+
+
+def own_code(config: Any) -> dict[str, str]:
+    """The import paths of a stored config's own data and model code, by section: ``{"model": "mypkg.nets:Net"}``."""
+    named = {}
+    for section in ("data", "model"):
+        values = config.get(section) if isinstance(config, dict) else None
+        name = values.get("name") if isinstance(values, dict) else None
+        if isinstance(name, str) and is_import_path(name):
+            named[section] = name
+    return named
+
+
+def _may_import(names: Iterable[str], asked: bool | None) -> bool:
+    """Whether a run naming ``names`` may be read: asked (None: the environment), or (None) every module already
+    imported in this process, by the parameter file or notebook that made the study, so nothing new runs."""
+    if asked is None:
+        return import_own_code_asked() or all(name.split(":")[0] in sys.modules for name in names)
+    return asked
+
+
+def find_run(ref: str | Path, root: str | Path | None = None, import_own_code: bool | None = None) -> Run:
     """The one run ``ref`` names (:func:`find_run_dirs`); an error listing them if it names several."""
-    runs = find_runs(ref, root)
+    runs = find_runs(ref, root, import_own_code)
     if len(runs) > 1:
         listed = "\n  ".join(str(r.path) for r in runs[:20])
         raise ValueError(f"'{ref}' matches {len(runs)} runs; name one:\n  {listed}")
     return runs[0]
 
 
-def find_runs(ref: str | Path, root: str | Path | None = None) -> list[Run]:
-    """The runs ``ref`` names (:func:`find_run_dirs`)."""
-    return [_open_dir(d) for d in find_run_dirs(ref, root)]
+def find_runs(ref: str | Path, root: str | Path | None = None, import_own_code: bool | None = None) -> list[Run]:
+    """The runs ``ref`` names (:func:`find_run_dirs`). A run made with its own model or data code is read only if
+    ``import_own_code`` (None: ``PGCORE_IMPORT_OWN_CODE=1``, or its modules already imported here), else
+    :class:`OwnCodeNotImportedError`: a store's files never make pgcore import code."""
+    return [_open_dir(d, import_own_code) for d in find_run_dirs(ref, root)]
 
 
 def find_run_dirs(ref: str | Path, root: str | Path | None = None) -> list[Path]:
@@ -425,10 +486,17 @@ def find_run_dirs(ref: str | Path, root: str | Path | None = None) -> list[Path]
     return dirs
 
 
-def _open_dir(run_dir: Path) -> Run:
-    """The :class:`Run` stored in ``run_dir``, read from its config.json; refused unless provably a run."""
+def _open_dir(run_dir: Path, import_own_code: bool | None = None) -> Run:
+    """The :class:`Run` stored in ``run_dir``, read from its config.json; refused unless provably a run, and
+    unless its own code, if any, may be imported (:func:`find_runs`)."""
     check_run_dir(run_dir)
     stored = read_json(run_dir / "config.json")
+    named = own_code(stored["config"])
+    if named and not _may_import(named.values(), import_own_code):
+        code = " and ".join(f"{section} {name!r}" for section, name in named.items())
+        raise OwnCodeNotImportedError(f"{run_dir}: own code, not imported ({code})",
+                                      f"a store's files never make pgcore import code: set {IMPORT_OWN_CODE}=1 to "
+                                      f"import it (running its code) and read this run")
     try:
         run = Run(from_dict(stored["config"]), root=run_dir.parent.parent)
     except ImportPathError as e:  # a researcher's own code: it must import here, as where the run was made

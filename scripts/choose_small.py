@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 
 from pgcore import analysis
-from pgcore.config import override
+from pgcore.config import at_least, override
 from pgcore.protocols import run_seeds
 
 BASE = {"data": {"name": "mnist5k", "val_fraction": 0.1}, "model": {"name": "lenet_300_100"},
@@ -43,7 +43,7 @@ CANDIDATES = {
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--store", default=None)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
     ap.add_argument("--out", default="figures/small/settings.csv")
     args = ap.parse_args()
     rows = []

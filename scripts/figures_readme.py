@@ -6,8 +6,8 @@ paper's claim, the verdict of pgcore.claims with its numbers, and the machine.
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -55,4 +55,10 @@ def main(profile: str, how: str = "") -> None:
 
 if __name__ == "__main__":
     # Any further arguments are the make variables the figures were made with, e.g. SET="prune.levels=12"
-    main(sys.argv[1] if len(sys.argv) > 1 else "small", "".join(f" {a}" for a in sys.argv[2:]))
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("profile", nargs="?", default="small", help="the profile whose figures/<profile>/ is described")
+    ap.add_argument("how", nargs=argparse.REMAINDER, help="the make arguments it was made with (SET=..., ...)")
+    args = ap.parse_args()
+    if not (Path("figures") / args.profile / "machine.json").is_file():
+        ap.error(f"figures/{args.profile}/machine.json is missing: run `make figures PROFILE={args.profile}` first")
+    main(args.profile, "".join(f" {a}" for a in args.how))

@@ -64,13 +64,18 @@ def verdict_rows(folder: Path, figures: list[str], kernels: str) -> pd.DataFrame
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("params")
-    ap.add_argument("--capabilities", nargs="+", default=["default", "avx2"])
+    ap.add_argument("--capabilities", nargs="+", default=["default", "avx2"], choices=["default", "avx2", "avx512"],
+                    help="ATen's kernel sets (ATEN_CPU_CAPABILITY) to recompute under")
     ap.add_argument("--store-prefix", default="build/isa", help="each kernel set's store is <prefix>-<kernels>")
     ap.add_argument("--figures", nargs="+", default=list(FIGURES), choices=FIGURES,
                     help="the figures whose runs are recomputed and whose verdicts are compared")
     args = ap.parse_args()
     profile = Path(args.params).stem
     committed = Path("figures") / profile
+    if not Path(args.params).is_file():
+        ap.error(f"parameter file {args.params} does not exist")
+    if not committed.is_dir():
+        ap.error(f"{committed} does not exist: the native verdicts come from `make figures PROFILE={profile}`")
     native = f"native ({torch.backends.cpu.get_cpu_capability()})"
     rows = [verdict_rows(committed, args.figures, native)]
     rows += [rerun(args.params, cap, args.figures, args.store_prefix) for cap in args.capabilities]

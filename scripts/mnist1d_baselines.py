@@ -14,7 +14,7 @@ import time
 import pandas as pd
 
 from pgcore import analysis, models
-from pgcore.config import from_dict
+from pgcore.config import at_least, from_dict
 from pgcore.data import load
 from pgcore.protocols import run_seeds
 
@@ -30,8 +30,8 @@ GRID = [
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--seeds", type=at_least(0), nargs="+", default=[0, 1, 2])
+    ap.add_argument("--epochs", type=at_least(1), default=40)
     ap.add_argument("--out", default=None, help="CSV path for the table")
     args = ap.parse_args()
     rows = []

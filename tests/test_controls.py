@@ -1,6 +1,5 @@
 """The controls behind figures 3-7: reinit, extended + one-shot, left-out examples, TIE."""
 
-import json
 
 import pandas as pd
 import pytest
@@ -96,12 +95,12 @@ def test_tie_runs_build_on_their_imp_run_and_leave_out_the_top_improved(tiny_par
     imp = study.run("imp")
     assert all(r.is_done() for r in imp.runs)  # built on first, as a source
     n_train = len(data_mod.load(from_dict(tiny_params).data).y_train)
-    for run, imp_run in zip(top.runs, imp.runs):
-        left = run.load_metrics(0)["left_out"]
+    for stored, imp_run in zip(top.runs, imp.runs):
+        left = stored.load_metrics(0)["left_out"]
         gain = protocols.improvement(imp_run, 2)
         assert left["count"] == round(0.1 * n_train) and left["level"] == 2
         assert left["mean_improvement"] == pytest.approx(float(gain.sort(descending=True).values[:left["count"]].mean()))
-        assert len(run.load_checkpoint(0)["per_example_loss"]) == n_train - left["count"]
+        assert len(stored.load_checkpoint(0)["per_example_loss"]) == n_train - left["count"]
     # the random control is one subset per seed, the same at every level: one run serves them all
     rand = study.run("tie", _tie(kind="random"))
     assert [r.load_metrics(0)["left_out"] for r in rand.runs] == [{"kind": "random", "count": left["count"]}] * 2

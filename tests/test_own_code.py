@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import matplotlib
-import pandas as pd
 import pytest
 import torch
 
@@ -19,7 +18,6 @@ import own_code
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pgcore import claims
 from pgcore.config import ConfigError, from_dict, override
 from pgcore.data import load
 from pgcore.protocols import run
@@ -88,7 +86,8 @@ def test_a_bad_model_name_is_one_clear_error(name, message):
 
 def test_store_commands_say_when_own_code_does_not_import(tmp_path):
     stored = run(from_dict({**OWN, "protocol": "train"}), tmp_path / "store", "cpu", progress=False)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # tests/ (own_code.py) not importable
+    # Asked to import the own code (a store command does not otherwise), where tests/ (own_code.py) is not importable.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PGCORE_IMPORT_OWN_CODE": "1"}
     proc = subprocess.run([sys.executable, "-m", "pgcore.cli", "verify", "--all", "--store", str(tmp_path / "store")],
                           cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 1, proc.stderr

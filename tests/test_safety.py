@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,8 @@ import yaml
 
 from pgcore import cli, compute
 from pgcore.config import ConfigError
-from pgcore.store import CorruptResultError, NotARunError, Run, check_run_dir, find_runs
+from pgcore.store import (CorruptResultError, NotARunError, OwnCodeNotImportedError, Run, RunInUseError, check_run_dir,
+                          find_runs)
 from pgcore.study import Study
 from conftest import one_error_line as _one_error_line, run_cli as _pgcore  # noqa: E402
 
@@ -280,3 +282,169 @@ def test_strict_kernels_never_share_a_store_with_native_runs(tmp_path, given, ex
     out = subprocess.run(["make", "-s", "-f", "Makefile", "-f", str(tmp_path / "show.mk"), "show", "STRICT=1"],
                          cwd=root, env=env, capture_output=True, text=True, check=True).stdout.strip()
     assert out == expected if given else out == str(root / expected)
+
+
+# -- a store's files never make pgcore import code ---------------------------------------------
+
+# A module beside the store commands' working directory, as a probe planted it: importing it writes a marker.
+EVIL = """from pathlib import Path
+Path(__file__).with_name("imported.marker").write_text("pgcore_evil ran")
+from own_code import WideMLP as Net
+"""
+
+
+@pytest.fixture
+def planted(store, tmp_path) -> tuple[Path, Path]:
+    """The IMP run of ``store`` with a config.json naming ``pgcore_evil:Net`` as its model, and a working directory
+    holding that module."""
+    run_dir = _imp(store)
+    stored = json.loads((run_dir / "config.json").read_text())
+    stored["config"]["model"]["name"] = "pgcore_evil:Net"
+    (run_dir / "config.json").write_text(json.dumps(stored))
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "pgcore_evil.py").write_text(EVIL)
+    return run_dir, here
+
+
+def _pgcore_in(here: Path, *argv, **env) -> subprocess.CompletedProcess:
+    """``python -m pgcore.cli <argv>`` run from ``here``, which ``-m`` puts on sys.path, as the probe did."""
+    clean = {k: v for k, v in os.environ.items() if k != "PGCORE_IMPORT_OWN_CODE"}
+    tests = str(Path(__file__).resolve().parent)  # own_code.py, which the planted module imports
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [tests, clean.get("PYTHONPATH")]))
+    return subprocess.run([sys.executable, "-m", "pgcore.cli", *map(str, argv)], cwd=here, capture_output=True,
+                          text=True, env={**clean, **env}, timeout=300)
+
+
+@pytest.mark.parametrize("argv, rc", [(["verify", "--all"], 1), (["repair", "RUN"], 1), (["show", "RUN"], 2),
+                                      (["accept", "--all"], 1), (["accept", "RUN", "--check", "1"], 1)])
+def test_a_module_a_store_file_names_is_not_imported_by_store_commands(store, planted, argv, rc):
+    run_dir, here = planted
+    before = _files(store)
+    proc = _pgcore_in(here, *[run_dir if a == "RUN" else a for a in argv], "--store", store)
+    assert not (here / "imported.marker").exists()
+    assert proc.returncode == rc, proc.stdout + proc.stderr
+    said = f"{run_dir}: own code, not imported (model 'pgcore_evil:Net')"
+    assert said in proc.stdout + proc.stderr and "PGCORE_IMPORT_OWN_CODE=1" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    if argv[0] == "verify":  # the other runs are still checked, and this one is listed
+        assert "checked 2 run(s)" in proc.stdout and "1 own code, not imported (not checked)" in proc.stdout
+    assert _files(store) == before
+
+
+def test_with_the_opt_in_the_module_a_store_file_names_is_imported(store, planted):
+    run_dir, here = planted
+    proc = _pgcore_in(here, "verify", "--all", "--store", store, PGCORE_IMPORT_OWN_CODE="1")
+    assert (here / "imported.marker").read_text() == "pgcore_evil ran"
+    assert "not imported" not in proc.stdout and str(run_dir) in proc.stdout  # read, and filed under another hash
+
+
+def test_reading_a_run_in_python_imports_its_own_code_only_when_asked(store, planted, monkeypatch):
+    run_dir, here = planted
+    monkeypatch.syspath_prepend(str(here))
+    monkeypatch.delenv("PGCORE_IMPORT_OWN_CODE", raising=False)
+    for asked in (None, False):
+        with pytest.raises(OwnCodeNotImportedError, match="own code, not imported .*PGCORE_IMPORT_OWN_CODE=1"):
+            find_runs(run_dir, import_own_code=asked)
+    assert not (here / "imported.marker").exists() and "pgcore_evil" not in sys.modules
+    with pytest.raises(CorruptResultError, match="filed its config under another hash"):
+        find_runs(run_dir, import_own_code=True)  # imported, then found filed under another hash
+    assert (here / "imported.marker").exists()
+    sys.modules.pop("pgcore_evil")
+
+
+def test_the_current_directory_is_not_put_on_sys_path(tmp_path, monkeypatch):
+    from conftest import TINY
+    from pgcore.config import from_dict
+
+    here = tmp_path / "cwd"
+    here.mkdir()
+    (here / "pgcore_evil.py").write_text(EVIL)
+    monkeypatch.chdir(here)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(here))])
+    before = list(sys.path)
+    with pytest.raises(ConfigError, match=r"importable as any Python module, installed or on PYTHONPATH \(one in the "
+                                          r"current directory: `PYTHONPATH=. pgcore ...`\)"):
+        from_dict({**TINY, "model": {"name": "pgcore_evil:Net"}})
+    assert sys.path == before and not (here / "imported.marker").exists()
+
+
+# -- the smaller refusals ------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_verify_all_of_a_store_that_is_not_there_is_an_error(tmp_path, capsys, kind):
+    store = tmp_path / "store"
+    if kind == "file":
+        store.write_text("mine")
+    rc, out, err = _pgcore(capsys, "verify", "--all", "--store", store)
+    said = "does not exist" if kind == "missing" else "is not a directory"
+    assert rc == 2 and f"store {store} {said}" in _one_error_line(err) and "valid" not in out
+
+
+@pytest.mark.parametrize("assignment, message", [
+    ("train=", "override 'train=' has no value after '='"),
+    ("train.epochs= ", "override 'train.epochs= ' has no value after '='"),
+    ("train=null", "would replace the whole train section with None"),
+    ("model=lenet_300_100", "would replace the whole model section with 'lenet_300_100'"),
+])
+def test_params_refuses_an_override_that_would_drop_settings(smoke, tmp_path, capsys, assignment, message):
+    rc, out, err = _pgcore(capsys, "params", smoke, "--set", assignment, "--out", tmp_path / "p.yaml")
+    assert rc == 2 and message in _one_error_line(err)
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_repair_refuses_a_run_another_process_holds(store, capsys):
+    run_dir = _imp(store)
+    holder = subprocess.Popen([sys.executable, "-c", "import filelock, sys, time; l = filelock.FileLock(sys.argv[1]); "
+                               "l.acquire(); print('held', flush=True); time.sleep(120)",
+                               str(run_dir.parent / f"{run_dir.name}.lock")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _files(store)
+        rc, out, _ = _pgcore(capsys, "repair", run_dir, "--from-level", "1")
+        assert rc == 1 and f"{run_dir}: not repaired: {run_dir} is in use: another process holds its lock" in out
+        assert _files(store) == before
+        with pytest.raises(RunInUseError, match="is in use"):
+            find_runs(run_dir)[0].repair(1)
+        assert _files(store) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, out, _ = _pgcore(capsys, "repair", run_dir, "--from-level", "1")
+    assert rc == 0 and "removed" in out
+
+
+def test_a_dashboard_open_beyond_this_machine_says_so():
+    everywhere = compute.dashboard_link("0", 8787, 8787)
+    assert everywhere.startswith("http://") and "127.0.0.1" not in everywhere.split(",")[0]
+    assert "listening on every network interface (0.0.0.0:8787)" in everywhere
+    for host in ("", "0.0.0.0", "[::]", "192.0.2.7"):
+        assert "; warning: open to the network without authentication" in compute.dashboard_link(host, 8787, 0)
+    for host in ("127.0.0.1", "localhost", "[::1]"):
+        assert compute.dashboard_link(host, 8790, 8787) == f"http://{host}:8790/status (port 8787 was in use)"
+
+
+def test_plan_never_opens_a_run_it_does_not_need(store, planted, smoke):
+    run_dir, here = planted
+    proc = _pgcore_in(here, "plan", smoke, "--store", store)
+    assert proc.returncode == 0, proc.stderr
+    assert not (here / "imported.marker").exists()
+
+
+@pytest.mark.parametrize("gpus", [0, 1])
+def test_a_local_cluster_listens_on_this_machine_only(monkeypatch, gpus):
+    """Its scheduler runs whatever a client sends: nothing but this machine may reach it (with GPUs, too)."""
+    import psutil
+    import torch
+
+    if gpus:  # the one-worker-per-GPU branch, without a GPU: the worker only sees CUDA_VISIBLE_DEVICES=0
+        monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    c = compute.local_cluster(1, dashboard=None)
+    try:
+        assert c.gpus == bool(gpus)
+        me = psutil.Process()
+        listening = {s.laddr.ip for p in [me, *me.children(recursive=True)] for s in p.net_connections(kind="tcp")
+                     if s.status == psutil.CONN_LISTEN}
+    finally:
+        compute.close_cluster(c)
+    assert listening == {"127.0.0.1"}
