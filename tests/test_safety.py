@@ -255,7 +255,9 @@ def test_papermill_string_seeds_are_parsed(tmp_path):
     from conftest import TINY
 
     study = Study.from_dict({**TINY, "seeds": "[0, 2]", "tie_levels": "[1, 3]"}, root=tmp_path)
-    assert study.seeds == [0, 2] and study.tie_levels() == [1, 3]
+    from pgcore.figures import tie_levels
+
+    assert study.seeds == [0, 2] and tie_levels(study.params) == [1, 3]
     with pytest.raises(ConfigError, match="seeds lists 2 more than once"):
         Study.from_dict({**TINY, "seeds": "[2, 2]"})
 
@@ -263,13 +265,17 @@ def test_papermill_string_seeds_are_parsed(tmp_path):
 def test_a_notebook_profile_cannot_write_figures_outside_figures(tmp_path):
     from conftest import TINY
 
+    import yaml
+
     from pgcore import plots
-    from pgcore.study import notebook
+    from pgcore.notebook import study
 
     target = plots.figures_dir("../../pgcore-escape")
-    ns = {**copy.deepcopy(TINY), "seeds": [0], "profile": "../../pgcore-escape"}
-    with pytest.raises(ConfigError, match="profile must be a plain name .* got '../../pgcore-escape'"):
-        notebook(ns)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(yaml.safe_dump({**copy.deepcopy(TINY), "seeds": [0], "profile": "../../pgcore-escape"}))
+    for ns in ({"profile": "../../pgcore-escape"}, {"params": str(mine)}):
+        with pytest.raises(ConfigError, match="profile must be a plain name .* got '../../pgcore-escape'"):
+            study(ns)
     assert not target.exists()
 
 
