@@ -15,6 +15,8 @@ from .data import Data
 from .pruning import Mask
 from .train import MaskedStep, TrainResult, autocast, fit
 
+__all__ = ["Ensemble", "train_many"]
+
 
 class Ensemble:
     """K models' stacked parameters, trained by ``vmap`` over ``functional_call``: a :class:`pgcore.train.Learner`."""

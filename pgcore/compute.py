@@ -37,6 +37,10 @@ from .store import CorruptResultError, Run, default_root, recording_writes
 from .figures import FIGURES
 from .study import Need, Study, depends_on
 
+__all__ = ["Task", "tasks", "run_task", "Notebooks", "run_notebook", "Cluster", "dashboard_address", "dashboard_link",
+           "local_cluster", "slurm_options", "walltime_seconds", "lifetime", "slurm_cluster", "try_job_script",
+           "scheduler_cluster", "open_cluster", "close_cluster", "Summary", "Trainings", "compute_study"]
+
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
 TASK_DURATION = "1h"  # what the scheduler assumes a task takes before it has timed one (it is a training)
 LOCALHOST = "127.0.0.1"  # where a local cluster's scheduler and workers listen: no other machine can reach them

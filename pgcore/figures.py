@@ -12,6 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from . import analysis, claims, plots
+from .config import ConfigError
 
 __all__ = ["Series", "Figure", "Made", "FIGURES", "series", "noise_label", "tie_frame"]
 
@@ -105,8 +106,14 @@ def _fig6(p: Mapping[str, Any]) -> dict[str, Series]:
 
 
 def tie_levels(p: Mapping[str, Any]) -> list[int]:
+    """Figure 7's levels (``tie_levels``: ``all`` or a list), each one IMP reaches."""
     levels = p["tie_levels"]
-    return list(range(1, _levels(p) + 1)) if levels == "all" else [int(k) for k in levels]
+    out = list(range(1, _levels(p) + 1)) if levels == "all" else [int(k) for k in levels]
+    beyond = [k for k in out if k > _levels(p)]
+    if beyond:
+        raise ConfigError(f"tie_levels lists level {beyond[0]}, beyond prune.levels={_levels(p)}: figure 7 reads "
+                          f"IMP's levels 1 to {_levels(p)}")
+    return out
 
 
 def _fig7(p: Mapping[str, Any]) -> dict[str, Series]:

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 
 from .config import ModelConfig, import_path, is_import_path
 
+__all__ = ["MLP", "CNN1D", "CifarResNet", "CifarVGG", "openlth_init", "build", "LeNet300100", "count_parameters"]
+
 
 class MLP(nn.Module):
     """Fully connected ReLU network: ``in -> width x depth -> classes``."""

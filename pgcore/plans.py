@@ -10,6 +10,9 @@ from typing import Any
 
 from .config import PROTOCOLS, RunConfig
 
+__all__ = ["LevelPlan", "sparsity_at", "dense", "imp", "extended_dense", "extended_stretched", "reinit",
+           "extended_oneshot", "pai", "tie", "plan", "last_level", "source_protocol", "source_config", "stretched"]
+
 
 @dataclass(frozen=True)
 class LevelPlan:

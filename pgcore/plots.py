@@ -15,6 +15,9 @@ import seaborn as sns
 from .analysis import best_level, summarize
 from .provenance import machine, project_dir
 
+__all__ = ["style", "remaining_axis", "log_axis", "pruning_curve", "curve", "dense_band", "paired_panel",
+           "figures_dir", "save", "save_numbers"]
+
 PALETTE = {"imp": "#1f77b4", "lrr": "#1f77b4", "dense": "#7f7f7f", "extended_dense": "#d62728", "random": "#2ca02c",
            "reinit": "#9467bd", "extended_oneshot": "#ff7f0e", "rewind": "#17becf", "finetune": "#8c564b"}
 

@@ -10,6 +10,8 @@ from typing import Any, Iterable
 
 from tqdm import std
 
+__all__ = ["widget_front_end", "bar", "set_total"]
+
 with warnings.catch_warnings():  # tqdm's "experimental" notice, and its warning when ipywidgets is missing
     warnings.simplefilter("ignore")
     from tqdm.autonotebook import tqdm as _auto  # the widget bar in a Jupyter kernel with ipywidgets, else std

@@ -27,6 +27,10 @@ from .provenance import provenance
 from .store import Run, frame
 from .train import TrainResult, final_lr, train
 
+__all__ = ["resolve_device", "deterministic_kernels", "fixed_threads", "init_model", "scores", "improvement",
+           "top_improved", "random_subset", "left_out", "run", "OwnModelError", "OtherDataError", "check_own_model",
+           "check_data", "run_lockstep", "Experiment", "choose_execution", "run_seeds"]
+
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``auto`` picks CUDA when available, else CPU."""

@@ -17,12 +17,17 @@ import torch
 
 from . import __version__
 
+__all__ = ["syntax", "numerics_digest", "project_dir", "git_commit", "machine", "provenance"]
+
 NUMERICS_MODULES = ("data", "models", "pruning", "seeds", "plans", "train", "batched", "protocols")
 
 
 def syntax(source: str) -> str:
-    """The syntax tree of Python ``source`` without docstrings, as text: only a change to a statement changes it."""
+    """The syntax tree of Python ``source`` without docstrings or ``__all__``, as text: only a change to a statement
+    that computes changes it."""
     tree = ast.parse(source)
+    tree.body = [n for n in tree.body if not (isinstance(n, ast.Assign) and
+                                              any(getattr(t, "id", None) == "__all__" for t in n.targets))]
     for node in ast.walk(tree):
         body = getattr(node, "body", None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \

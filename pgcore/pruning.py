@@ -8,6 +8,9 @@ from typing import Iterable
 import torch
 from torch import nn
 
+__all__ = ["prunable_names", "dense_mask", "prune", "magnitude_scores", "random_scores", "apply", "sparsity",
+           "layer_sparsity", "snip_scores"]
+
 Mask = dict[str, torch.Tensor]
 
 _KINDS = {"conv": (nn.Conv1d, nn.Conv2d, nn.Conv3d), "linear": (nn.Linear,)}

@@ -8,6 +8,8 @@ import hashlib
 
 import torch
 
+__all__ = ["derive", "generator"]
+
 STREAMS = ("init", "reinit", "order", "augment", "prune", "saliency", "subset", "noise", "split")
 
 

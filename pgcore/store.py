@@ -33,6 +33,11 @@ from .config import PROTOCOLS, ConfigError, ImportPathError, RunConfig, from_dic
 from .plans import last_level
 from .provenance import numerics_digest, project_dir, provenance
 
+__all__ = ["CorruptResultError", "StaleResultError", "MisfiledRunError", "OwnCodeNotImportedError", "NotARunError",
+           "RunInUseError", "default_root", "write_json", "read_json", "Problem", "check_run_dir", "recording_writes",
+           "Run", "holding", "import_own_code_asked", "own_code", "find_run", "find_runs", "find_run_dirs",
+           "run_dirs", "frame"]
+
 
 class CorruptResultError(RuntimeError):
     """A result file that cannot be trusted: ``what`` is wrong and ``fix`` says how to mend it."""

@@ -20,6 +20,9 @@ from .progress import bar
 from .pruning import Mask
 from .seeds import generator
 
+__all__ = ["lr_at", "final_lr", "per_example", "evaluate", "TrainResult", "autocast", "CompiledOrEager",
+           "DivergedError", "masked_sgd", "MaskedStep", "Learner", "Single", "batches", "record", "fit", "train"]
+
 EVAL_BATCH = 2048
 
 

@@ -199,8 +199,7 @@ def test_every_shipped_parameter_file_passes_the_study_checks():
     ("variants", {"r": "rewind"}, "variants.r must map prune.* keys to values"),
     ("pai_methods", ["snp"], "unknown pai_methods entry 'snp'. Did you mean 'snip'?"),
     ("pai_methods", None, "pai_methods must be a list from snip, magnitude, random"),
-    ("tie_levels", [0], "tie_levels must be 'all' or a list of pruning levels from 1 to prune.levels=3"),
-    ("tie_levels", [4], "prune.levels=3"),
+    ("tie_levels", [0], "tie_levels must be 'all' or a list of pruning levels from 1 to prune.levels"),
     ("tie_levels", "some", "tie_levels must be 'all'"),
     ("tie_fraction", 1.0, "tie_fraction must be a number in (0, 1)"),
     ("lockstep", "yes", "lockstep must be true, false or auto, got 'yes'"),
@@ -258,3 +257,11 @@ def test_a_study_with_its_defaults_filled_in_passes_the_checks_again():
 
 def test_every_protocol_has_a_plan_and_every_plan_a_protocol():
     assert set(PLANS) == set(PLAN_FUNCTIONS)
+
+
+def test_figure_7s_levels_are_checked_only_where_figure_7_is_asked_for(tiny_params):
+    """A tie level beyond prune.levels refuses figure 7 (one line naming both keys), not a run or another figure."""
+    study = Study.from_dict({**tiny_params, "seeds": [0], "tie_levels": [4]})
+    assert study.needs(["fig1"]) and study.config("imp").prune.levels == 3
+    with pytest.raises(ConfigError, match="tie_levels lists level 4, beyond prune.levels=3"):
+        study.needs(["fig7"])

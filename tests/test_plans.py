@@ -182,3 +182,11 @@ def test_cpu_runs_use_a_fixed_thread_count_so_bits_do_not_depend_on_the_caller(t
     finally:
         torch.set_num_threads(before)
     assert [a.load_metrics(k)["checkpoint_sha256"] for k in range(4)] == [b.load_metrics(k)["checkpoint_sha256"] for k in range(4)]
+
+
+def test_an_all_list_or_a_docstring_does_not_change_the_numerics_digest():
+    from pgcore.provenance import syntax
+
+    plain = syntax("def f(x):\n    return x + 1\n")
+    assert syntax('"""Doc."""\n__all__ = ["f"]\n\n\ndef f(x):\n    """Doc."""\n    return x + 1\n') == plain
+    assert syntax("def f(x):\n    return x + 2\n") != plain

@@ -233,7 +233,7 @@ def test_a_store_that_is_a_file_is_refused(smoke, tmp_path, capsys, command):
 
 @pytest.mark.parametrize("argv, message", [
     (["--set", "noise_fractions=[1.5]"], "noise_fractions must be a list of label-noise fractions in (0, 1)"),
-    (["--set", "tie_levels=[9]"], "tie_levels must be 'all' or a list of pruning levels from 1 to prune.levels=3"),
+    (["--set", "tie_levels=[9]"], "tie_levels lists level 9, beyond prune.levels=3"),
     (["--set", "variants={a: {retrian: rewind}}"], "unknown key 'retrian' in variants.a"),
     (["--set", "cluster.cores=four"], "cluster.cores must be an integer >= 1, got 'four'"),
     (["--set", "profile=../../x"], "profile must be a plain name"),
