@@ -339,7 +339,8 @@ def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
 
     from .protocols import run as run_protocol
 
-    cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=min(levels, run.cfg.prune.levels)))
+    top = min(levels, run.cfg.prune.levels, len(run.finished_levels()) - 1)  # no more than it has stored
+    cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=top))
     device = run.load_metrics(0).get("provenance", {}).get("device") or "auto"
     fresh = run_protocol(cfg, scratch, device, progress=False)
     fields = ("final", "history", "sparsity", "epochs_total", "checkpoint_sha256")
@@ -367,14 +368,16 @@ def cmd_accept(args: argparse.Namespace) -> int:
             stale = [r for r in group if _stale(r)]
             if not stale:
                 continue
-            if args.check is not None:  # the first seed's first levels, recomputed by this code
-                diffs = reproduced(stale[0], args.check, Path(scratch))
+            measured = [r for r in stale if r.finished_levels()]  # a run cut short before its first level has none
+            if args.check is not None and measured:  # the first measured seed's first levels, recomputed by this code
+                diffs = reproduced(measured[0], args.check, Path(scratch))
                 if diffs:
                     bad += 1
                     print(f"{exp}: not accepted: this code computes other numbers ({', '.join(diffs[:4])})")
                     continue
-                top = min(args.check, last_level(stale[0].cfg))
-                print(f"{exp}: level{'s 0-' if top else ' '}{top} of seed {stale[0].cfg.seed} reproduced bit for bit")
+                top = min(args.check, last_level(measured[0].cfg), len(measured[0].finished_levels()) - 1)
+                print(f"{exp}: level{'s 0-' if top else ' '}{top} of seed {measured[0].cfg.seed} reproduced bit for "
+                      f"bit")
             for run in stale:
                 print(f"{run.path}: accepted (computed by code with numerics digest {run.accept_numerics()})")
     return 1 if bad else 0

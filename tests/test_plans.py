@@ -145,6 +145,21 @@ def test_accept_check_recomputes_first_levels_and_accepts_only_identical_numbers
         good.check_numerics()
 
 
+def test_accept_all_goes_past_a_run_cut_before_its_first_level(tiny_cfg, tmp_path, capsys):
+    """A seed killed while training level 0 leaves config.json and no level: accept --check uses a seed that has
+    levels, and accepts the empty one too (it holds no number to check)."""
+    store = tmp_path / "s"
+    seed1 = run(tiny_cfg.replace(seed=1), store, "cpu", progress=False)
+    empty = seed1.path.parent / "seed0"
+    empty.mkdir()
+    (empty / "config.json").write_text((seed1.path / "config.json").read_text().replace('"seed": 1', '"seed": 0'))
+    for d in (seed1.path, empty):
+        _forge_old_digest(d)
+    rc, out, err = run_cli(capsys, "accept", "--all", "--store", store, "--check", "1")
+    assert rc == 0, err
+    assert "levels 0-1 of seed 1 reproduced bit for bit" in out and out.count("accepted (computed by code") == 2
+
+
 def test_numerics_digest_ignores_docstrings_but_not_statements():
     src = '"""doc"""\ndef f(x):\n    """doc"""\n    return x + 1  # a comment\n'
     reworded = src.replace("doc", "other words").replace("# a comment", "")
