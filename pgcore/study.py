@@ -86,6 +86,11 @@ class Study:
     def from_notebook(cls, ns: Mapping[str, Any]) -> "Study":
         """From a notebook's parameter cell: ``params`` (a parameter file) or ``profile`` (``params/<profile>.yaml``
         of this project), then dotted ``overrides``; ``compute`` trains missing runs in the notebook."""
+        given = sorted(k for k in ("seeds", *SECTIONS) if k in ns)
+        if given:  # papermill -f <file> injects the file's keys, which the notebook would not read
+            raise ConfigError(f"notebook parameters {', '.join(given)} are keys of a parameter file: give the file "
+                              f"itself, papermill -p params <file> (not -f <file>), or change one setting with "
+                              f"-p overrides '{{\"train.epochs\": 3}}'")
         profile = check_study({"profile": ns.get("profile", "smoke")})["profile"]  # a plain name, not a path
         path = ns.get("params") or project_dir() / "params" / f"{profile}.yaml"
         params = override(load_yaml(path), check_overrides(ns.get("overrides") or {}))

@@ -156,5 +156,8 @@ def test_override_and_notebook_parameters(tiny_params, tmp_path):
         Study.from_notebook({"params": str(path)})
     with pytest.raises(ConfigError, match="profile must be a plain name"):
         Study.from_notebook({"profile": "../../escape"})
+    with pytest.raises(ConfigError, match=r"seeds, train are keys of a parameter file: give the file itself, "
+                                          r"papermill -p params <file> \(not -f <file>\)"):
+        Study.from_notebook({"profile": "smoke", "seeds": [0], "train": {"epochs": 1}})
 
 
