@@ -22,7 +22,6 @@ figures need once per instruction set.
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import subprocess
 import sys
@@ -31,12 +30,10 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-FIGURES = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig9")
+from pgcore.figures import FIGURES as TABLE
+
+FIGURES = tuple(f for f, entry in TABLE.items() if entry.make is not None)  # the figures that have verdicts
 BIN = Path(sys.executable).parent
-
-
-def notebook(figure: str) -> Path:
-    return Path(glob.glob(f"notebooks/0{figure[3:]}_*.ipynb")[0])
 
 
 def rerun(params: str, cap: str, figures: list[str], prefix: str) -> pd.DataFrame:
@@ -48,11 +45,9 @@ def rerun(params: str, cap: str, figures: list[str], prefix: str) -> pd.DataFram
     p = out / "params.yaml"
     subprocess.run([BIN / "pgcore", "params", params, "--set", f"figures_dir={figs.resolve()}", "--out", p],
                    env=env, check=True)
-    subprocess.run([BIN / "pgcore", "compute", p, "--figures", *figures, "--dashboard", "none"], env=env, check=True)
-    for f in figures:
-        nb = notebook(f)
-        subprocess.run([BIN / "papermill", "--log-level", "WARNING", "-k", "pgcore", "--cwd", "notebooks",
-                        "-f", p.resolve(), nb, executed / nb.name], env=env, check=True)
+    # The runs, then each figure's notebook as soon as its runs are done (what `make figures` runs).
+    subprocess.run([BIN / "pgcore", "compute", p, "--figures", *figures, "--dashboard", "none", "--notebooks",
+                    executed], env=env, check=True)
     return verdict_rows(figs, figures, cap)
 
 
@@ -87,9 +82,13 @@ def main() -> None:
     table = table.sort_values(["figure", "claim", "kernels"], kind="stable")
     table.to_csv(path, index=False, float_format="%.6g")
     print(table[["figure", "claim", "kernels", "status", "diff", "ci"]].to_string(index=False))
-    same = table.groupby(["figure", "claim"]).status.nunique().eq(1)
-    print("verdicts identical across instruction sets:", bool(same.all()))
-    print(same.to_string())
+    compared = [c for c in ("status", "evidence") if c in table]
+    differs = table.groupby(["figure", "claim"])[compared].nunique().gt(1).any(axis=1)
+    for figure, claim in differs[differs].index:  # each verdict whose status or evidence class differs
+        rows = table[(table.figure == figure) & (table.claim == claim)]
+        said = "; ".join(f"{r.kernels}: " + " / ".join(str(getattr(r, c)) for c in compared) for r in rows.itertuples())
+        print(f"differs between kernel sets: {figure}, {claim}: {said}")
+    print("verdicts (status and evidence) identical across instruction sets:", not bool(differs.any()))
 
 
 if __name__ == "__main__":
