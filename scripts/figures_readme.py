@@ -315,6 +315,8 @@ def figure_readme(profile: str, how: str, figs: list[Made]) -> str:
                                  f"{fmt(e.bound, e.scale)} | ±{fmt(e.margin, e.scale, sign=False)} | "
                                  f"{size(e.effect_size)} |")
     lines += kernel_check(out)
+    if (out / "plan.md").is_file():  # the plan of what is still to compute, written before computing it
+        lines += ["", (out / "plan.md").read_text().strip()]
     return "\n".join(lines).rstrip() + "\n"
 
 
