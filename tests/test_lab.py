@@ -103,7 +103,8 @@ def tiny_study(tmp_path_factory):
 
     from conftest import TINY
 
-    study = Study.from_dict({**TINY, "seeds": [0, 1], "progress": False}, root=tmp_path_factory.mktemp("store"))
+    study = Study.from_dict({**TINY, "seeds": [0, 1], "progress": False}, root=tmp_path_factory.mktemp("store"),
+                           compute=True)
     study.run("imp")
     return study
 
