@@ -558,8 +558,8 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
         task_of = {f.key: t for t, f in futures.items()}
         for fig in (f for f in figures if notebooks and FIGURES[f].notebook):  # each as soon as its runs are done
             reads = [futures[t] for t in graph if fig in t.need.figures]
-            future = c.client.submit(run_notebook, fig, notebooks, str(study.root), reads, pure=False,
-                                     key=f"notebook-{fig}-{uuid.uuid4().hex[:8]}")
+            future = c.client.submit(run_notebook, fig, notebooks, str(study.root), reads, pure=False, priority=10,
+                                     key=f"notebook-{fig}-{uuid.uuid4().hex[:8]}")  # before queued trainings
             futures[fig] = future
             names[future.key] = f"notebook {fig}"
         records = []

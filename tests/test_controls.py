@@ -140,11 +140,12 @@ def test_best_vs_dense_can_pick_the_reference_itself():
     assert c["diff_mean"] == 0.0 and c["best_mean"] == c["dense_mean"]
 
 
-def test_override_and_notebook_parameters(tiny_params, tmp_path):
+def test_override_and_notebook_parameters(tiny_params, tmp_path, monkeypatch):
     """A notebook reads its parameter file through the checked loader (a key given twice is refused, as by the CLI),
     applies its dotted overrides, and only reads unless asked to compute."""
     import yaml
 
+    monkeypatch.delenv("PGCORE_NOTEBOOK_COMPUTE", raising=False)  # make test asks nbval's notebooks to compute
     changed = override(tiny_params, {"data.noisy_fraction": 0.2, "prune.method": "random"})
     assert changed["data"]["noisy_fraction"] == 0.2 and "noisy_fraction" not in tiny_params["data"]
     path = tmp_path / "mine.yaml"
