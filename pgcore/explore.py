@@ -94,14 +94,7 @@ def loss_change(run: Run, level: int, base_level: int = 0) -> pd.DataFrame:
     return df
 
 
-def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
-    """Three panels for one level of one seed (default: the first): remaining weights per layer, error curves
-    (every seed; dense in grey), histogram of per-example loss change vs dense."""
-    run = next((r for r in runs if seed is None or r.cfg.seed == seed), None)
-    if run is None:
-        raise ValueError(f"seed {seed} is not in this study (seeds {[r.cfg.seed for r in runs]})")
-    fig, (ax_l, ax_c, ax_e) = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1.1, 1.1])
-
+def _layers_panel(ax_l: plt.Axes, run: Run, level: int) -> None:
     layers = layer_weights(run, level)
     ax_l.barh(layers.layer, layers.fraction_remaining, color="C0")
     for y, row in enumerate(layers.itertuples()):  # beside the bar, readable however short it is
@@ -113,6 +106,8 @@ def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
     ax_l.set_xlabel("fraction of weights remaining")
     ax_l.set_title("remaining weights per layer")
 
+
+def _curves_panel(ax_c: plt.Axes, runs: Runs, level: int) -> None:
     if level != 0:  # the dense model's curves, for reference
         for _, d in level_curves(runs, 0).groupby(["seed", "source"]):
             ax_c.plot(d.epoch, d.error, color="0.75", lw=1, ls="--" if d.source.iloc[0] == "train" else "-")
@@ -124,6 +119,8 @@ def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
     ax_c.set_title("training curves (dense in grey)" if level else "training curves")
     ax_c.legend(frameon=False, fontsize="x-small", ncol=2)
 
+
+def _change_panel(ax_e: plt.Axes, run: Run, level: int) -> None:
     c = loss_change(run, level).change.to_numpy()
     if level == 0:
         ax_e.text(0.5, 0.5, "level 0 is the dense model:\npick a sparser level", ha="center", va="center",
@@ -138,6 +135,17 @@ def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
     ax_e.set_xlabel("training loss change vs dense, per example")
     ax_e.set_title(f"{len(c):,} training examples")
 
+
+def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
+    """Three panels for one level of one seed (default: the first): remaining weights per layer, error curves
+    (every seed; dense in grey), histogram of per-example loss change vs dense."""
+    run = next((r for r in runs if seed is None or r.cfg.seed == seed), None)
+    if run is None:
+        raise ValueError(f"seed {seed} is not in this study (seeds {[r.cfg.seed for r in runs]})")
+    fig, (ax_l, ax_c, ax_e) = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1.1, 1.1])
+    _layers_panel(ax_l, run, level)
+    _curves_panel(ax_c, runs, level)
+    _change_panel(ax_e, run, level)
     m = run.load_metrics(level)
     fig.suptitle(f"{run.cfg.protocol}, level {level}: {m['sparsity']:.1%} sparse, "
                  f"{m['epochs_total']} epochs in all (seed {run.cfg.seed})", fontsize="medium")
@@ -152,9 +160,7 @@ def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: b
     import ipywidgets as widgets
     from IPython.display import display
 
-    if not isinstance(studies, Mapping):
-        studies = {"study": studies}
-    studies = {name: as_runs(s) for name, s in studies.items()}
+    studies = {name: as_runs(s) for name, s in (studies if isinstance(studies, Mapping) else {"study": studies}).items()}
     if not studies:
         raise ValueError("no stored study to explore: run the figures' notebooks or `pgcore compute` first "
                          "(stored_studies lists what the store holds with more than one level)")
