@@ -170,16 +170,20 @@ def cmd_compute(args: argparse.Namespace) -> int:
     dashboard = compute.dashboard_address(compute.DASHBOARD if args.dashboard is None else args.dashboard)
     study = _study(args)
     slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
-    notebooks = compute.Notebooks(str(Path(args.config).resolve()), str(Path(args.notebooks).resolve()),
-                                  args.kernel) if args.notebooks else None
-    if notebooks:
-        Path(notebooks.out).mkdir(parents=True, exist_ok=True)
+    notebooks = None
+    if args.notebooks:  # the notebooks read the parameter file as computed: --set changes included
+        out = Path(args.notebooks).resolve()
+        out.mkdir(parents=True, exist_ok=True)
+        checked = out / "params.yaml" if args.set else Path(args.config).resolve()
+        if args.set:
+            checked.write_text(yaml.safe_dump(_params(args), sort_keys=False))
+        notebooks = compute.Notebooks(str(checked), str(out), args.kernel)
     summary = compute.compute_study(study, figures=args.figures, cluster=args.cluster, workers=args.workers,
                                     slurm=slurm, retries=compute.RETRIES if args.retries is None else args.retries,
                                     progress=not args.no_progress, dashboard=dashboard, notebooks=notebooks)
     for line in summary.lines():
         print(line)
-    states = runs_by_state(study.plan(args.figures))
+    states = runs_by_state((summary.study or study).plan(args.figures))
     runs, done = sum(states.values()), states.get("done", 0)
     print(f"store {study.root}: {done} of {runs} runs done")
     return 1 if summary.failed or summary.skipped or done < runs else 0

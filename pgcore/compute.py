@@ -73,9 +73,11 @@ def tasks(study: Study, needs: Sequence[Need], lockstep: bool) -> dict[Task, lis
         trainer = group[0]
         if len(group) > 1:  # e.g. figure 4's imp to noise_levels is figure 1's imp, grown
             trainer = max(group, key=lambda n: last_level(study.config(n.protocol, n.changes)))
+            # it trains for every figure of the group: their notebooks wait for it
+            trainer = dataclasses.replace(trainer, figures=tuple(dict.fromkeys(f for n in group for f in n.figures)))
         twin.update(dict.fromkeys(group, trainer))
     groups = [tuple(study.seeds)] if lockstep else [(s,) for s in study.seeds]
-    return {Task(need, seeds): list(dict.fromkeys(Task(twin[d], seeds) for d in depends_on(study, need)))
+    return {Task(twin[need], seeds): list(dict.fromkeys(Task(twin[d], seeds) for d in depends_on(study, need)))
             for need in needs if twin[need] == need for seeds in groups}
 
 
@@ -423,6 +425,7 @@ class Summary:
     records: list[dict[str, Any]]
     wall_s: float = 0.0
     levels: int = 0
+    study: Study | None = None  # the study as computed (its execution mode decided for the cluster's device)
 
     def __post_init__(self) -> None:
         self.tasks = len(self.records)
@@ -432,8 +435,8 @@ class Summary:
         self.skipped = [r for r in self.records if r["status"] == "skipped"]
 
     def lines(self) -> list[str]:
-        ran = sum(r["need"] == "notebook" and r["status"] == "ok" for r in self.records)
-        notebooks = f", {ran} notebook(s) run" if any(r["need"] == "notebook" for r in self.records) else ""
+        ran = sum(r.get("need") == "notebook" and r["status"] == "ok" for r in self.records)
+        notebooks = f", {ran} notebook(s) run" if any(r.get("need") == "notebook" for r in self.records) else ""
         out = [f"{self.tasks} tasks in {self.wall_s:.1f} s ({self.levels} levels trained): {len(self.trained)} runs "
                f"trained, {len(self.reused)} reused{notebooks}, {len(self.failed)} task(s) failed, "
                f"{len(self.skipped)} skipped"]
@@ -551,7 +554,7 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
         futures, names = _submit(c, study, graph, lockstep, retries, figures, notebooks)
         task_of = {futures[t].key: t for t in graph}
         records = _collect(futures, names, task_of, count, progress)
-        return Summary(records, time.perf_counter() - tic, count.done)
+        return Summary(records, time.perf_counter() - tic, count.done, study)
 
 
 def _submit(c: Cluster, study: Study, graph: Mapping[Task, Sequence[Task]], lockstep: bool, retries: int,

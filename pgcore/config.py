@@ -328,7 +328,7 @@ def _check_pai_methods(v: Any, _: Mapping) -> None:
 def _check_tie_levels(v: Any, _: Mapping) -> None:
     """Positive levels (whether IMP reaches them is checked where figure 7's runs are built, so a run or another
     figure's subset is not refused for a key it does not use)."""
-    ok = v == "all" or (isinstance(v, (list, tuple)) and all(_is_int(k) and k >= 1 for k in v))
+    ok = v == "all" or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(k) and k >= 1 for k in v))
     _check(ok, f"tie_levels must be 'all' or a list of pruning levels from 1 to prune.levels, e.g. [2, 5], got {v!r}")
 
 

@@ -203,6 +203,11 @@ _NOISE_PANELS = [("error", "test", "test error"), ("degradation", "test", "degra
 
 def _make_fig4(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     fractions = list(p["noise_fractions"])
+    if not fractions:  # the clean runs only: nothing to compare them with
+        fig, axes = _panels(1)
+        plots.curve(frames[noise_label("imp", 0.0)], axes[0], label="IMP (LRR), no noise", color=plots.PALETTE["imp"])
+        fig.suptitle(title("label noise", levels=p["noise_levels"]))
+        return Made(fig, frames, [], ["noise_fractions lists no noise fraction: figure 4 has no noisy runs to judge."])
     fig, grid = plt.subplots(len(fractions), 5, figsize=(24, 4.0 * len(fractions)), squeeze=False,
                              layout="constrained")
     verdicts, notes = [], []

@@ -240,7 +240,11 @@ def _level(group: list[_Seed], dense: dict[int, Run], lockstep: bool, progress: 
         return
     for s in group:
         s.start(p)
-    for s, result in zip(group, _train_group(group, p, lockstep, progress)):
+    if lockstep and any(s.data is not group[0].data for s in group):  # each seed leaves out its own examples (tie)
+        lockstep, results = False, [r for s in group for r in _train_group([s], p, False, progress)]
+    else:
+        results = _train_group(group, p, lockstep, progress)
+    for s, result in zip(group, results):
         s.finish(p, result, batched=len(group) if lockstep else 1)
 
 

@@ -460,3 +460,18 @@ def test_a_run_another_process_finished_meanwhile_counts_as_reused(tmp_path, mon
     assert second["trained"] == [] and second["reused"] == second["runs"] == [same_run]
     summary = compute.Summary([second])
     assert summary.lines()[0].endswith("0 runs trained, 1 reused, 0 task(s) failed, 0 skipped")
+
+
+def test_a_shared_run_is_trained_for_every_figure_that_reads_it():
+    """Figure 4's IMP to noise_levels is figure 1's IMP run, grown: the one task training it counts for every figure
+    that reads the run, so each figure's notebook waits for it (at smoke noise_levels > prune.levels)."""
+    study = Study.from_dict(load_yaml(REPO / "params" / "smoke.yaml"), progress=False)
+    graph = compute.tasks(study, study.expand(), lockstep=False)
+    by_path = {}
+    for task in graph:
+        for path in study.run_paths(task.need, task.seeds[0]):
+            by_path.setdefault(path, set()).update(task.need.figures)
+    for figure in FIGURES:
+        for need in study.needs([figure]):
+            for path in study.run_paths(need, study.seeds[0]):
+                assert figure in by_path[path], (figure, need.label())

@@ -162,3 +162,19 @@ def test_override_and_notebook_parameters(tiny_params, tmp_path, monkeypatch):
         Study.from_notebook({"profile": "smoke", "seeds": [0], "train": {"epochs": 1}})
 
 
+
+
+def test_lockstep_tie_seeds_each_train_without_their_own_examples(tiny_params, tmp_path):
+    """Seeds of a top-improved run leave out different examples: in a lockstep study their IMP runs train together,
+    but each seed's retraining trains alone, on its own training set (never on the first seed's)."""
+    changes = {"data.leave_out": "top-improved", "data.leave_out_fraction": 0.1, "data.leave_out_level": 1}
+    tiny_params["prune"]["levels"] = 1
+    study = Study(tiny_params, seeds=[0, 1], root=tmp_path, device="cpu", progress=False, compute=True, lockstep=True)
+    tie = study.run("tie", changes)
+    imp = study.run("imp")
+    assert [r.load_metrics(1)["models_in_lockstep"] for r in imp.runs] == [2, 2]
+    assert [r.load_metrics(0)["models_in_lockstep"] for r in tie.runs] == [1, 1]
+    n_train = len(data_mod.load(from_dict(tiny_params).data).y_train)
+    for r in tie.runs:
+        kept = n_train - r.load_metrics(0)["left_out"]["count"]
+        assert len(r.load_checkpoint(0)["per_example_loss"]) == kept
