@@ -344,7 +344,7 @@ def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
     from .protocols import run as run_protocol
 
     top = min(levels, run.cfg.prune.levels, len(run.finished_levels()) - 1)  # no more than it has stored
-    cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=top))
+    cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=max(top, run.cfg.data.leave_out_level)))
     device = run.load_metrics(0).get("provenance", {}).get("device") or "auto"
     fresh = run_protocol(cfg, scratch, device, progress=False)
     fields = ("final", "history", "sparsity", "epochs_total", "checkpoint_sha256")
@@ -373,7 +373,11 @@ def cmd_accept(args: argparse.Namespace) -> int:
             if not stale:
                 continue
             measured = [r for r in stale if r.finished_levels()]  # a run cut short before its first level has none
-            if args.check is not None and measured:  # the first measured seed's first levels, recomputed by this code
+            deep = max((r.cfg.data.leave_out_level for r in measured), default=0)
+            if args.check is not None and deep > args.check:  # recomputing it would retrain its IMP run that deep
+                print(f"{exp}: not recomputed (it builds on IMP level {deep}, beyond --check {args.check}; that IMP "
+                      f"run is checked on its own)")
+            elif args.check is not None and measured:  # the first measured seed's first levels, recomputed here
                 diffs = reproduced(measured[0], args.check, Path(scratch))
                 if diffs:
                     bad += 1

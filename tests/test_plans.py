@@ -205,3 +205,21 @@ def test_an_all_list_or_a_docstring_does_not_change_the_numerics_digest():
     plain = syntax("def f(x):\n    return x + 1\n")
     assert syntax('"""Doc."""\n__all__ = ["f"]\n\n\ndef f(x):\n    """Doc."""\n    return x + 1\n') == plain
     assert syntax("def f(x):\n    return x + 2\n") != plain
+
+
+def test_accept_check_goes_past_top_improved_runs(tiny_params, tmp_path, capsys):
+    """A top-improved run at level 1 is recomputed with its IMP run to level 1; one at a deeper level than --check
+    is accepted without recomputing its IMP run that deep, and says so."""
+    from pgcore.study import Study
+
+    store = tmp_path / "s"
+    study = Study(tiny_params, seeds=[0], root=store, device="cpu", progress=False, compute=True)
+    for level in (1, 2):
+        study.run("tie", {"data.leave_out": "top-improved", "data.leave_out_fraction": 0.1,
+                          "data.leave_out_level": level})
+    for d in store.glob("*/seed0"):
+        _forge_old_digest(d)
+    rc, out, err = run_cli(capsys, "accept", "--all", "--store", store, "--check", "1")
+    assert rc == 0, err
+    assert "not recomputed (it builds on IMP level 2, beyond --check 1" in out
+    assert out.count("reproduced bit for bit") == len(list(store.glob("*-*"))) - 1
