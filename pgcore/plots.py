@@ -43,6 +43,8 @@ def remaining_axis(ax: plt.Axes) -> None:
         levels = [100 * 0.8 ** k for k in range(60) if lo * 0.999 <= 100 * 0.8 ** k <= hi * 1.001]
         ticks = [float(f"{t:.3g}") for t in levels[:: max(1, int(np.ceil(len(levels) / 8)))]]
     if lo < min(ticks, default=hi) / 1.5:  # label the sparsest point itself when no nice tick is near it
+        if ticks and min(ticks) / lo < 2.5:  # in place of a nice tick too close to it to be read beside it
+            ticks.remove(min(ticks))
         ticks.append(float(f"{lo:.2g}"))
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{t:g}" for t in ticks])
