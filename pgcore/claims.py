@@ -77,13 +77,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .analysis import best_level, ci95, evidence, holm, paired_stats, quantization_step
+from .analysis import best_level, evidence, holm, paired_stats, quantization_step
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_SIGNIFICANT", "NO_GAIN", "NOT_TESTED", "STATUSES", "ALPHA",
            "TEST_ERROR_MARGIN", "TRAIN_LOSS_MARGIN", "DEGRADATION_MARGIN", "MEMORIZATION_MARGIN",
            "GAIN_DIFFERENCE_MARGIN", "EQUIVALENCE_MARGIN", "Part", "Verdict", "margin_of",
            "pruning_improves_test_error", "pruning_improves_training", "training_time_explains_gain", "degradation",
-           "pruning_regularizes_noise", "size_alone_falls_short", "both_factors_reproduce_pruning", "tie_gap",
+           "pruning_regularizes_noise", "size_alone_falls_short", "both_factors_reproduce_pruning",
            "improved_examples_matter", "gain_shrinks_when_dense_is_trained_well", "table", "save"]
 
 REPRODUCED, NOT_REPRODUCED, NOT_SIGNIFICANT = "reproduced", "not reproduced", "not significant"
@@ -661,15 +661,6 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
     text = (f"{main.effect}: {_reads(main)}: {why}. Sub-verdict, each factor alone falls short: "
             f"{'; '.join(f'{p.short} ({p.evidence})' for p in alone)}: {alone_status}, {alone_why}.")
     return Verdict(claim, main.status, text, numbers, parts)
-
-
-def tie_gap(tie: pd.DataFrame) -> pd.DataFrame:
-    """Figure 7 per measured level: test error without the top-improved minus without random examples (per seed)."""
-    test = tie[tie.source == "test"]
-    keys = ["tie_level", "tie_sparsity"] if "tie_sparsity" in test else ["tie_level"]
-    per = test.pivot_table(index=[*keys, "seed"], columns="removed", values="error")
-    diffs = (per["top-improved"] - per["random"]).rename("diff").reset_index()
-    return diffs.groupby(keys)["diff"].agg(["mean", ci95, "count"]).reset_index()
 
 
 def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:

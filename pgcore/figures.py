@@ -281,7 +281,7 @@ def _make_fig6(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
 
 
 def tie_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Figure 7's retrainings as one frame with the columns :func:`pgcore.claims.tie_gap` reads: ``removed``
+    """Figure 7's retrainings as one frame with the columns :func:`pgcore.claims.improved_examples_matter` reads: ``removed``
     (top-improved | random), ``tie_level`` and ``tie_sparsity`` (the random control repeated at every level)."""
     imp = frames["imp"]
     sparsity = imp.groupby("level").sparsity.first()
