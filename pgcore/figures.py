@@ -41,7 +41,6 @@ class Made:
 
 
 Title = Callable[..., str]  # Study.title: (what, levels=None) -> the figure's title
-Maker = Callable[[Mapping[str, Any], dict[str, pd.DataFrame], Title], Made]
 
 
 @dataclass(frozen=True)
@@ -52,21 +51,21 @@ class Figure:
     notebook: str
     output: str | None
     series: Callable[[Mapping[str, Any]], dict[str, Series]]
-    make: Maker | None = None
+    make: Callable[[Mapping[str, Any], dict[str, pd.DataFrame], Title], Made] | None = None
     caption: str = ""  # what the figure shows and the paper's claim it tests, for READMEs
 
 
 # ---- the series each figure reads ----------------------------------------------------------------------------
 
-def _fig1(p: Mapping[str, Any]) -> dict[str, Series]:
-    out = {p["prune"].get("retrain", "lrr"): series("imp")}
-    for name, changes in (p.get("variants") or {}).items():
-        out[name] = series("imp", {f"prune.{k}": v for k, v in changes.items()})
-    return out
-
-
 def _levels(p: Mapping[str, Any]) -> int:
     return int(p["prune"].get("levels", 20))
+
+
+def _variants(p: Mapping[str, Any], key: str, section: str) -> dict[str, Series]:
+    """One IMP series per entry of ``p[key]`` (figure 1's ``variants``, figure 9's ``recipes``), each changing
+    ``section``."""
+    return {name: series("imp", {f"{section}.{k}": v for k, v in changes.items()})
+            for name, changes in (p.get(key) or {}).items()}
 
 
 def noise_label(protocol: str, fraction: float) -> str:
@@ -107,8 +106,7 @@ def _fig6(p: Mapping[str, Any]) -> dict[str, Series]:
 
 def tie_levels(p: Mapping[str, Any]) -> list[int]:
     """Figure 7's levels (``tie_levels``: ``all`` or a list), each one IMP reaches."""
-    levels = p["tie_levels"]
-    out = list(range(1, _levels(p) + 1)) if levels == "all" else [int(k) for k in levels]
+    out = list(range(1, _levels(p) + 1)) if p["tie_levels"] == "all" else [int(k) for k in p["tie_levels"]]
     beyond = [k for k in out if k > _levels(p)]
     if beyond:
         raise ConfigError(f"tie_levels lists level {beyond[0]}, beyond prune.levels={_levels(p)}: figure 7 reads "
@@ -128,107 +126,102 @@ def _fig7(p: Mapping[str, Any]) -> dict[str, Series]:
     return out
 
 
-def _fig9(p: Mapping[str, Any]) -> dict[str, Series]:
-    out = {"profile": series("imp")}
-    for name, changes in (p.get("recipes") or {}).items():
-        out[name] = series("imp", {f"train.{k}": v for k, v in changes.items()})
-    return out
-
-
 # ---- how each figure is drawn and judged ---------------------------------------------------------------------
 
-def _panels(n: int, width: float = 6.2, height: float = 4.2) -> tuple[plt.Figure, list[plt.Axes]]:
-    fig, axes = plt.subplots(1, n, figsize=(width * n, height), squeeze=False, layout="constrained")
-    return fig, list(axes[0])
-
-
-def _tested(ax: plt.Axes, verdict: claims.Verdict) -> None:
-    """The panel that draws what ``verdict`` tests: its paired differences per level (:func:`plots.paired_panel`)."""
-    plots.paired_panel(ax, verdict)
-    ax.set_title(f"what the verdict tests: {verdict.status}", fontsize="medium")
-
-
-def _make_fig1(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
-    main, df = next(iter(frames.items()))
-    verdicts = {f"IMP ({n})": claims.pruning_improves_test_error(d) for n, d in frames.items()}
-    fig, axes = _panels(3 if len(frames) > 1 else 2)
-    plots.pruning_curve(df, ax=axes[0], label=f"IMP ({main})")
-    _tested(axes[-1], verdicts[f"IMP ({main})"])
-    axes[0].set_title(f"IMP with {main}")
-    if len(frames) > 1:
-        plots.dense_band(df, axes[1])
-        for name, d in frames.items():
-            plots.curve(d, axes[1], label=f"IMP ({name})", color=plots.PALETTE.get(name))
-        axes[1].set_title("retraining schemes")
-        axes[1].legend(frameon=False, fontsize="small")
-    fig.suptitle(title("test error vs sparsity"))
-    return Made(fig, frames, verdicts)
-
-
-def _make_fig2(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
-    df = frames["imp"]
-    verdict = claims.pruning_improves_training(df)
-    fig, axes = _panels(2)
-    plots.dense_band(df, axes[0], "loss", "train")
-    plots.curve(df, axes[0], "loss", "train", label="IMP (pruned)", color=plots.PALETTE["imp"])
-    axes[0].legend(frameon=False, fontsize="small")
-    plots.log_axis(axes[0])
-    axes[0].set_title("training loss (log scale)")
-    _tested(axes[1], verdict)
-    fig.suptitle(title("training vs sparsity"))
-    return Made(fig, frames, [verdict])
-
-
-def _make_fig3(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
-    colors = [plots.PALETTE["imp"], plots.PALETTE["extended_dense"], plots.PALETTE["extended_oneshot"]]
-    imp, *others = frames.items()
-    verdicts = [claims.training_time_explains_gain(imp[1], d, name.split("(")[1].rstrip(")")) for name, d in others]
-    fig, axes = _panels(3)
-    _tested(axes[2], verdicts[0])
-    for ax, (metric, source) in zip(axes, [("error", "test"), ("loss", "train")]):
-        for (name, d), color, marker in zip(frames.items(), colors, "osD"):
-            plots.curve(d, ax, metric, source, label=name, color=color, x="epochs", marker=marker)
-        ax.legend(frameon=False, fontsize="small")
-    plots.log_axis(axes[1])
-    axes[0].set_title("test error")
-    axes[1].set_title("training loss (log scale)")
-    fig.suptitle(title("pruning vs training longer"))
-    return Made(fig, frames, verdicts)
-
-
+_ERROR_AND_LOSS = [("error", "test", "test error"), ("loss", "train", "training loss (log scale)")]
 _NOISE_PANELS = [("error", "test", "test error"), ("degradation", "test", "degradation due to noise"),
                  ("accuracy", "train_noisy", "memorization: noisy-label accuracy"),
                  ("accuracy", "train_clean", "clean training accuracy")]
 
 
+def _layout(n: int, title: str, verdicts: Sequence[claims.Verdict], size: tuple[float, float] = (6.2, 4.2)) -> tuple:
+    """A figure of ``n`` panels per row and, right of them, a panel drawing what a verdict tests (one row per
+    verdict, :func:`plots.paired_panel`); returns the figure and its grid of axes."""
+    rows, cols = max(len(verdicts), 1), n + bool(verdicts)
+    fig, grid = plt.subplots(rows, cols, figsize=(size[0] * cols, size[1] * rows), squeeze=False, layout="constrained")
+    for row, verdict in zip(grid, verdicts):
+        plots.paired_panel(row[-1], verdict)
+        row[-1].set_title(f"what the verdict tests: {verdict.status}", fontsize="medium")
+    fig.suptitle(title)
+    return fig, grid
+
+
+def _draw(ax: plt.Axes, frames: Mapping[str, pd.DataFrame], palette: Sequence[str | None], metric: str = "error",
+          source: str = "test", band: bool = True, legend: bool = True, styles: Mapping[str, dict] | None = None,
+          **common: Any) -> None:
+    """Each frame's mean ± 95% CI of ``metric`` on ``source`` in its colour (``palette``: keys of
+    :data:`plots.PALETTE`, in order) and its label's ``styles``, after the first frame's dense model as a band
+    (``band``); loss on a log scale."""
+    if band:
+        plots.dense_band(next(iter(frames.values())), ax, metric, source)
+    for i, (label, d) in enumerate(frames.items()):
+        style = {"color": plots.PALETTE.get(palette[i]), **(styles or {}).get(label, {})}
+        plots.curve(d, ax, metric, source, label=label, **style, **common)
+    if legend:
+        ax.legend(frameon=False, fontsize="small")
+    if metric == "loss":
+        plots.log_axis(ax)
+
+
+def _curve_panels(frames: Mapping[str, pd.DataFrame], palette: Sequence[str], title: str,
+                  verdicts: Sequence[claims.Verdict], panels: Sequence[tuple[str, str, str]] = _ERROR_AND_LOSS,
+                  legends: int = 1, **kwargs: Any) -> plt.Figure:
+    """Figures 2, 3, 5 and 6: a panel of every frame's curves (:func:`_draw`) per metric, source and title in
+    ``panels`` (legends on the first ``legends``), and what the verdicts test."""
+    fig, [axes] = _layout(len(panels), title, verdicts)
+    for i, (ax, (metric, source, what)) in enumerate(zip(axes, panels)):
+        _draw(ax, frames, palette, metric, source, legend=i < legends, **kwargs)
+        ax.set_title(what)
+    return fig
+
+
+def _make_fig1(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
+    main, df = next(iter(frames.items()))
+    verdicts = {f"IMP ({n})": claims.pruning_improves_test_error(d) for n, d in frames.items()}
+    fig, [axes] = _layout(1 + (len(frames) > 1), title("test error vs sparsity"), [verdicts[f"IMP ({main})"]])
+    plots.pruning_curve(df, ax=axes[0], label=f"IMP ({main})").set_title(f"IMP with {main}")
+    if len(frames) > 1:
+        _draw(axes[1], {f"IMP ({n})": d for n, d in frames.items()}, list(frames))
+        axes[1].set_title("retraining schemes")
+    return Made(fig, frames, verdicts)
+
+
+def _make_fig2(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
+    verdict = claims.pruning_improves_training(frames["imp"])
+    fig = _curve_panels({"IMP (pruned)": frames["imp"]}, ["imp"], title("training vs sparsity"), [verdict],
+                        panels=_ERROR_AND_LOSS[1:])
+    return Made(fig, frames, [verdict])
+
+
+def _make_fig3(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
+    imp, *others = frames.items()
+    verdicts = [claims.training_time_explains_gain(imp[1], d, name.split("(")[1].rstrip(")")) for name, d in others]
+    fig = _curve_panels(frames, ("imp", "extended_dense", "extended_oneshot"), title("pruning vs training longer"),
+                        verdicts[:1], legends=2, band=False, styles={n: {"marker": m} for n, m in zip(frames, "osD")},
+                        x="epochs")
+    return Made(fig, frames, verdicts)
+
+
 def _make_fig4(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
-    fractions = list(p["noise_fractions"])
-    if not fractions:  # the clean runs only: nothing to compare them with
-        fig, axes = _panels(1)
-        plots.curve(frames[noise_label("imp", 0.0)], axes[0], label="IMP (LRR), no noise", color=plots.PALETTE["imp"])
-        fig.suptitle(title("label noise", levels=p["noise_levels"]))
-        return Made(fig, frames, [], ["noise_fractions lists no noise fraction: figure 4 has no noisy runs to judge."])
-    fig, grid = plt.subplots(len(fractions), 5, figsize=(24, 4.0 * len(fractions)), squeeze=False,
-                             layout="constrained")
-    verdicts, notes = [], []
+    fractions, suptitle = list(p["noise_fractions"]), title("label noise", levels=p["noise_levels"])
     clean = {proto: frames[noise_label(proto, 0.0)] for proto in ("imp", "extended_dense")}
-    for row, f in zip(grid, fractions):
-        r = {proto: frames[noise_label(proto, f)] for proto in ("imp", "extended_dense")}
-        deg = {proto: claims.degradation(r[proto], clean[proto]).assign(source="test") for proto in r}
+    if not fractions:  # the clean runs only: nothing to compare them with
+        fig, [axes] = _layout(1, suptitle, [])
+        plots.curve(clean["imp"], axes[0], label="IMP (LRR), no noise", color=plots.PALETTE["imp"])
+        return Made(fig, frames, [], ["noise_fractions lists no noise fraction: figure 4 has no noisy runs to judge."])
+    noisy = [{proto: frames[noise_label(proto, f)] for proto in clean} for f in fractions]
+    verdicts = [claims.pruning_regularizes_noise(r["imp"], clean["imp"], f) for r, f in zip(noisy, fractions)]
+    fig, grid = _layout(4, suptitle, verdicts, size=(4.8, 4.0))
+    for row, f, r in zip(grid, fractions, noisy):
+        degradation = {proto: claims.degradation(r[proto], clean[proto]).assign(source="test") for proto in r}
         for ax, (metric, source, name) in zip(row, _NOISE_PANELS):
-            use = deg if metric == "degradation" else r
-            imp_f, ext_f = use["imp"], analysis.matched_sparsity(use["extended_dense"], r["imp"])
-            plots.dense_band(imp_f, ax, metric, source)
-            plots.curve(imp_f, ax, metric, source, label="IMP (LRR)", color=plots.PALETTE["imp"])
-            plots.curve(ext_f, ax, metric, source, label="extended dense (matched time)",
-                        color=plots.PALETTE["extended_dense"], marker="s", ls="--")
+            use = degradation if metric == "degradation" else r
+            drawn = {"IMP (LRR)": use["imp"],
+                     "extended dense (matched time)": analysis.matched_sparsity(use["extended_dense"], r["imp"])}
+            _draw(ax, drawn, ("imp", "extended_dense"), metric, source, legend=ax is row[0],
+                  styles={"extended dense (matched time)": {"marker": "s", "ls": "--"}})
             ax.set_title(f"{f:.0%} noisy labels: {name}", fontsize="medium")
-        row[0].legend(frameon=False, fontsize="small")
-        verdicts.append(claims.pruning_regularizes_noise(r["imp"], clean["imp"], f))
-        _tested(row[4], verdicts[-1])
-        notes.append(_memorization_note(r["imp"], f))
-    fig.suptitle(title("label noise", levels=p["noise_levels"]))
-    return Made(fig, frames, verdicts, notes)
+    return Made(fig, frames, verdicts, [_memorization_note(r["imp"], f) for r, f in zip(noisy, fractions)])
 
 
 def _memorization_note(imp: pd.DataFrame, f: float) -> str:
@@ -240,32 +233,11 @@ def _memorization_note(imp: pd.DataFrame, f: float) -> str:
         if len(gives) else f"never below half the dense model's up to {mem.sparsity.max():.1%} sparsity.")
 
 
-def _controls(frames: dict[str, pd.DataFrame], palette: Sequence[str], title: str, verdict: claims.Verdict,
-              dashed: str = "") -> plt.Figure:
-    """Figures 5 and 6: every procedure's test error and training loss, the dense model as a band, and what the
-    verdict tests."""
-    imp = next(iter(frames.values()))
-    colors = dict(zip(frames, (plots.PALETTE[k] for k in palette)))
-    fig, axes = _panels(3)
-    _tested(axes[2], verdict)
-    for ax, (metric, source) in zip(axes, [("error", "test"), ("loss", "train")]):
-        plots.dense_band(imp, ax, metric, source)
-        for name, d in frames.items():
-            plots.curve(d, ax, metric, source, label=name, color=colors[name], ls="--" if dashed in name and dashed
-                        else "-")
-    axes[0].legend(frameon=False, fontsize="small")
-    plots.log_axis(axes[1])
-    axes[0].set_title("test error")
-    axes[1].set_title("training loss (log scale)")
-    fig.suptitle(title)
-    return fig
-
-
 def _make_fig5(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
     imp, *controls = frames.items()
     verdict = claims.size_alone_falls_short(imp[1], dict(controls))
-    fig = _controls(frames, ("imp", "random", "reinit", "rewind", "finetune", "extended_oneshot"),
-                    title("size-reduction controls"), verdict)
+    fig = _curve_panels(frames, ("imp", "random", "reinit", "rewind", "finetune", "extended_oneshot"),
+                        title("size-reduction controls"), [verdict])
     return Made(fig, frames, [verdict])
 
 
@@ -274,8 +246,9 @@ def _make_fig6(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
     drawn = {**frames, "extended dense (time only)": analysis.matched_sparsity(ext, imp)}  # at the time-matched level
     v = claims.both_factors_reproduce_pruning(imp, frames["extended + one-shot prune (both; our reading)"], ext,
                                               frames["reinit mask (size only)"])
-    fig = _controls(drawn, ("imp", "extended_dense", "reinit", "extended_oneshot", "rewind", "finetune"),
-                    title("training time and size reduction"), v, dashed="time only")
+    fig = _curve_panels(drawn, ("imp", "extended_dense", "reinit", "extended_oneshot", "rewind", "finetune"),
+                        title("training time and size reduction"), [v],
+                        styles={"extended dense (time only)": {"ls": "--"}})
     fig.axes[0].set_xlabel("weights remaining (%); extended dense: of the time-matched IMP level")
     return Made(fig, drawn, [v])
 
@@ -283,14 +256,11 @@ def _make_fig6(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
 def tie_frame(frames: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Figure 7's retrainings as one frame with the columns :func:`pgcore.claims.improved_examples_matter` reads: ``removed``
     (top-improved | random), ``tie_level`` and ``tie_sparsity`` (the random control repeated at every level)."""
-    imp = frames["imp"]
-    sparsity = imp.groupby("level").sparsity.first()
+    sparsity = frames["imp"].groupby("level").sparsity.first()
     tops = {int(label.rsplit(" ", 1)[1]): d for label, d in frames.items() if label.startswith("top-improved")}
-    parts = []
-    for k, d in tops.items():
-        for removed, rows in (("top-improved", d), ("random", frames["random"])):
-            parts.append(rows.assign(removed=removed, tie_level=k, tie_sparsity=float(sparsity.loc[k]), level=k,
-                                     sparsity=float(sparsity.loc[k])))
+    parts = [rows.assign(removed=removed, tie_level=k, tie_sparsity=float(sparsity.loc[k]), level=k,
+                         sparsity=float(sparsity.loc[k]))
+             for k, d in tops.items() for removed, rows in (("top-improved", d), ("random", frames["random"]))]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -298,46 +268,38 @@ def _make_fig7(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
     imp, tie = frames["imp"], tie_frame(frames)
     test = tie[tie.source == "test"]
     verdict = claims.improved_examples_matter(tie, imp)
-    fig, axes = _panels(2)
+    fig, [axes] = _layout(1, title("top-improved examples"), [verdict])
     plots.dense_band(imp, axes[0], label="dense, full training set")
-    for removed, color in (("top-improved", plots.PALETTE["imp"]), ("random", plots.PALETTE["random"])):
-        plots.curve(test[test.removed == removed], axes[0], "error", "test", color=color,
-                    label=f"dense, without {float(p['tie_fraction']):.0%} {removed}")
-    axes[0].legend(frameon=False, fontsize="small")
-    axes[0].set_xlabel("weights remaining (%) of the IMP level whose gains chose them")
-    plots.remaining_axis(axes[0])
-    _tested(axes[1], verdict)
-    fig.suptitle(title("top-improved examples"))
+    f = float(p["tie_fraction"])
+    _draw(axes[0], {f"dense, without {f:.0%} {r}": test[test.removed == r] for r in ("top-improved", "random")},
+          ("imp", "random"), band=False)
     numbers = {f"dense without {r}": test[test.removed == r] for r in ("top-improved", "random")}
     return Made(fig, numbers, [verdict], metrics=("error",))
 
 
 def _make_fig9(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Title) -> Made:
-    palette = [plots.PALETTE[k] for k in ("imp", "extended_oneshot", "random", "reinit")]
-    fig, axes = _panels(3 if len(frames) == 2 else 2)
+    weaker = p.get("weaker_recipe") or next(iter(p.get("recipes") or {}), None)
+    verdicts = [claims.gain_shrinks_when_dense_is_trained_well(frames, weaker=weaker)] if len(frames) == 2 else []
+    fig, [axes] = _layout(2, title("pruning's gain under two recipes"), verdicts)
     for ax, (metric, source, what) in zip(axes, [("error", "test", "test error"), ("loss", "train", "training loss")]):
-        for (name, d), color in zip(frames.items(), palette):
+        for (name, d), key in zip(frames.items(), ("imp", "extended_oneshot", "random", "reinit")):
             paired = analysis.vs_dense(d, metric, source)
-            x, lo, hi = 100 * (1 - paired.sparsity), paired.diff_ci.fillna(0), paired["diff"]
-            ax.plot(x, hi, "o-", ms=3.5, color=color, label=f"IMP, {name} recipe")
-            ax.fill_between(x, hi - lo, hi + lo, color=color, alpha=0.18, lw=0)
+            x, ci, diff = 100 * (1 - paired.sparsity), paired.diff_ci.fillna(0), paired["diff"]
+            ax.plot(x, diff, "o-", ms=3.5, color=plots.PALETTE[key], label=f"IMP, {name} recipe")
+            ax.fill_between(x, diff - ci, diff + ci, color=plots.PALETTE[key], alpha=0.18, lw=0)
         ax.axhline(0, color=plots.PALETTE["dense"], ls="--", lw=1, label="its own dense model")
         plots.remaining_axis(ax)
         ax.set_ylabel(f"pruned − dense {what} (paired)")
         ax.set_title(f"IMP's change in {what}, per recipe (below 0: a gain)")
         ax.legend(frameon=False, fontsize="small")
-    fig.suptitle(title("pruning's gain under two recipes"))
-    if len(frames) != 2:
-        return Made(fig, frames, [], [f"this profile lists {len(frames) - 1} other recipe(s); the claim compares "
-                                      f"exactly two."])
-    verdict = claims.gain_shrinks_when_dense_is_trained_well(frames, weaker=p.get("weaker_recipe") or
-                                                             next(iter(p["recipes"])))
-    _tested(axes[2], verdict)
-    return Made(fig, frames, [verdict])
+    notes = [f"this profile lists {len(frames) - 1} other recipe(s); the claim compares exactly two."]
+    return Made(fig, frames, verdicts, [] if verdicts else notes)
 
 
 FIGURES: dict[str, Figure] = {
-    "fig1": Figure("01_pruning_curve", "fig1_pruning_curve", _fig1, _make_fig1,
+    "fig1": Figure("01_pruning_curve", "fig1_pruning_curve",
+                   lambda p: {p["prune"].get("retrain", "lrr"): series("imp"), **_variants(p, "variants", "prune")},
+                   _make_fig1,
                    "Test error vs sparsity under IMP (LRR; other retraining schemes where `variants` are run): "
                    "does pruning lower test error?"),
     "fig2": Figure("02_training_loss", "fig2_training_loss", lambda p: {"imp": series("imp")}, _make_fig2,
@@ -358,7 +320,8 @@ FIGURES: dict[str, Figure] = {
                    "improves most matter?"),
     "explore": Figure("08_explore", None, lambda p: {"imp": series("imp")},
                       caption="One stored study, level by level (interactive; reads the store)"),
-    "fig9": Figure("09_recipe", "fig9_recipe", _fig9, _make_fig9,
+    "fig9": Figure("09_recipe", "fig9_recipe", lambda p: {"profile": series("imp"), **_variants(p, "recipes", "train")},
+                   _make_fig9,
                    "Not in the paper: IMP's gain over dense under two training recipes: does pruning gain more where "
                    "the dense model is less well trained?"),
 }

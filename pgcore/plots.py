@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import matplotlib
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import numpy as np
@@ -24,8 +23,8 @@ PALETTE = {"imp": "#1f77b4", "lrr": "#1f77b4", "dense": "#7f7f7f", "extended_den
 
 def style() -> None:
     """The project's plotting style (call once per notebook)."""
-    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95)
-    matplotlib.rcParams.update({"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
+    sns.set_theme(context="notebook", style="whitegrid", font_scale=0.95,
+                  rc={"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
 
 NICE_REMAINING = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
@@ -35,19 +34,17 @@ def remaining_axis(ax: plt.Axes) -> None:
     """x axis = percent of weights remaining, log scale, dense on the left (as in the paper), labelled over the
     whole range drawn so far (a noise curve's interesting part is often below 1% remaining)."""
     ax.set_xscale("log")
-    if not ax.xaxis_inverted():  # several curves share the axis
-        ax.invert_xaxis()
+    ax.xaxis.set_inverted(True)
     lo, hi = sorted(ax.dataLim.intervalx)
     ticks = [t for t in NICE_REMAINING if lo * 0.999 <= t <= hi * 1.001]
     if len(ticks) < 4:  # a short range (a few levels): the levels' own percentages, 0.8^k
-        levels = [100 * 0.8 ** k for k in range(60) if lo * 0.999 <= 100 * 0.8 ** k <= hi * 1.001]
+        levels = [t for t in (100 * 0.8 ** k for k in range(60)) if lo * 0.999 <= t <= hi * 1.001]
         ticks = [float(f"{t:.3g}") for t in levels[:: max(1, int(np.ceil(len(levels) / 8)))]]
     if lo < min(ticks, default=hi) / 1.5:  # label the sparsest point itself when no nice tick is near it
         if ticks and min(ticks) / lo < 2.5:  # in place of a nice tick too close to it to be read beside it
             ticks.remove(min(ticks))
         ticks.append(float(f"{lo:.2g}"))
-    ax.set_xticks(ticks)
-    ax.set_xticklabels([f"{t:g}" for t in ticks])
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
     ax.minorticks_off()
     ax.set_xlabel("weights remaining (%)")
 
@@ -68,11 +65,9 @@ def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "e
                   label: str = "IMP", color: str | None = None, select_on: str = "val") -> plt.Axes:
     """``metric`` on ``source`` vs sparsity (mean ± 95% CI), the dense model as a band, the best level (chosen on
     ``select_on``) starred."""
-    if ax is None:
-        _, ax = plt.subplots(figsize=(6, 4))
-    color = color or PALETTE["imp"]
+    ax = ax or plt.subplots(figsize=(6, 4))[1]
     dense_band(df, ax, metric, source)
-    curve(df, ax, metric, source, label, color)
+    curve(df, ax, metric, source, label, color or PALETTE["imp"])
     s = summarize(df, metric)
     best = s[(s.source == source) & (s.level == best_level(df, select_on, metric))].iloc[0]
     ax.plot(100 * (1 - best.sparsity), best["mean"], "*", color="black", ms=13,
@@ -103,9 +98,8 @@ def dense_band(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: st
                label: str = "dense (level 0)") -> None:
     """The dense model (level 0 of ``df``) as a horizontal line with its 95% CI band."""
     s = summarize(df, metric)
-    d = s[(s.source == source) & (s.level == 0)].iloc[0]
-    dci = 0.0 if np.isnan(d.ci) else d.ci
-    ax.axhspan(d["mean"] - dci, d["mean"] + dci, color=PALETTE["dense"], alpha=0.25, lw=0)
+    d = s[(s.source == source) & (s.level == 0)].iloc[0].fillna({"ci": 0.0})
+    ax.axhspan(d["mean"] - d.ci, d["mean"] + d.ci, color=PALETTE["dense"], alpha=0.25, lw=0)
     ax.axhline(d["mean"], color=PALETTE["dense"], lw=1, ls="--", label=label)
 
 
@@ -116,20 +110,18 @@ def paired_panel(ax: plt.Axes, verdict: Any, parts: Sequence[str] | None = None)
     level each part is decided at ringed. Reads the parts by their attributes only (``key``, ``name``, ``quantity``,
     ``margin``, ``direction``, ``level``, ``differences``)."""
     chosen = [p for p in verdict.parts if parts is None or p.key in parts or p.name in parts]
-    colors = sns.color_palette("deep", max(len(chosen), 1))
-    for part, color in zip(chosen, colors):
+    distinct = len({p.name for p in chosen}) == len(chosen)  # else the legend names each part's quantity
+    for part, color in zip(chosen, sns.color_palette("deep", max(len(chosen), 1))):
         d = part.differences.sort_values("level")
         if not len(d):
             continue
-        xs = 100 * (1 - d.sparsity.to_numpy(dtype=float))
-        mean, ci = d["mean"].to_numpy(dtype=float), np.nan_to_num(d["ci"].to_numpy(dtype=float))
-        distinct = len({c.name for c in chosen}) == len(chosen)
+        xs, mean = 100 * (1 - d.sparsity.to_numpy(dtype=float)), d["mean"].to_numpy(dtype=float)
         label = (part.name if distinct else part.quantity) if len(chosen) > 1 else None
-        ax.errorbar(xs, mean, yerr=ci, fmt="o-", ms=3.5, lw=1.3, capsize=2, color=color, label=label)
-        at = d[d.level == part.level]
-        if len(at):
-            ax.plot(100 * (1 - at.sparsity.to_numpy(dtype=float)), at["mean"], "o", ms=10, mfc="none", mec="black",
-                    mew=1.2)
+        ax.errorbar(xs, mean, yerr=np.nan_to_num(d["ci"].to_numpy(dtype=float)), fmt="o-", ms=3.5, lw=1.3, capsize=2,
+                    color=color, label=label)
+        at = (d.level == part.level).to_numpy()
+        if at.any():
+            ax.plot(xs[at], mean[at], "o", ms=10, mfc="none", mec="black", mew=1.2)
         if np.isfinite(part.margin) and part.margin > 0:
             if part.direction == "match":
                 ax.axhspan(-part.margin, part.margin, color=color, alpha=0.12, lw=0)
@@ -159,9 +151,8 @@ def save(fig: plt.Figure, name: str, figures_dir: str | Path = "figures") -> lis
     m = machine()
     fig.text(0.99, -0.01, f"{m['cpu']} · {m['cpu_capability']} kernels · torch {m['torch']}", ha="right", va="top",
              fontsize=6, color="grey")
-    out = Path(figures_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.pdf", out / f"{name}.png"]
+    paths = [Path(figures_dir) / f"{name}.{ext}" for ext in ("pdf", "png")]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
     for p in paths:
         # A fixed creation date keeps the PDF byte-identical when the numbers are.
         fig.savefig(p, metadata={"CreationDate": None} if p.suffix == ".pdf" else {"Software": None})
