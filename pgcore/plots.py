@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
@@ -63,7 +63,7 @@ def log_axis(ax: plt.Axes) -> None:
 
 def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "error", source: str = "test",
                   label: str = "IMP", color: str | None = None, select_on: str = "val") -> plt.Axes:
-    """``metric`` on ``source`` vs sparsity (mean ± 95% CI), the dense model as a band, the best level (chosen on
+    """``metric`` on ``source`` vs sparsity (mean ± 95% CI), the dense model as a band, the best level (parts on
     ``select_on``) starred."""
     ax = ax or plt.subplots(figsize=(6, 4))[1]
     dense_band(df, ax, metric, source)
@@ -103,20 +103,19 @@ def dense_band(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: st
     ax.axhline(d["mean"], color=PALETTE["dense"], lw=1, ls="--", label=label)
 
 
-def paired_panel(ax: plt.Axes, verdict: Any, parts: Sequence[str] | None = None) -> plt.Axes:
-    """Draw what a verdict tests: for each of its parts (``verdict.parts``, or those whose key or name is in
-    ``parts``), the paired difference per level, mean and 95% interval, against the weights remaining; the zero line;
-    the ±margin band of a "match" part and the margin line on the predicted side of a "lower"/"higher" part; the
-    level each part is decided at ringed. Reads the parts by their attributes only (``key``, ``name``, ``quantity``,
-    ``margin``, ``direction``, ``level``, ``differences``)."""
-    chosen = [p for p in verdict.parts if parts is None or p.key in parts or p.name in parts]
-    distinct = len({p.name for p in chosen}) == len(chosen)  # else the legend names each part's quantity
-    for part, color in zip(chosen, sns.color_palette("deep", max(len(chosen), 1))):
+def paired_panel(ax: plt.Axes, verdict: Any) -> plt.Axes:
+    """Draw what a verdict tests: for each of its parts (``verdict.parts``), the paired difference per level, mean and
+    95% interval, against the weights remaining; the zero line; the ±margin band of a "match" part and the margin line
+    on the predicted side of a "lower"/"higher" part; the level each part is decided at ringed. Reads the parts by
+    their attributes only (``name``, ``quantity``, ``margin``, ``direction``, ``level``, ``differences``)."""
+    parts = list(verdict.parts)
+    distinct = len({p.name for p in parts}) == len(parts)  # else the legend names each part's quantity
+    for part, color in zip(parts, sns.color_palette("deep", max(len(parts), 1))):
         d = part.differences.sort_values("level")
         if not len(d):
             continue
         xs, mean = 100 * (1 - d.sparsity.to_numpy(dtype=float)), d["mean"].to_numpy(dtype=float)
-        label = (part.name if distinct else part.quantity) if len(chosen) > 1 else None
+        label = (part.name if distinct else part.quantity) if len(parts) > 1 else None
         ax.errorbar(xs, mean, yerr=np.nan_to_num(d["ci"].to_numpy(dtype=float)), fmt="o-", ms=3.5, lw=1.3, capsize=2,
                     color=color, label=label)
         at = (d.level == part.level).to_numpy()
@@ -129,11 +128,11 @@ def paired_panel(ax: plt.Axes, verdict: Any, parts: Sequence[str] | None = None)
                 ax.axhline(-part.margin if part.direction == "lower" else part.margin, color=color, ls=":", lw=1)
     ax.axhline(0, color=PALETTE["dense"], lw=1, ls="--")
     remaining_axis(ax)
-    quantities = {p.quantity for p in chosen}
+    quantities = {p.quantity for p in parts}
     units = {q.split(":")[0] for q in quantities}
     ax.set_ylabel(quantities.pop() if len(quantities) == 1 else
                   f"{units.pop()}, paired difference" if len(units) == 1 else "paired difference")
-    if len(chosen) > 1:
+    if len(parts) > 1:
         ax.legend(frameon=False, fontsize="small")
     return ax
 
