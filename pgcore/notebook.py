@@ -54,8 +54,7 @@ def show(figure: str, ns: Mapping[str, Any]) -> Made:
     """Figure ``figure`` for a notebook's parameters ``ns``: read (never trained unless ``compute = True``), drawn,
     judged, saved and shown; returns what was drawn (``.numbers``: the tidy frame of every series)."""
     s = study(ns)
-    frames = s.frames(figure)
-    entry = FIGURES[figure]
-    made = entry.make(s.params, frames, s.title)
-    publish(s, entry.output, made)
+    frames = s.frames(figure)  # an unknown figure is refused here
+    made = FIGURES[figure].make(s.params, frames, s.title)
+    publish(s, FIGURES[figure].output, made)
     return made
