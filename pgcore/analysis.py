@@ -7,18 +7,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["EVIDENCE", "NoValidationError", "best_level", "best_vs_dense", "ci95", "compare_to_dense", "equivalence",
-           "evidence", "holm", "matched_sparsity", "paired_by_level", "paired_stats", "quantization_step",
-           "selection_source", "significance", "summarize", "vs_dense"]
+__all__ = ["EVIDENCE", "NoValidationError", "best_level", "ci95", "dense_at", "evidence", "holm", "matched_sparsity",
+           "paired_by_level", "paired_stats", "quantization_step", "significance", "summarize", "vs_dense"]
 
 
 def ci95(values: np.ndarray) -> float:
     """Half-width of the 95% Student-t confidence interval of the mean (NaN for one value)."""
     values = np.asarray(values, dtype=float)
-    n = len(values)
-    if n < 2:
+    if len(values) < 2:
         return float("nan")
-    return float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
+    return float(stats.t.ppf(0.975, len(values) - 1) * values.std(ddof=1) / np.sqrt(len(values)))
 
 
 def summarize(df: pd.DataFrame, metric: str = "error",
@@ -44,52 +42,14 @@ def significance(diff_mean: float, diff_ci: float) -> str:
     return "same"
 
 
-def equivalence(diffs: np.ndarray, margin: float, alpha: float = 0.05) -> tuple[bool, float]:
-    """Two one-sided t-tests (TOST) of paired differences against ``(-margin, +margin)``: ``(equivalent, p)``,
-    ``p`` the larger one-sided p-value (NaN with fewer than two differences; 0 or 1 for identical ones)."""
-    d = np.asarray(diffs, dtype=float)
-    d = d[~np.isnan(d)]
-    if len(d) < 2 or not np.isfinite(margin) or margin <= 0:
-        return False, float("nan")
-    se = d.std(ddof=1) / np.sqrt(len(d))
-    if se == 0:  # identical differences: inside the margin or not, with certainty
-        return bool(abs(d.mean()) < margin), 0.0 if abs(d.mean()) < margin else 1.0
-    p_low = float(stats.t.sf((d.mean() + margin) / se, len(d) - 1))  # H0: mean <= -margin
-    p_high = float(stats.t.cdf((d.mean() - margin) / se, len(d) - 1))  # H0: mean >= +margin
-    p = max(p_low, p_high)
-    return p < alpha, p
-
-
-def selection_source(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> str:
-    """``select_on`` if it has data; else raises :class:`NoValidationError` (choosing on test must be asked for)."""
-    sel = df[df.source == select_on]
-    if len(sel) and not sel[metric].isna().all():
-        return select_on
-    raise NoValidationError(f"no '{select_on}' data to choose the best level on: set data.val_fraction (e.g. 0.1), "
-                            f"or pass select_on='test' to choose on test knowingly (optimistic)")
-
-
 def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> int:
-    """The level with the lowest mean ``metric`` on ``select_on`` (validation, so the choice is honest)."""
-    source = selection_source(df, select_on, metric)
-    means = df[df.source == source].groupby("level")[metric].mean()
-    return int(means.idxmin())
-
-
-def compare_to_dense(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> dict[str, float]:
-    """Test ``metric`` of dense, of the best level on ``select_on``, and their paired difference (negative: helped)."""
-    test = df[df.source == "test"].pivot_table(index="seed", columns="level", values=metric)
-    best = best_level(df, select_on, metric)
-    dense, pruned = test[0], test[best]
-    diff = (pruned - dense).to_numpy()
-    sparsity = float(df.loc[df.level == best, "sparsity"].iloc[0])
-    return {
-        "best_level": best, "best_sparsity": sparsity, "seeds": len(test),
-        "selected_on": selection_source(df, select_on, metric),
-        "dense_mean": float(dense.mean()), "dense_ci": ci95(dense.to_numpy()),
-        "best_mean": float(pruned.mean()), "best_ci": ci95(pruned.to_numpy()),
-        "diff_mean": float(diff.mean()), "diff_ci": ci95(diff),
-    }
+    """The level with the lowest mean ``metric`` on ``select_on`` (validation, so the choice is honest); raises
+    :class:`NoValidationError` when ``select_on`` has no data (choosing on test must be asked for)."""
+    sel = df[df.source == select_on]
+    if not len(sel) or sel[metric].isna().all():
+        raise NoValidationError(f"no '{select_on}' data to choose the best level on: set data.val_fraction (e.g. "
+                                f"0.1), or pass select_on='test' to choose on test knowingly (optimistic)")
+    return int(sel.groupby("level")[metric].mean().idxmin())
 
 
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
@@ -106,12 +66,15 @@ def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", sou
     return out
 
 
+def dense_at(df: pd.DataFrame, levels: list[int]) -> pd.DataFrame:
+    """``df``'s dense model (level 0) repeated at each of ``levels``, to pair every level with the same seed's."""
+    dense = df[df.level == 0]
+    return pd.concat([dense.assign(level=lv) for lv in levels], ignore_index=True) if len(levels) else dense.iloc[:0]
+
+
 def vs_dense(df: pd.DataFrame, metric: str = "loss", source: str = "train") -> pd.DataFrame:
     """:func:`paired_by_level` of every level against the same seed's dense model (level 0)."""
-    dense = df[df.level == 0]
-    levels = sorted(df.level.unique())
-    ref = pd.concat([dense.assign(level=lv) for lv in levels], ignore_index=True)
-    return paired_by_level(df, ref, metric, source)
+    return paired_by_level(df, dense_at(df, sorted(df.level.unique())), metric, source)
 
 
 def matched_sparsity(df: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
@@ -120,18 +83,6 @@ def matched_sparsity(df: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
     out = df[df.level.isin(by_level.index)].copy()
     out["sparsity"] = out.level.map(by_level)
     return out
-
-
-def best_vs_dense(df: pd.DataFrame, dense: pd.DataFrame, select_on: str = "val",
-                  metric: str = "error") -> dict[str, float]:
-    """:func:`compare_to_dense` of every level of ``df`` (level 0 included) against ``dense``'s level 0."""
-    ref = dense[dense.level == 0].assign(level=-1, sparsity=0.0)
-    both = pd.concat([ref, df], ignore_index=True)
-    both["level"] = both["level"] + 1  # the dense reference becomes level 0
-    c = compare_to_dense(both, select_on, metric)
-    c["best_level"] = c["best_level"] - 1
-    c["dense_level"] = -1  # the reference itself was best
-    return c
 
 
 def quantization_step(values: np.ndarray) -> float:
@@ -156,22 +107,16 @@ def paired_stats(diffs: np.ndarray, step: float | None = None) -> dict[str, floa
     d = np.asarray(diffs, dtype=float)
     d = d[np.isfinite(d)]
     n = len(d)
-    out = dict.fromkeys(("mean", "sd", "se", "ci", "lo", "hi", "ci90", "p", "effect_size"), float("nan"))
-    out["n"] = n
-    if n == 0:
-        return out
-    mean = float(d.mean())
-    out["mean"] = mean
-    if n == 1:
+    mean = float(d.mean()) if n else float("nan")
+    out = {**dict.fromkeys(("sd", "se", "ci", "lo", "hi", "ci90", "p", "effect_size"), float("nan")), "mean": mean,
+           "n": n}
+    if n < 2:
         return out
     step = quantization_step(d) if step is None else step
     sd = max(float(d.std(ddof=1)), step / np.sqrt(6))
     se = sd / np.sqrt(n)
     ci, ci90 = (float(stats.t.ppf(q, n - 1) * se) for q in (0.975, 0.95))
-    if se > 0:
-        p = float(2 * stats.t.sf(abs(mean) / se, n - 1))
-    else:
-        p = 1.0 if mean == 0 else 0.0
+    p = float(2 * stats.t.sf(abs(mean) / se, n - 1)) if se > 0 else float(mean == 0)  # se = 0: certainty
     out.update(sd=sd, se=se, ci=ci, lo=mean - ci, hi=mean + ci, ci90=ci90, p=p,
                effect_size=mean / sd if sd > 0 else (0.0 if mean == 0 else float(np.copysign(np.inf, mean))))
     return out
@@ -183,12 +128,9 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
     p = np.asarray(pvalues, dtype=float)
     out = np.full(len(p), np.nan)
     ok = np.flatnonzero(np.isfinite(p))
-    m = len(ok)
-    if not m:
-        return out
     order = ok[np.argsort(p[ok], kind="stable")]
-    adjusted = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out[order] = np.minimum(adjusted, 1.0)
+    m = len(order)
+    out[order] = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.0)
     return out
 
 
@@ -213,17 +155,15 @@ def evidence(lo: float, hi: float, margin: float, direction: str, within: float 
     significant is *inside the margin* when ``within`` is, so the class reads as the equivalence test decides."""
     if not (np.isfinite(lo) and np.isfinite(hi)):
         return "inconclusive"
-    if direction == "match":
-        if lo > 0 or hi < 0:
-            return "beyond the margin" if lo > margin or hi < -margin else "significant, within the margin"
-        inside = within < margin if within is not None and np.isfinite(within) else -margin < lo and hi < margin
-        return "inside the margin" if inside else "inconclusive"
-    if direction == "lower":  # mirror onto "higher"
-        lo, hi = -hi, -lo
-    elif direction != "higher":
+    if direction not in ("lower", "higher", "match"):
         raise ValueError(f"direction must be 'lower', 'higher' or 'match', not {direction!r}")
+    if direction == "lower" or (direction == "match" and hi < 0):  # mirror onto "higher" (a match: either sign)
+        lo, hi = -hi, -lo
     if lo > 0:
         return "beyond the margin" if lo > margin else "significant, within the margin"
+    if direction == "match":
+        inside = within < margin if within is not None and np.isfinite(within) else -margin < lo and hi < margin
+        return "inside the margin" if inside else "inconclusive"
     if hi < 0:
         return "significant the other way"
     return "inside the margin" if hi < margin else "inconclusive"

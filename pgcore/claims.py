@@ -77,7 +77,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .analysis import best_level, evidence, holm, paired_stats, quantization_step
+from .analysis import best_level, dense_at, evidence, holm, paired_stats, quantization_step
 
 __all__ = ["REPRODUCED", "NOT_REPRODUCED", "NOT_SIGNIFICANT", "NO_GAIN", "NOT_TESTED", "STATUSES", "ALPHA",
            "TEST_ERROR_MARGIN", "TRAIN_LOSS_MARGIN", "DEGRADATION_MARGIN", "MEMORIZATION_MARGIN",
@@ -101,6 +101,8 @@ EQUIVALENCE_MARGIN = TEST_ERROR_MARGIN  # the name the notebooks' prose cites fo
 
 _COLUMNS = ["level", "sparsity", "mean", "ci", "lo", "hi", "n", "sd", "effect_size", "p", "p_margin",
             "ruled_out_beyond", "equivalent_within", "p_equivalence", "evidence", "status"]
+_DIFF = ("diff", "ci", "n")  # the numbers of a verdict's deciding difference
+_MATCH = (*_DIFF, "margin", "p_equivalence")
 
 
 @dataclass(frozen=True)
@@ -129,12 +131,24 @@ class Part:
 
     def at(self) -> dict[str, Any]:
         """The row of ``differences`` the part is decided at (``n`` = 0 and NaN numbers when not measured)."""
-        d = self.differences
-        hit = d[d.level == self.level]
+        hit = self.differences[self.differences.level == self.level]
         if len(hit):
             return hit.iloc[0].to_dict()
         return {**dict.fromkeys(_COLUMNS, float("nan")), "level": self.level, "n": 0, "evidence": "inconclusive",
                 "status": NOT_TESTED}
+
+    def _fmt(self, x: float, sign: bool = False) -> str:
+        """``x`` with enough decimals (4 at least) to show the smaller of the margin and the 95% half-width."""
+        if not np.isfinite(x):
+            return "n/a"
+        scale = min((v for v in (self.margin, self.at()["ci"]) if np.isfinite(v) and v > 0), default=1.0)
+        digits = int(np.clip(1 - np.floor(np.log10(scale)), 4, 8))
+        return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
+
+    def _value(self) -> str:
+        """The difference and, from two seeds on, its 95% half-width: "-0.0034 ± 0.0042"."""
+        r = self.at()
+        return self._fmt(r["mean"], sign=True) + (f" ± {self._fmt(r['ci'])}" if r["n"] >= 2 else "")
 
     @property
     def effect(self) -> str:
@@ -142,55 +156,48 @@ class Part:
         r = self.at()
         if r["n"] == 0:
             return f"{self.quantity}: not measured at level {self.level}"
-        s = self._scale()
         bits = [f"{r['sparsity']:.1%} sparse"] if np.isfinite(r["sparsity"]) else []
-        if r["n"] < 2:
-            value = _num(r["mean"], s)
-            bits.append("one seed: no interval")
-        else:
-            value = f"{_num(r['mean'], s)} ± {_num(r['ci'], s, sign=False)}"
-            bits.append(f"95% interval, {int(r['n'])} seeds, d = {r['effect_size']:+.2f}")
-        return f"{self.quantity} = {value} at level {self.level} ({'; '.join(bits)})"
+        bits.append(f"95% interval, {int(r['n'])} seeds, d = {r['effect_size']:+.2f}" if r["n"] >= 2 else
+                    "one seed: no interval")
+        return f"{self.quantity} = {self._value()} at level {self.level} ({'; '.join(bits)})"
 
     @property
     def short(self) -> str:
         """The difference and its 95% half-width only: "time only − IMP -0.0034 ± 0.0042"."""
-        r = self.at()
-        if r["n"] == 0:
+        n = self.at()["n"]
+        if n == 0:
             return f"{self.name} not measured"
-        ci = f" ± {_num(r['ci'], self._scale(), sign=False)}" if r["n"] >= 2 else " (one seed)"
-        return f"{self.name} {_num(r['mean'], self._scale())}{ci}"
+        return f"{self.name} {self._value()}" + ("" if n >= 2 else " (one seed)")
 
     @property
     def ruled_out(self) -> str:
         """What the data rule out, in words: the bound on the claim's side (and ±bound of a match)."""
         r = self.at()
-        s = self._scale()
-        if not np.isfinite(r["ruled_out_beyond"]):
-            return "nothing is ruled out (no interval)"
         b = r["ruled_out_beyond"]
+        if not np.isfinite(b):
+            return "nothing is ruled out (no interval)"
         if self.direction == "match":
-            return (f"a difference beyond ±{_num(b, s, sign=False)} is ruled out (95%); equivalent within "
-                    f"±{_num(r['equivalent_within'], s, sign=False)} (90%)")
+            return (f"a difference beyond ±{self._fmt(b)} is ruled out (95%); equivalent within "
+                    f"±{self._fmt(r['equivalent_within'])} (90%)")
         word = "drop" if self.direction == "lower" else "rise"
         if (b < 0) == (self.direction == "lower") and b != 0:
-            return f"a {word} beyond {_num(abs(b), s, sign=False)} is ruled out"
+            return f"a {word} beyond {self._fmt(abs(b))} is ruled out"
         return f"any {word} is ruled out (the interval lies on the other side of zero)"
 
-    def _scale(self) -> float:
-        r = self.at()
-        scales = [x for x in (self.margin, r["ci"]) if np.isfinite(x) and x > 0]
-        return min(scales) if scales else 1.0
+    @property
+    def reads(self) -> str:
+        """The evidence and bound after the effect: "inside the margin (margin ±m); a drop beyond b is ruled out"."""
+        return f"{self.evidence} (margin ±{self._fmt(self.margin)}); {self.ruled_out}"
 
-    def numbers(self, prefix: str = "") -> dict[str, Any]:
-        """The part's decision as flat columns (``prefix`` before each name)."""
+    def numbers(self, prefix: str = "", keys: Sequence[str] | None = None) -> dict[str, Any]:
+        """The part's decision as flat columns (``prefix`` before each name; ``keys``: only these)."""
         r = self.at()
         out = {"status": self.status, "evidence": self.evidence, "level": self.level, "diff": r["mean"],
                "ci": r["ci"], "n": int(r["n"]), "margin": self.margin, "ruled_out_beyond": r["ruled_out_beyond"],
                "effect_size": r["effect_size"]}
         if self.direction == "match":
             out.update(equivalent_within=r["equivalent_within"], p_equivalence=r["p_equivalence"])
-        return {f"{prefix}{k}": v for k, v in out.items()}
+        return {f"{prefix}{k}": out[k] for k in keys or out}
 
 
 @dataclass(frozen=True)
@@ -218,32 +225,20 @@ class Verdict:
         lines = [f"**{self.claim}: {self.status}**", ""]
         for p in self.parts:
             head = "" if p.role == "main" else f"*{p.role}* "
-            lines.append(f"- {head}{p.effect}; **{p.status}**: {_reads(p)}" + (f"; {p.note}" if p.note else ""))
+            lines.append(f"- {head}{p.effect}; **{p.status}**: {p.reads}" + (f"; {p.note}" if p.note else ""))
         return "\n".join([*lines, "", self.summary])
 
     def row(self) -> dict[str, Any]:
         """One flat row: claim, status, summary, the numbers, the deciding part's ``evidence``, ``ruled_out_beyond``,
         ``effect_size`` (and ``equivalent_within`` for a match), and the same per part, prefixed by its key."""
         out = {"claim": self.claim, "status": self.status, "summary": self.summary, **self.numbers}
-        main = self.main
-        out["evidence"] = "inconclusive"  # no comparison was measured
-        if main is not None:
-            own = main.numbers()
-            for k in ("evidence", "margin", "ruled_out_beyond", "equivalent_within", "p_equivalence", "effect_size"):
-                if k in own:
-                    out[k] = own[k]
+        own = {"evidence": "inconclusive"} if self.main is None else self.main.numbers()  # none measured: inconclusive
+        out.update((k, own[k]) for k in ("evidence", "margin", "ruled_out_beyond", "equivalent_within",
+                                         "p_equivalence", "effect_size") if k in own)
         if len(self.parts) > 1:
             for p in self.parts:
                 out.update(p.numbers(f"{p.key}_"))
         return out
-
-
-def _num(x: float, scale: float = 1e-3, sign: bool = True) -> str:
-    """``x`` with enough decimals to show a number of size ``scale`` (4 at least)."""
-    if not np.isfinite(x):
-        return "n/a"
-    digits = int(np.clip(1 - np.floor(np.log10(scale)), 4, 8)) if scale > 0 else 4
-    return f"{x:+.{digits}f}" if sign else f"{x:.{digits}f}"
 
 
 def _slug(name: str) -> str:
@@ -281,14 +276,11 @@ def _with_step(per_seed: pd.DataFrame, values: Any) -> pd.DataFrame:
 def _vs_own_dense(df: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
     """Every pruned level of ``df`` minus the same seed's dense model (level 0), per seed."""
     levels = sorted(lv for lv in df.level.unique() if lv > 0) if len(df) else []
-    dense = df[df.level == 0]
-    ref = pd.concat([dense.assign(level=lv) for lv in levels], ignore_index=True) if levels else dense.iloc[:0]
-    return _per_seed(df, ref, metric, source)
+    return _per_seed(df, dense_at(df, levels), metric, source)
 
 
 def _dense_mean(df: pd.DataFrame, metric: str = "error", source: str = "test") -> float:
-    v = df[(df.level == 0) & (df.source == source)][metric] if len(df) else pd.Series(dtype=float)
-    return float(v.mean()) if len(v) else float("nan")
+    return float(df[(df.level == 0) & (df.source == source)][metric].mean()) if len(df) else float("nan")
 
 
 def _margin(fraction: float, reference: float) -> float:
@@ -316,96 +308,72 @@ def _level_row(level: int, sparsity: float, diffs: np.ndarray, step: float, marg
     that the effect is beyond the margin (``p_margin``; a match: two one-sided tests), evidence and status."""
     s = paired_stats(diffs, step)
     n, mean, se = s["n"], s["mean"], s["se"]
-    row = {"level": int(level), "sparsity": float(sparsity), "n": int(n),
-           **{k: s[k] for k in ("mean", "ci", "lo", "hi", "sd", "effect_size", "p")},
-           "p_margin": float("nan"), "ruled_out_beyond": float("nan"), "equivalent_within": float("nan"),
-           "p_equivalence": float("nan")}
+    row = {**s, "level": int(level), "sparsity": float(sparsity), "n": int(n),
+           **dict.fromkeys(("p_margin", "ruled_out_beyond", "equivalent_within", "p_equivalence"), float("nan"))}
     if n >= 2:
-        if direction == "lower":  # H0: the drop reaches the margin (mean <= -margin)
-            row.update(p_margin=_tail(mean + margin, se, n), ruled_out_beyond=s["lo"])
-        elif direction == "higher":  # H0: mean >= +margin
-            row.update(p_margin=_tail(margin - mean, se, n), ruled_out_beyond=s["hi"])
-        else:  # two one-sided tests: H0 mean <= -margin, H0 mean >= +margin
-            row.update(p_equivalence=max(_tail(mean + margin, se, n), _tail(margin - mean, se, n)),
-                       equivalent_within=abs(mean) + s["ci90"], ruled_out_beyond=max(abs(s["lo"]), abs(s["hi"])))
+        # one-sided tests of "the effect reaches the margin": H0 mean >= +margin (a rise), H0 mean <= -margin (a drop)
+        rise, drop = _tail(margin - mean, se, n), _tail(mean + margin, se, n)
+        if direction == "match":
+            row.update(p_equivalence=max(rise, drop), equivalent_within=abs(mean) + s["ci90"],
+                       ruled_out_beyond=max(abs(s["lo"]), abs(s["hi"])))
+        else:
+            lower = direction == "lower"
+            row.update(p_margin=drop if lower else rise, ruled_out_beyond=s["lo"] if lower else s["hi"])
     row["evidence"] = evidence(s["lo"], s["hi"], margin, direction, row["equivalent_within"])
-    row["status"] = _status_of(row, direction, significant=n >= 2 and row["p"] < ALPHA,
-                               refuted=n >= 2 and row["p_margin"] < ALPHA / 2)
+    row["status"] = _status_of(row, direction, row["p"], row["p_margin"])
     return row
 
 
-def _status_of(row: dict[str, Any], direction: str, significant: bool, refuted: bool) -> str:
-    """A comparison's status: ``significant`` two-sided at 95%, ``refuted``: an effect beyond the margin ruled out."""
-    if row["n"] == 0:
-        return NOT_TESTED
+def _status_of(row: dict[str, Any], direction: str, p: float, p_margin: float) -> str:
+    """A comparison's status from its (possibly Holm-corrected) two-sided ``p`` (significant below :data:`ALPHA`)
+    and refuting ``p_margin`` (an effect beyond the margin ruled out below ``ALPHA / 2``)."""
     if row["n"] < 2:
-        return NOT_SIGNIFICANT
-    if direction == "match":
+        return NOT_TESTED if row["n"] == 0 else NOT_SIGNIFICANT
+    if direction == "match":  # equivalence shown; else a significant difference refutes the match
         if row["p_equivalence"] < ALPHA:
             return REPRODUCED
-        return NOT_REPRODUCED if significant else NOT_SIGNIFICANT
-    if refuted:
+        return NOT_REPRODUCED if p < ALPHA else NOT_SIGNIFICANT
+    if p_margin < ALPHA / 2:
         return NOT_REPRODUCED
     predicted = row["mean"] < 0 if direction == "lower" else row["mean"] > 0
-    return REPRODUCED if significant and predicted else NOT_SIGNIFICANT
+    return REPRODUCED if p < ALPHA and predicted else NOT_SIGNIFICANT
 
 
 def _part(key: str, name: str, quantity: str, per_seed: pd.DataFrame, margin: float, direction: str,
           level: int | None = None, role: str = "main", scan: bool = False, note: str = "") -> Part:
     """A :class:`Part` from per-seed differences (seed, level, sparsity, diff). Decided at ``level``, or, for a
     ``scan``, over every level with Holm's correction of the significance tests (see the module docstring)."""
-    step = per_seed.attrs.get("step", quantization_step(per_seed["diff"].to_numpy(float)))
-    rows = [_level_row(lv, g.sparsity.iloc[0], g["diff"].to_numpy(), step, margin, direction)
+    rows = [_level_row(lv, g.sparsity.iloc[0], g["diff"].to_numpy(), per_seed.attrs["step"], margin, direction)
             for lv, g in per_seed.groupby("level")]
     diffs = pd.DataFrame(rows, columns=_COLUMNS)
-    if not scan:
-        part = Part(key, name, quantity, margin, direction, diffs, int(level), NOT_TESTED, "inconclusive", role, note)
-        r = part.at()
-        return replace(part, status=r["status"], evidence=r["evidence"])
+    status, level = _scan(diffs, direction, level) if scan else (None, int(level))
+    part = Part(key, name, quantity, margin, direction, diffs, level, NOT_TESTED, "inconclusive", role, note)
+    return replace(part, status=status or part.at()["status"], evidence=part.at()["evidence"])
+
+
+def _scan(diffs: pd.DataFrame, direction: str, level: int | None) -> tuple[str, int]:
+    """A scan's status and the level it is read at; adds each level's Holm-corrected ``p_holm`` and ``status``."""
     diffs["p_holm"] = holm(diffs.p.to_numpy())
-    predicted = diffs["mean"] < 0 if direction == "lower" else diffs["mean"] > 0
-    refuted = diffs.p_margin < ALPHA / 2
-    diffs["status"] = [_status_of(r, direction, bool(ph < ALPHA), bool(rf))
-                       for r, ph, rf in zip(diffs.to_dict("records"), diffs.p_holm, refuted)]
-    if not len(diffs) or (diffs.n == 0).all():
-        status, at = NOT_TESTED, int(level or 0)
-    elif (diffs.status == REPRODUCED).any():
-        status = REPRODUCED
+    diffs["status"] = [_status_of(r, direction, r["p_holm"], r["p_margin"]) for r in diffs.to_dict("records")]
+    if (diffs.n == 0).all():  # also with no level
+        return NOT_TESTED, int(level or 0)
+    sign = 1 if direction == "higher" else -1  # the predicted side
+    if (diffs.status == REPRODUCED).any():  # the largest effect among the levels that reproduce
         won = diffs[diffs.status == REPRODUCED]
-        at = int(won.loc[(won["mean"] * (1 if direction == "higher" else -1)).idxmax(), "level"])
-    else:
-        status = NOT_REPRODUCED if (diffs.status == NOT_REPRODUCED).all() else NOT_SIGNIFICANT
-        bound = diffs.ruled_out_beyond.fillna(-np.inf if direction == "higher" else np.inf)
-        at = int(diffs.loc[bound.idxmax() if direction == "higher" else bound.idxmin(), "level"])
-        if status == NOT_SIGNIFICANT and (predicted & diffs.p.notna()).any():  # the level closest to reproducing
-            at = int(diffs.loc[diffs.p.where(predicted).idxmin(), "level"])
-    part = Part(key, name, quantity, margin, direction, diffs, at, status, "inconclusive", role, note)
-    return replace(part, evidence=part.at()["evidence"])
-
-
-def _holm_refutation(parts: Sequence[Part]) -> list[Part]:
-    """Parts whose claim is refuted by any one of them: their refuting tests Holm-corrected across the parts."""
-    p = np.array([pt.at()["p_margin"] for pt in parts], dtype=float)
-    adjusted = holm(p)
-    out = []
-    for pt, ph in zip(parts, adjusted):
-        r = pt.at()
-        sig = bool(r["n"] >= 2 and r["p"] < ALPHA)
-        status = _status_of(r, pt.direction, significant=sig, refuted=bool(ph < ALPHA / 2))
-        held = f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" if np.isfinite(ph) else ""
-        out.append(replace(pt, status=status, note="; ".join(x for x in (pt.note, held) if x)))
-    return out
+        return REPRODUCED, int(won.loc[(won["mean"] * sign).idxmax(), "level"])
+    status = NOT_REPRODUCED if (diffs.status == NOT_REPRODUCED).all() else NOT_SIGNIFICANT
+    predicted = diffs["mean"] * sign > 0
+    if status == NOT_SIGNIFICANT and (predicted & diffs.p.notna()).any():  # the level closest to reproducing
+        return status, int(diffs.loc[diffs.p.where(predicted).idxmin(), "level"])
+    # the largest effect still allowed
+    return status, int(diffs.loc[(diffs.ruled_out_beyond * sign).fillna(-np.inf).idxmax(), "level"])
 
 
 def _all_hold(parts: Sequence[Part]) -> str:
-    """The status of "every part holds": not reproduced if any is refuted, reproduced if all are, else not
-    significant (not tested when one is not measured)."""
-    statuses = [p.status for p in parts]
-    if not statuses or NOT_TESTED in statuses:
-        return NOT_TESTED
-    if NOT_REPRODUCED in statuses:
-        return NOT_REPRODUCED
-    return REPRODUCED if all(s == REPRODUCED for s in statuses) else NOT_SIGNIFICANT
+    """The status of "every part holds": the weakest of theirs, from not tested (also with no part), not reproduced
+    (any refuted) and not significant to reproduced (all are)."""
+    statuses = {p.status for p in parts} or {NOT_TESTED}
+    return next(s for s in (NOT_TESTED, NOT_REPRODUCED, NOT_SIGNIFICANT, REPRODUCED) if s in statuses)
 
 
 # -- IMP's gain over the dense model (figure 1, and the premise of figures 3, 5, 6, 7) ---------------------------------
@@ -418,12 +386,19 @@ def _best_pruned_level(df: pd.DataFrame) -> int:
     return int(means.idxmin()) if len(means) else 0
 
 
+def _read_at(df: pd.DataFrame) -> tuple[int, int, str]:
+    """The best level on validation, the level a gain over the dense model is read at (the best pruned level on
+    validation when validation picks the dense model) and a note saying so."""
+    k = best_level(df)
+    at = k if k > 0 else _best_pruned_level(df)
+    note = "" if k > 0 else f"validation picks the dense model; read at the best pruned level on validation, {at}"
+    return k, at, note
+
+
 def _gain(imp: pd.DataFrame, role: str = "premise") -> tuple[int, Part, bool]:
     """IMP's best level on validation, its test error minus the dense model's as a part (read at the best pruned
     level on validation when validation picks the dense model), and whether the gain is shown absent."""
-    k = best_level(imp)
-    at = k if k > 0 else _best_pruned_level(imp)
-    note = "" if k > 0 else f"validation picks the dense model; read at the best pruned level on validation, {at}"
+    k, at, note = _read_at(imp)
     part = _part("gain", "IMP − dense", "test error: IMP − dense", _vs_own_dense(imp), margin_of(imp), "lower",
                  level=at, role=role, note=note)
     if k == 0 and part.status == REPRODUCED:  # validation did not choose it: no gain of the procedure to claim
@@ -431,10 +406,32 @@ def _gain(imp: pd.DataFrame, role: str = "premise") -> tuple[int, Part, bool]:
     return k, part, k == 0 or part.status == NOT_REPRODUCED
 
 
+def _vs(key: str, a_name: str, b_name: str, a: pd.DataFrame, b: pd.DataFrame, imp: pd.DataFrame, direction: str,
+        level: int, role: str = "main") -> Part:
+    """The part "test error: ``a_name`` − ``b_name``", paired at ``level``, on IMP's sparsities and test-error
+    margin."""
+    name = f"{a_name} − {b_name}"
+    return _part(key, name, f"test error: {name}", _per_seed(a, b, sparsity=_sparsity(imp)), margin_of(imp),
+                 direction, level=level, role=role)
+
+
+def _worse_than_imp(imp: pd.DataFrame, frames: dict[str, pd.DataFrame], level: int, role: str = "main") -> list[Part]:
+    """Each of ``frames`` − IMP at ``level``, predicted higher (worse): a claim any one of them refutes, so their
+    refuting tests are Holm-corrected across them."""
+    parts = [_vs(_slug(name), name, "IMP", df, imp, imp, "higher", level, role) for name, df in frames.items()]
+    adjusted = holm(np.array([pt.at()["p_margin"] for pt in parts], dtype=float))
+    out = []
+    for pt, ph in zip(parts, adjusted):
+        held = f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" if np.isfinite(ph) else ""
+        out.append(replace(pt, status=_status_of(pt.at(), pt.direction, pt.at()["p"], ph),
+                           note="; ".join(x for x in (pt.note, held) if x)))
+    return out
+
+
 def _no_gain(claim: str, gain: Part, k: int, parts: tuple[Part, ...], numbers: dict[str, Any]) -> Verdict:
     """The verdict of an explanation when IMP has no gain to explain (``k``: IMP's best level on validation)."""
     why = ("validation picks the dense model, so IMP has no gain" if k == 0 else
-           f"{gain.ruled_out} (margin ±{_num(gain.margin, gain._scale(), sign=False)})")
+           f"{gain.ruled_out} (margin ±{gain._fmt(gain.margin)})")
     return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain.", numbers, parts)
 
 
@@ -446,11 +443,6 @@ def _refuted(parts: Sequence[Part]) -> str:
                      for p in parts if p.status == NOT_REPRODUCED)
 
 
-def _reads(part: Part) -> str:
-    """A part's evidence and bound after its effect: "…: inside the margin (±m); a drop beyond b is ruled out"."""
-    return f"{part.evidence} (margin ±{_num(part.margin, part._scale(), sign=False)}); {part.ruled_out}"
-
-
 # -- the claims --------------------------------------------------------------------------------------------------------
 
 def pruning_improves_test_error(imp: pd.DataFrame) -> Verdict:
@@ -458,15 +450,14 @@ def pruning_improves_test_error(imp: pd.DataFrame) -> Verdict:
     the margin does not rule out (see the module docstring)."""
     claim = "Pruning lowers test error"
     k, part, _ = _gain(imp, role="main")
-    r = part.at()
     dense, pruned = _dense_mean(imp), float(imp[(imp.level == part.level) & (imp.source == "test")].error.mean())
-    numbers = {"level": k, "read_at": part.level, "sparsity": r["sparsity"] if k else 0.0, "diff": r["mean"],
-               "ci": r["ci"], "n": int(r["n"]), "dense": dense, "pruned": pruned}
+    numbers = {"level": k, "read_at": part.level, "sparsity": part.at()["sparsity"] if k else 0.0,
+               **part.numbers(keys=_DIFF), "dense": dense, "pruned": pruned}
     if part.status == NOT_TESTED:
         return Verdict(claim, NOT_TESTED, "no pruned level paired with the dense model was measured.", numbers, (part,))
     chosen = ("chosen on validation" if k else
               "validation picks the dense model itself; this is the best pruned level on validation")
-    text = f"{part.effect}, {chosen} (test error {pruned:.4f} vs dense {dense:.4f}): {_reads(part)}."
+    text = f"{part.effect}, {chosen} (test error {pruned:.4f} vs dense {dense:.4f}): {part.reads}."
     return Verdict(claim, part.status, text, numbers, (part,))
 
 
@@ -477,12 +468,11 @@ def pruning_improves_training(imp: pd.DataFrame) -> Verdict:
     margin = _margin(TRAIN_LOSS_MARGIN, _dense_mean(imp, "loss", "train"))
     part = _part("loss", "pruned − dense", "training loss: pruned − dense", _vs_own_dense(imp, "loss", "train"),
                  margin, "lower", scan=True)
-    d = part.differences
-    lower = d[(d.p_holm < ALPHA) & (d["mean"] < 0)] if len(d) else d
-    beyond = lower[lower.hi < -margin] if len(lower) else lower
-    r = part.at()
-    numbers = {"levels_lower": int(len(lower)), "levels_beyond_margin": int(len(beyond)), "levels": int(len(d)),
-               "level": part.level, "sparsity": r["sparsity"], "diff": r["mean"], "ci": r["ci"], "n": int(r["n"])}
+    d, r = part.differences, part.at()
+    lower = d[(d.p_holm < ALPHA) & (d["mean"] < 0)]
+    beyond = lower[lower.hi < -margin]
+    numbers = {"levels_lower": len(lower), "levels_beyond_margin": len(beyond), "levels": len(d),
+               "level": part.level, "sparsity": r["sparsity"], **part.numbers(keys=_DIFF)}
     if part.status == NOT_TESTED:
         return Verdict(claim, NOT_TESTED, "no pruned level paired with the dense model was measured.", numbers, (part,))
     span = (f"{lower.sparsity.min():.1%}–{lower.sparsity.max():.1%}" if len(lower) > 1 else
@@ -490,15 +480,11 @@ def pruning_improves_training(imp: pd.DataFrame) -> Verdict:
     count = (f"significantly below the dense model's at {len(lower)} of {len(d)} levels after Holm's correction"
              + (f" ({span} sparse; {len(beyond)} of them wholly beyond the margin)" if len(lower) else ""))
     tests = f"p = {r['p']:.3g}, {r['p_holm']:.3g} after Holm's correction over {len(d)} levels" if r["n"] >= 2 else ""
-    if part.status == REPRODUCED:
-        text = f"largest drop: {part.effect}, {tests}: {part.evidence}; training loss {count}."
-    elif part.status == NOT_REPRODUCED:
-        text = (f"largest drop still allowed: {part.effect}: {_reads(part)}, and so at every level; training loss "
-                f"{count}.")
-    else:
-        text = (f"closest to a drop: {part.effect}, {tests}: {part.evidence} before the correction (margin "
-                f"±{_num(margin, part._scale(), sign=False)}); {part.ruled_out}; training loss {count}.")
-    return Verdict(claim, part.status, text, numbers, (part,))
+    text = {REPRODUCED: f"largest drop: {part.effect}, {tests}: {part.evidence}",
+            NOT_REPRODUCED: f"largest drop still allowed: {part.effect}: {part.reads}, and so at every level",
+            NOT_SIGNIFICANT: f"closest to a drop: {part.effect}, {tests}: {part.evidence} before the correction "
+                             f"(margin ±{part._fmt(margin)}); {part.ruled_out}"}[part.status]
+    return Verdict(claim, part.status, f"{text}; training loss {count}.", numbers, (part,))
 
 
 def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, reading: str = "") -> Verdict:
@@ -507,32 +493,26 @@ def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, readi
     names the extended schedule in the claim. No gain of IMP's to explain: ``no gain to explain``."""
     claim = f"Extended dense training{f' ({reading})' if reading else ''} matches pruning"
     k, gain, absent = _gain(imp)
-    margin, sp = margin_of(imp), _sparsity(imp)
-    match = _part("match", "IMP − extended dense", "test error: IMP − extended dense",
-                  _per_seed(imp, extended, sparsity=sp), margin, "match", level=k)
-    dense_at = pd.concat([imp[imp.level == 0].assign(level=lv) for lv in sorted(extended.level.unique())],
-                         ignore_index=True) if len(extended) else imp.iloc[:0]
-    own = _part("extended_gain", "extended dense − dense", "test error: extended dense − dense",
-                _per_seed(extended, dense_at, sparsity=sp), margin, "lower", level=k, role="secondary")
-    parts = (match, gain, own)
-    m = match.at()
-    numbers = {"level": k, "diff": m["mean"], "ci": m["ci"], "n": int(m["n"]), "margin": margin,
-               "p_equivalence": m["p_equivalence"], "extended_vs_dense": own.at()["mean"],
-               "extended_vs_dense_ci": own.at()["ci"]}
+    match = _vs("match", "IMP", "extended dense", imp, extended, imp, "match", k)
+    dense = dense_at(imp, sorted(extended.level.unique()) if len(extended) else [])
+    own = _vs("extended_gain", "extended dense", "dense", extended, dense, imp, "lower", k, role="secondary")
+    parts, o = (match, gain, own), own.at()
+    numbers = {"level": k, **match.numbers(keys=_MATCH), "extended_vs_dense": o["mean"],
+               "extended_vs_dense_ci": o["ci"]}
     if absent:
         return _no_gain(claim, gain, k, parts, numbers)
     if match.status == NOT_TESTED:
         return Verdict(claim, NOT_TESTED, f"extended training was not run to IMP's best level {k}; no comparison "
                        "there.", numbers, parts)
-    text = f"{match.effect} ({k + 1}× the training time): {_reads(match)}; {own.effect}: {own.evidence}"
-    if match.status == REPRODUCED and own.status == REPRODUCED:
+    text = f"{match.effect} ({k + 1}× the training time): {match.reads}; {own.effect}: {own.evidence}"
+    if match.status == own.status == REPRODUCED:
         status, why = REPRODUCED, ("extended training matches IMP within the margin and gains on the dense model: "
                                    "the training time alone gives the gain")
-    elif match.status == NOT_REPRODUCED and m["mean"] < 0:
-        status, why = NOT_REPRODUCED, "pruning beats the same training time without pruning"
     elif match.status == NOT_REPRODUCED:
-        status, why = NOT_REPRODUCED, ("extended training is significantly better than IMP: the training time alone "
-                                       "gives more than pruning's gain, so the two do not match")
+        status, why = NOT_REPRODUCED, (
+            "pruning beats the same training time without pruning" if numbers["diff"] < 0 else
+            "extended training is significantly better than IMP: the training time alone gives more than pruning's "
+            "gain, so the two do not match")
     elif match.status == REPRODUCED:
         status, why = NOT_SIGNIFICANT, ("extended training matches IMP, but its own gain over the dense model is "
                                         + ("ruled out beyond the margin" if own.status == NOT_REPRODUCED else
@@ -555,16 +535,13 @@ def pruning_regularizes_noise(noisy: pd.DataFrame, clean: pd.DataFrame, fraction
     """Figure 4: with noisy labels, at the best level on (noisy-run) validation, the degradation due to noise is
     lower than the dense model's *and* fewer noisy labels are memorized (each a part with its own margin)."""
     claim = f"Pruning reduces the degradation due to {fraction:.0%} label noise"
-    k = best_level(noisy)
-    at = k if k > 0 else _best_pruned_level(noisy)
-    note = "" if k > 0 else f"validation picks the dense model; read at the best pruned level on validation, {at}"
+    k, at, note = _read_at(noisy)
     d = degradation(noisy, clean)
+    dense_deg, pruned_deg = (float(d[d.level == lv].degradation.mean()) for lv in (0, at))
     deg = d.assign(source="test")[["seed", "level", "sparsity", "source", "degradation"]]
-    deg_diffs = _vs_own_dense(deg, "degradation")
-    dense_deg = float(d[d.level == 0].degradation.mean()) if len(d) else float("nan")
     parts = (
-        _part("degradation", "pruned − dense", "degradation due to noise: pruned − dense", deg_diffs,
-              _margin(DEGRADATION_MARGIN, dense_deg), "lower", level=at, note=note),
+        _part("degradation", "pruned − dense", "degradation due to noise: pruned − dense",
+              _vs_own_dense(deg, "degradation"), _margin(DEGRADATION_MARGIN, dense_deg), "lower", level=at, note=note),
         _part("memorization", "pruned − dense", "noisy labels memorized (accuracy): pruned − dense",
               _vs_own_dense(noisy, "accuracy", "train_noisy"),
               _margin(MEMORIZATION_MARGIN, _dense_mean(noisy, "accuracy", "train_noisy")), "lower", level=at),
@@ -572,25 +549,21 @@ def pruning_regularizes_noise(noisy: pd.DataFrame, clean: pd.DataFrame, fraction
               margin_of(noisy), "lower", level=at, role="context"),
     )
     deg_p, mem_p, err_p = parts
-    r = deg_p.at()
-    pruned_deg = float(d[d.level == at].degradation.mean()) if len(d) else float("nan")
-    numbers = {"level": k, "sparsity": r["sparsity"], "degradation_dense": dense_deg, "degradation_pruned": pruned_deg,
-               "diff": r["mean"], "ci": r["ci"], "n": int(r["n"]), "memorization_diff": mem_p.at()["mean"],
-               "memorization_ci": mem_p.at()["ci"], "test_error_diff": err_p.at()["mean"],
-               "test_error_ci": err_p.at()["ci"]}
+    numbers = {"level": k, "sparsity": deg_p.at()["sparsity"], "degradation_dense": dense_deg,
+               "degradation_pruned": pruned_deg, **deg_p.numbers(keys=_DIFF),
+               **mem_p.numbers("memorization_", ("diff", "ci")), **err_p.numbers("test_error_", ("diff", "ci"))}
     if deg_p.status == NOT_TESTED:
         return Verdict(claim, NOT_TESTED, "no pruned level with and without noise was measured.", numbers, parts)
     status = _all_hold(parts[:2])
-    if k == 0 and status == REPRODUCED:
+    if k == 0 and status == REPRODUCED:  # as for IMP's gain: validation did not choose a pruned level
         status = NOT_SIGNIFICANT
     chosen = "chosen on validation" if k else "validation picks the dense model; best pruned level on validation"
-    text = (f"{deg_p.effect}, {chosen} (degradation {pruned_deg:.4f} vs dense {dense_deg:.4f}): {_reads(deg_p)}; "
-            f"{mem_p.effect}: {_reads(mem_p)}; {err_p.effect}: {err_p.evidence}.")
-    why = {REPRODUCED: "both lower: the regularization signature",
-           NOT_REPRODUCED: "refuted by " + " and by ".join(f"{p.key} ({p.ruled_out})" for p in parts[:2]
-                                                             if p.status == NOT_REPRODUCED),
-           NOT_SIGNIFICANT: "not both shown"}.get(status, "")
-    return Verdict(claim, status, f"{text} {why[0].upper()}{why[1:]}." if why else text, numbers, parts)
+    text = (f"{deg_p.effect}, {chosen} (degradation {pruned_deg:.4f} vs dense {dense_deg:.4f}): {deg_p.reads}; "
+            f"{mem_p.effect}: {mem_p.reads}; {err_p.effect}: {err_p.evidence}.")
+    why = {REPRODUCED: "Both lower: the regularization signature", NOT_SIGNIFICANT: "Not both shown",
+           NOT_REPRODUCED: "Refuted by " + " and by ".join(f"{p.key} ({p.ruled_out})" for p in parts[:2]
+                                                           if p.status == NOT_REPRODUCED)}.get(status)
+    return Verdict(claim, status, f"{text} {why}." if why else text, numbers, parts)
 
 
 def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame]) -> Verdict:
@@ -599,10 +572,7 @@ def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame])
     when one is shown not worse by more than the margin (Holm-corrected across the controls)."""
     claim = "Size reduction alone does not explain pruning"
     k, gain, absent = _gain(imp)
-    margin, sp = margin_of(imp), _sparsity(imp)
-    tested = _holm_refutation([_part(_slug(name), f"{name} − IMP", f"test error: {name} − IMP",
-                                     _per_seed(df, imp, sparsity=sp), margin, "higher", level=k)
-                               for name, df in controls.items()])
+    tested = _worse_than_imp(imp, controls, k)
     parts = (*tested, gain)
     numbers = {"level": k, "n": max((int(p.at()["n"]) for p in tested), default=0)}
     if absent:
@@ -610,16 +580,12 @@ def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame])
     if not tested:
         return Verdict(claim, NOT_TESTED, "no size-reduction control was given.", numbers, parts)
     status = _all_hold(tested)
+    why = {REPRODUCED: "every control is significantly worse than IMP",
+           NOT_REPRODUCED: _refuted(tested) + " (Holm-corrected across the controls)",
+           NOT_TESTED: "a control was not run to IMP's best level",
+           NOT_SIGNIFICANT: "not every control is resolved from IMP, and none is shown within the margin of it after "
+                            "Holm's correction"}[status]
     effects = "; ".join(f"{p.effect}: {p.evidence}" for p in tested)
-    if status == REPRODUCED:
-        why = "every control is significantly worse than IMP"
-    elif status == NOT_REPRODUCED:
-        why = _refuted(tested) + " (Holm-corrected across the controls)"
-    elif status == NOT_TESTED:
-        why = "a control was not run to IMP's best level"
-    else:
-        why = ("not every control is resolved from IMP, and none is shown within the margin of it after Holm's "
-               "correction")
     return Verdict(claim, status, f"{effects}: {why}.", numbers, parts)
 
 
@@ -631,34 +597,26 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
     reported beside it and does not overturn it."""
     claim = "Training time and size reduction together reproduce pruning"
     k, gain, absent = _gain(imp)
-    margin, sp = margin_of(imp), _sparsity(imp)
-    main = _part("both", "both factors − IMP", "test error: both factors − IMP", _per_seed(both, imp, sparsity=sp),
-                 margin, "match", level=k)
-    alone = _holm_refutation([_part(key, f"{name} − IMP", f"test error: {name} − IMP",
-                                    _per_seed(df, imp, sparsity=sp), margin, "higher", level=k, role="secondary")
-                              for key, name, df in (("time_only", "time only", time_only),
-                                                    ("size_only", "size only", size_only))])
+    main = _vs("both", "both factors", "IMP", both, imp, imp, "match", k)
+    alone = _worse_than_imp(imp, {"time only": time_only, "size only": size_only}, k, role="secondary")
     alone_status = _all_hold(alone)
     parts = (main, *alone, gain)
-    g = main.at()
-    numbers = {"level": k, "diff": g["mean"], "ci": g["ci"], "n": int(g["n"]), "margin": margin,
-               "p_equivalence": g["p_equivalence"], "alone_status": alone_status,
-               "time_only_diff": alone[0].at()["mean"], "time_only_ci": alone[0].at()["ci"],
-               "size_only_diff": alone[1].at()["mean"], "size_only_ci": alone[1].at()["ci"]}
+    numbers = {"level": k, **main.numbers(keys=_MATCH), "alone_status": alone_status,
+               **{c: v for p in alone for c, v in p.numbers(f"{p.key}_", ("diff", "ci")).items()}}
     if absent:
         return _no_gain(claim, gain, k, parts, numbers)
     if main.status == NOT_TESTED:
         return Verdict(claim, NOT_TESTED, f"the combined procedure was not run to IMP's best level {k}.", numbers,
                        parts)
     why = {REPRODUCED: "the combination matches IMP within the margin",
-           NOT_REPRODUCED: f"the combined procedure is significantly {'worse' if g['mean'] > 0 else 'better'} than "
-                           "IMP, beyond a match",
+           NOT_REPRODUCED: f"the combined procedure is significantly {'worse' if numbers['diff'] > 0 else 'better'} "
+                           "than IMP, beyond a match",
            NOT_SIGNIFICANT: "neither a match within the margin nor a difference is shown"}[main.status]
     alone_why = {REPRODUCED: "each is significantly worse than IMP",
                  NOT_REPRODUCED: _refuted(alone) + " (Holm-corrected)",
                  NOT_SIGNIFICANT: "not both resolved from IMP",
                  NOT_TESTED: "a single factor was not run to IMP's best level"}[alone_status]
-    text = (f"{main.effect}: {_reads(main)}: {why}. Sub-verdict, each factor alone falls short: "
+    text = (f"{main.effect}: {main.reads}: {why}. Sub-verdict, each factor alone falls short: "
             f"{'; '.join(f'{p.short} ({p.evidence})' for p in alone)}: {alone_status}, {alone_why}.")
     return Verdict(claim, main.status, text, numbers, parts)
 
@@ -668,49 +626,35 @@ def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
     random ones, read at the measured level (``tie_levels``) nearest IMP's best level on validation; the count of
     levels where it holds is Holm-corrected. No gain of IMP's to explain: ``no gain to explain``."""
     claim = "The examples pruning improves most drive generalization"
-    k_best = best_level(imp)
+    k_best, gain, absent = _gain(imp)
     if not len(tie) or not (tie.source == "test").any():
         return Verdict(claim, NOT_TESTED, "no retraining without top-improved examples was measured.",
                        {"level": k_best, "best_level": k_best, "n": 0, "levels": 0})
     test = tie[tie.source == "test"]
     per = test.pivot_table(index=["tie_level", "seed"], columns="removed", values="error")
     per_seed = (per["top-improved"] - per["random"]).rename("diff").reset_index().rename(columns={"tie_level": "level"})
-    sp = (test.groupby("tie_level")["tie_sparsity"].first() if "tie_sparsity" in test else _sparsity(imp))
-    per_seed["sparsity"] = per_seed.level.map(sp)
-    per_seed = _with_step(per_seed, test.error)
-    measured = sorted(int(j) for j in per_seed.level.unique())
-    k = min(measured, key=lambda j: (abs(j - k_best), j))  # nearest measured, lower on a tie
+    sp = test.groupby("tie_level")["tie_sparsity"].first() if "tie_sparsity" in test else _sparsity(imp)
+    per_seed = _with_step(per_seed.assign(sparsity=per_seed.level.map(sp)), test.error)
+    k = int(min(per_seed.level.unique(), key=lambda j: (abs(j - k_best), j)))  # nearest measured, lower on a tie
     part = _part("tie", "without top-improved − without random",
                  "test error: without top-improved − without random", per_seed, margin_of(imp), "higher", level=k)
     d = part.differences
-    p_holm = holm(d.p.to_numpy())
-    higher, lower = int(((p_holm < ALPHA) & (d["mean"] > 0)).sum()), int(((p_holm < ALPHA) & (d["mean"] < 0)).sum())
-    _, gain, absent = _gain(imp)
-    parts = (part, gain)
-    r = part.at()
-    numbers = {"level": k, "best_level": k_best, "diff": r["mean"], "ci": r["ci"], "n": int(r["n"]),
-               "levels_higher": higher, "levels_lower": lower, "levels": len(d)}
+    significant = holm(d.p.to_numpy()) < ALPHA
+    numbers = {"level": k, "best_level": k_best, **part.numbers(keys=_DIFF),
+               "levels_higher": int((significant & (d["mean"] > 0)).sum()),
+               "levels_lower": int((significant & (d["mean"] < 0)).sum()), "levels": len(d)}
     if absent:
-        return _no_gain(claim, gain, k_best, parts, numbers)
+        return _no_gain(claim, gain, k_best, (part, gain), numbers)
     where = "" if k == k_best else f", the measured level nearest IMP's best level {k_best}"
-    text = (f"{part.effect}{where}: {_reads(part)}; over the {len(d)} levels measured, significantly higher at "
-            f"{higher}, lower at {lower} (Holm-corrected).")
-    return Verdict(claim, part.status, text, numbers, parts)
+    text = (f"{part.effect}{where}: {part.reads}; over the {len(d)} levels measured, significantly higher at "
+            f"{numbers['levels_higher']}, lower at {numbers['levels_lower']} (Holm-corrected).")
+    return Verdict(claim, part.status, text, numbers, (part, gain))
 
 
 def _gain_per_seed(imp: pd.DataFrame) -> tuple[int, pd.Series]:
     """IMP's best level on validation and, per seed, its test error there minus the seed's dense model's."""
     k = best_level(imp)
-    test = imp[imp.source == "test"].pivot_table(index="seed", columns="level", values="error")
-    if k not in test or 0 not in test:  # not measured on test: no seed has a gain
-        return k, pd.Series(dtype=float)
-    return k, test[k] - test[0]
-
-
-def _levels_lower(df: pd.DataFrame) -> int:
-    """How many pruned levels train to a significantly lower loss than the dense model, Holm-corrected."""
-    p = pruning_improves_training(df)
-    return int(p.numbers["levels_lower"])
+    return k, _per_seed(imp, dense_at(imp, [k])).set_index("seed")["diff"].sort_index()
 
 
 def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame], weaker: str = "paper") -> Verdict:
@@ -727,12 +671,10 @@ def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame], we
     strong = next(name for name in recipes if name != weaker)
     (k_w, g_w), (k_s, g_s) = _gain_per_seed(recipes[weaker]), _gain_per_seed(recipes[strong])
     diff = (g_w - g_s).dropna()
-    sp = _sparsity(recipes[weaker])
-    per_seed = pd.DataFrame({"seed": diff.index, "level": k_w, "sparsity": sp.get(k_w, float("nan")),
+    per_seed = pd.DataFrame({"seed": diff.index, "level": k_w, "sparsity": _sparsity(recipes[weaker]).get(k_w, np.nan),
                              "diff": diff.to_numpy()})
     per_seed = _with_step(per_seed, pd.concat([df[df.source == "test"].error for df in recipes.values()]))
-    dense_test = [_dense_mean(recipes[name]) for name in (weaker, strong)]
-    margin = _margin(GAIN_DIFFERENCE_MARGIN, float(np.mean(dense_test)))
+    margin = _margin(GAIN_DIFFERENCE_MARGIN, float(np.mean([_dense_mean(recipes[name]) for name in (weaker, strong)])))
     main = _part("gain_difference", "weaker gain − stronger gain",
                  f"test error gain: {weaker} (level {k_w}) − {strong} (level {k_s})", per_seed, margin, "lower",
                  level=k_w)
@@ -741,20 +683,18 @@ def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame], we
                           level=lv or _best_pruned_level(recipes[name]), role="context",
                           note="" if lv else "validation picks the dense model; drawn at the best pruned level")
                     for name, lv in ((weaker, k_w), (strong, k_s)))
-    dense_val = {name: _dense_mean(df, "error", "val") for name, df in recipes.items()}
-    r = main.at()
-    numbers = {"weaker": weaker, "stronger": strong, "dense_val_weaker": dense_val[weaker],
-               "dense_val_stronger": dense_val[strong], "level_weaker": k_w, "level_stronger": k_s,
-               "gain_weaker": float(g_w.mean()), "gain_stronger": float(g_s.mean()), "diff": r["mean"],
-               "ci": r["ci"], "n": int(r["n"]), "train_loss_lower_levels_weaker": _levels_lower(recipes[weaker]),
-               "train_loss_lower_levels_stronger": _levels_lower(recipes[strong])}
+    val = {name: _dense_mean(recipes[name], "error", "val") for name in (weaker, strong)}
+    lower = {name: pruning_improves_training(recipes[name]).numbers["levels_lower"] for name in (weaker, strong)}
+    numbers = {"weaker": weaker, "stronger": strong, "dense_val_weaker": val[weaker], "dense_val_stronger": val[strong],
+               "level_weaker": k_w, "level_stronger": k_s, "gain_weaker": float(g_w.mean()),
+               "gain_stronger": float(g_s.mean()), **main.numbers(keys=_DIFF),
+               "train_loss_lower_levels_weaker": lower[weaker], "train_loss_lower_levels_stronger": lower[strong]}
     if main.status == NOT_TESTED:
         return Verdict(claim, NOT_TESTED, "no seed was measured under both recipes.", numbers, (main, *context))
     text = (f"{main.effect} (IMP's gain over its dense model: {g_w.mean():+.4f} under {weaker}, declared weaker, at "
-            f"level {k_w}; {g_s.mean():+.4f} under {strong}, at level {k_s}): {_reads(main)}. Dense validation error "
-            f"{dense_val[weaker]:.4f} ({weaker}) vs {dense_val[strong]:.4f} ({strong}); levels whose training loss "
-            f"is significantly below the dense model's (Holm): {numbers['train_loss_lower_levels_weaker']} ({weaker}) "
-            f"vs {numbers['train_loss_lower_levels_stronger']} ({strong}).")
+            f"level {k_w}; {g_s.mean():+.4f} under {strong}, at level {k_s}): {main.reads}. Dense validation error "
+            f"{val[weaker]:.4f} ({weaker}) vs {val[strong]:.4f} ({strong}); levels whose training loss is "
+            f"significantly below the dense model's (Holm): {lower[weaker]} ({weaker}) vs {lower[strong]} ({strong}).")
     return Verdict(claim, main.status, text, numbers, (main, *context))
 
 

@@ -130,16 +130,6 @@ def test_paired_by_level_and_vs_dense():
     assert dense.loc[0, "diff"] == 0 and dense.loc[2, "verdict"] == "higher"
 
 
-def test_best_vs_dense_can_pick_the_reference_itself():
-    proc = _rows([[0.4, 0.45], [0.41, 0.46], [0.42, 0.47]], [[0] * 2] * 3)
-    ref = _rows([[0.3, 0.9], [0.31, 0.9], [0.32, 0.9]], [[0] * 2] * 3)
-    proc = pd.concat([proc, proc.assign(source="val")])
-    ref = pd.concat([ref, ref.assign(source="val")])
-    c = analysis.best_vs_dense(proc, ref)
-    assert c["best_level"] == c["dense_level"] == -1
-    assert c["diff_mean"] == 0.0 and c["best_mean"] == c["dense_mean"]
-
-
 def test_override_and_notebook_parameters(tiny_params, tmp_path, monkeypatch):
     """A notebook reads its parameter file through the checked loader (a key given twice is refused, as by the CLI),
     applies its dotted overrides, and only reads unless asked to compute."""
