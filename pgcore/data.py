@@ -12,7 +12,6 @@ import importlib.resources
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -82,7 +81,7 @@ def _verify_mnist(data_dir: Path) -> None:
                                  f"replace it")
 
 
-@dataclass
+@dataclasses.dataclass
 class Data:
     """One dataset, split and on a device. ``y_train`` holds the labels training sees (noisy where ``noisy``),
     ``y_train_clean`` the true ones; validation and test labels are never noisy."""

@@ -5,7 +5,6 @@ T is one schedule (``train.epochs``); a level 0 that is the seed's dense ``train
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from .config import PROTOCOLS, RunConfig
@@ -14,7 +13,7 @@ __all__ = ["LevelPlan", "sparsity_at", "dense", "imp", "extended_dense", "extend
            "extended_oneshot", "pai", "tie", "plan", "last_level", "source_config", "stretched"]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LevelPlan:
     """One level of one protocol: its starting weights, its mask, the part of the schedule it trains."""
 

@@ -9,7 +9,6 @@ import copy
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -340,11 +339,11 @@ def _execute(seeds: list[_Seed], dense: dict[int, Run], lockstep: bool, progress
                 _level(active, dense, lockstep, progress)
 
 
-@dataclass
+@dataclasses.dataclass
 class Experiment:
     """Several seeds of one config: their runs and their tidy results."""
 
-    runs: list[Run] = field(default_factory=list)
+    runs: list[Run] = dataclasses.field(default_factory=list)
 
     def frame(self) -> pd.DataFrame:
         """One row per seed x level x metric source."""

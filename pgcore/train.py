@@ -4,7 +4,6 @@ per epoch, to stop a diverged run (:class:`DivergedError`) before anything of it
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -89,11 +88,9 @@ class TrainResult:
     per_example_loss: torch.Tensor  # final training loss of each example (CPU), with its training label
 
 
-def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when ``cfg.precision == "bf16"``, else nothing."""
-    if cfg.precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast when ``cfg.precision == "bf16"``, else a disabled one (nothing changes)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
 class CompiledOrEager:
@@ -244,10 +241,9 @@ def _check_finite(losses: torch.Tensor, models: Sequence[nn.Module], epoch: int,
                             f"nothing of it was stored; lower train.lr (now {lr:g}) and run again")
 
 
-def fit(learner: Learner, data: Data, cfg: TrainConfig, *, seeds: Sequence[int], stream: int = 0,
-        start_epoch: int = 0, constant_lr: float | None = None,
-        on_epoch_end: Callable[[int, int, nn.Module], None] | None = None, progress: bool = True,
-        desc: str = "train") -> list[TrainResult]:
+def fit(learner: Learner, data: Data, cfg: TrainConfig, *, seeds: Sequence[int], stream: int = 0, start_epoch: int = 0,
+        constant_lr: float | None = None, on_epoch_end: Callable[[int, int, nn.Module], None] | None = None,
+        progress: bool = True, desc: str = "train") -> list[TrainResult]:
     """Train K models from ``start_epoch`` to ``cfg.epochs``, model k with the streams of ``seeds[k]`` at level
     ``stream``; ``constant_lr`` replaces the schedule (fine-tuning). ``on_epoch_end(k, epochs_done, model)``
     runs before training and after each epoch; the last epoch is always evaluated."""
