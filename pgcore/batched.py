@@ -3,7 +3,7 @@ Results equal K separate runs only to float tolerance, so the execution mode is 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,24 +22,23 @@ class Ensemble:
     """K models' stacked parameters, trained by ``vmap`` over ``functional_call``: a :class:`pgcore.train.Learner`."""
 
     def __init__(self, models: Sequence[nn.Module], masks: Sequence[Mask | None] | None, cfg: TrainConfig):
-        self.models, self.cfg, self.K = list(models), cfg, len(models)
-        masks = list(masks) if masks is not None else [None] * self.K
-        template = self.models[0]
+        self.models, self.cfg = list(models), cfg
+        masks = [m or {} for m in masks or [None] * len(self.models)]
         for m in self.models:
             m.train()
         self.params, self.buffers = stack_module_state(self.models)
-        self.names = list(self.params)
-        stacked = []
-        for i, name in enumerate(self.names):
-            if any(name in (m or {}) for m in masks):
-                ones = torch.ones_like(self.params[name][0], dtype=torch.bool)
-                stacked.append((i, torch.stack([(m or {}).get(name, ones).to(ones.device) for m in masks])))
-        self.update = MaskedStep([self.params[n] for n in self.names], cfg, stacked)
+        stacked = []  # (index, the K models' masks) of each parameter some model masks; unmasked in a model: ones
+        for i, (name, p) in enumerate(self.params.items()):
+            if any(name in m for m in masks):
+                ones = torch.ones_like(p[0], dtype=torch.bool)
+                stacked.append((i, torch.stack([m.get(name, ones).to(ones.device) for m in masks])))
+        self.update = MaskedStep(list(self.params.values()), cfg, stacked)
+        template = self.models[0]
 
         def loss_one(p, b, x, y):
             return F.cross_entropy(functional_call(template, (p, b), (x,)), y)
 
-        self._loss = vmap(loss_one, in_dims=(0, 0, 0, 0), randomness="error")
+        self._loss = vmap(loss_one, randomness="error")
 
     def step(self, lr: float, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         self.update.set_lr(lr)
@@ -58,12 +57,10 @@ class Ensemble:
                 b.copy_(self.buffers[name][k])
 
 
-def train_many(models: Sequence[nn.Module], data: Data, cfg: TrainConfig, *, seeds: Sequence[int], stream: int = 0,
-               masks: Sequence[Mask | None] | None = None, start_epoch: int = 0, constant_lr: float | None = None,
-               on_epoch_end: Callable[[int, int, nn.Module], None] | None = None, progress: bool = True,
-               desc: str = "train") -> list[TrainResult]:
-    """Train ``models`` in place in lockstep, as :func:`pgcore.train.train` would with ``seeds[k]``, ``masks[k]``."""
+def train_many(models: Sequence[nn.Module], data: Data, cfg: TrainConfig, *, seeds: Sequence[int],
+               masks: Sequence[Mask | None] | None = None, desc: str = "train", **kwargs: Any) -> list[TrainResult]:
+    """Train ``models`` in place in lockstep, as :func:`pgcore.train.train` would with ``seeds[k]``, ``masks[k]``;
+    the other keywords as :func:`pgcore.train.fit` takes them."""
     if not models:
         return []
-    return fit(Ensemble(models, masks, cfg), data, cfg, seeds=seeds, stream=stream, start_epoch=start_epoch,
-               constant_lr=constant_lr, on_epoch_end=on_epoch_end, progress=progress, desc=f"{desc} x{len(models)}")
+    return fit(Ensemble(models, masks, cfg), data, cfg, seeds=seeds, desc=f"{desc} x{len(models)}", **kwargs)

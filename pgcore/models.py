@@ -3,6 +3,8 @@ and VGGs are OpenLTH's, and the paper's models are initialized as OpenLTH does (
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -146,9 +148,7 @@ def build(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classes: int
 
 def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     name, w, d = cfg.name, cfg.width, cfg.depth
-    flat = 1
-    for s in input_shape:
-        flat *= s
+    flat = math.prod(input_shape)
     if name == "mlp":
         return MLP(flat, num_classes, width=w or 512, depth=d or 2)
     if name == "cnn1d":

@@ -5,16 +5,15 @@ T is one schedule (``train.epochs``); a level 0 that is the seed's dense ``train
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 from .config import PROTOCOLS, RunConfig
 
 __all__ = ["LevelPlan", "sparsity_at", "dense", "imp", "extended_dense", "extended_stretched", "reinit",
-           "extended_oneshot", "pai", "tie", "plan", "last_level", "source_protocol", "source_config", "stretched"]
+           "extended_oneshot", "pai", "tie", "plan", "last_level", "source_config", "stretched"]
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class LevelPlan:
     """One level of one protocol: its starting weights, its mask, the part of the schedule it trains."""
 
@@ -118,13 +117,9 @@ def last_level(cfg: RunConfig) -> int:
     return cfg.prune.levels if PROTOCOLS[cfg.protocol]["levels"] else 0
 
 
-def source_protocol(cfg: RunConfig) -> str | None:
-    return PROTOCOLS[cfg.protocol]["source"]
-
-
 def source_config(cfg: RunConfig) -> RunConfig | None:
     """The config of the run ``cfg`` builds on (its source protocol's, on all the training examples), or None."""
-    src = source_protocol(cfg)
+    src = PROTOCOLS[cfg.protocol]["source"]
     if src is None:
         return None
     data = dataclasses.replace(cfg.data, leave_out="", leave_out_fraction=0.0, leave_out_level=0)

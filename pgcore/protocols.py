@@ -9,7 +9,6 @@ import copy
 import dataclasses
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,7 +19,7 @@ from . import data as data_mod
 from . import models, pruning
 from .batched import train_many
 from .config import RunConfig, from_dict, is_import_path
-from .plans import LevelPlan, last_level, plan, source_config, source_protocol, stretched
+from .plans import LevelPlan, last_level, plan, source_config, stretched
 from .progress import bar
 from .seeds import derive, generator
 from .provenance import provenance
@@ -59,11 +58,9 @@ CPU_THREADS = 1
 @contextlib.contextmanager
 def fixed_threads(dev: torch.device):
     """Train with :data:`CPU_THREADS` threads on the CPU (restored afterwards)."""
-    if dev.type != "cpu":
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(CPU_THREADS)
+    if dev.type == "cpu":
+        torch.set_num_threads(CPU_THREADS)
     try:
         yield
     finally:
@@ -132,9 +129,11 @@ def left_out(cfg: RunConfig, imp_run: Run, n: int) -> tuple[list[int], dict[str,
 
 
 class _Seed:
-    """One seed's run, level by level: :meth:`start` sets a level up, it trains outside, :meth:`finish` stores it."""
+    """One seed's run, level by level: :meth:`start` sets a level up, it trains outside, :meth:`finish` stores it.
+    Its run directory is opened (created or checked) first; a run with every level stored is marked done."""
 
     def __init__(self, cfg: RunConfig, store: Run, dev: torch.device, data: data_mod.Data, source: Run | None):
+        store.open(dev)
         self.cfg, self.store, self.dev, self.data, self.source = cfg, store, dev, data, source
         self.left_out: dict[str, Any] | None = None
         if cfg.data.leave_out:  # top-improved examples (or the random control): a dense run on the rest
@@ -148,7 +147,8 @@ class _Seed:
         if done:  # resume from the last finished level
             self._load(store.load_checkpoint(done[-1], map_location=dev))
         self.last_level = last_level(cfg)
-        self.tic = 0.0
+        if self.finished:  # every level stored (e.g. after its config.json was repaired)
+            store.mark_done()
 
     def _load(self, ckpt: dict[str, Any]) -> None:
         self.model.load_state_dict(ckpt["state"])
@@ -158,9 +158,6 @@ class _Seed:
     @property
     def finished(self) -> bool:
         return self.next_level > self.last_level
-
-    def plan(self) -> LevelPlan:
-        return plan(self.cfg, self.next_level)
 
     def start(self, p: LevelPlan) -> None:
         """The model and mask the level trains: its starting weights and its mask, per the plan."""
@@ -233,18 +230,14 @@ def _train_group(group: list[_Seed], p: LevelPlan, lockstep: bool, progress: boo
 
 def _level(group: list[_Seed], dense: dict[int, Run], lockstep: bool, progress: bool) -> None:
     """Carry out the next level of every seed in ``group`` (all at the same level)."""
-    p = group[0].plan()
+    p = plan(group[0].cfg, group[0].next_level)
     if p.reuse == "dense":
         for s in group:
             s.adopt(p, dense[s.cfg.seed])
         return
     for s in group:
         s.start(p)
-    if lockstep and any(s.data is not group[0].data for s in group):  # each seed leaves out its own examples (tie)
-        lockstep, results = False, [r for s in group for r in _train_group([s], p, False, progress)]
-    else:
-        results = _train_group(group, p, lockstep, progress)
-    for s, result in zip(group, results):
+    for s, result in zip(group, _train_group(group, p, lockstep, progress)):
         s.finish(p, result, batched=len(group) if lockstep else 1)
 
 
@@ -299,78 +292,58 @@ def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, devi
     """Run configs that differ only in their seed, sequentially or in lockstep, each stored as its own run;
     the runs a protocol builds on (its source run, the dense run its level 0 reuses) are run first. Stored runs
     are used only when computed by this code on the same data; own code is checked before anything is stored."""
-    execution = "lockstep" if lockstep else "sequential"
-    cfgs = [c.replace(execution=execution) for c in cfgs]
+    cfgs = [c.replace(execution="lockstep" if lockstep else "sequential") for c in cfgs]
     stores = [Run(c, root) for c in cfgs]
     digest = data.digest if data is not None else data_mod.source_digest(cfgs[0].data)
     for s in stores:
         s.check_numerics()
         check_data(s, digest)
-    todo = [i for i, s in enumerate(stores) if not s.is_done()]
+    todo = [(c, s) for c, s in zip(cfgs, stores) if not s.is_done()]
     if not todo:
         return stores
-    if len({cfgs[i].hash() for i in todo}) > 1:
+    if len({c.hash() for c, _ in todo}) > 1:
         raise ValueError("run_lockstep runs the seeds of one config; these configs differ in more than the seed")
     dev = resolve_device(device)
     deterministic_kernels(dev)
-    data = data_mod.load(cfgs[todo[0]].data, dev) if data is None else data
-    todo_cfgs = [cfgs[i] for i in todo]
-    check_own_model(todo_cfgs[0], data, dev)
+    cfg0 = todo[0][0]
+    data = data_mod.load(cfg0.data, dev) if data is None else data
+    check_own_model(cfg0, data, dev)
     sources: list[Run | None] = [None] * len(todo)
-    if source_protocol(todo_cfgs[0]):
-        sources = run_lockstep([source_config(c) for c in todo_cfgs], root, dev, progress, data, lockstep)
+    if source_config(cfg0) is not None:
+        sources = run_lockstep([source_config(c) for c, _ in todo], root, dev, progress, data, lockstep)
     dense: dict[int, Run] = {}
-    if plan(todo_cfgs[0], 0).reuse == "dense" and any(not stores[i].finished_levels() for i in todo):
-        dense_runs = run_lockstep([c.replace(protocol="train") for c in todo_cfgs], root, dev, progress, data, lockstep)
-        dense = {r.cfg.seed: r for r in dense_runs}
+    if plan(cfg0, 0).reuse == "dense" and any(not s.finished_levels() for _, s in todo):
+        dense_cfgs = [c.replace(protocol="train") for c, _ in todo]
+        dense = {r.cfg.seed: r for r in run_lockstep(dense_cfgs, root, dev, progress, data, lockstep)}
     with contextlib.ExitStack() as held:
         held.enter_context(fixed_threads(dev))
-        for i in sorted(todo, key=lambda i: str(stores[i].path)):  # one order everywhere: no deadlock
-            held.enter_context(stores[i].lock())
-        _execute(_seeds(todo, sources, stores, cfgs, dev, data), dense, lockstep, progress)
+        for _, s in sorted(todo, key=lambda t: str(t[1].path)):  # one order everywhere: no deadlock
+            held.enter_context(s.lock())
+        # another process may have finished some seeds while this one waited for their locks
+        seeds = [_Seed(c, s, dev, data, src) for (c, s), src in zip(todo, sources) if not s.is_done()]
+        _execute([s for s in seeds if not s.finished], dense, lockstep, progress)
     return stores
 
 
-def _seeds(todo: list[int], sources: list[Run | None], stores: list[Run], cfgs: list[RunConfig], dev: torch.device,
-           data: data_mod.Data) -> list[_Seed]:
-    """The seeds left to train once their locks are held (another process may have finished some meanwhile)."""
-    seeds = []
-    for i, src in zip(todo, sources):
-        if stores[i].is_done():  # finished by another process while this one waited
-            continue
-        stores[i].open(dev)
-        seed = _Seed(cfgs[i], stores[i], dev, data, src)
-        if seed.finished:  # every level stored (e.g. after its config.json was repaired)
-            stores[i].mark_done()
-        else:
-            seeds.append(seed)
-    return seeds
-
-
 def _execute(seeds: list[_Seed], dense: dict[int, Run], lockstep: bool, progress: bool) -> None:
-    if not seeds:
-        return
-    cfg0 = seeds[0].cfg
-    if not lockstep:
-        for s in seeds:
-            levels = bar(range(s.next_level, s.last_level + 1), desc=f"{cfg0.protocol} seed {s.cfg.seed}",
-                         disable=not progress, initial=s.next_level, total=s.last_level + 1)
-            for _ in levels:
-                _level([s], dense, False, progress)
-        return
-    first, last = min(s.next_level for s in seeds), max(s.last_level for s in seeds)
-    for level in bar(range(first, last + 1), desc=f"{cfg0.protocol} seeds {[s.cfg.seed for s in seeds]}",
-                     disable=not progress, initial=first, total=last + 1):
-        active = [s for s in seeds if s.next_level == level and not s.finished]
-        if active:
-            _level(active, dense, True, progress)
+    """Train the levels the seeds have left: each seed on its own, or all together level by level in lockstep
+    (where each seed leaves out its own examples, as ``tie`` does, they train on their own)."""
+    if any(s.data is not seeds[0].data for s in seeds):
+        lockstep = False
+    for group in [seeds] if lockstep and seeds else [[s] for s in seeds]:
+        first, last = min(s.next_level for s in group), max(s.last_level for s in group)
+        for level in bar(range(first, last + 1), desc=f"{group[0].cfg.protocol} seeds {[s.cfg.seed for s in group]}",
+                         disable=not progress, initial=first, total=last + 1):
+            active = [s for s in group if s.next_level == level and not s.finished]
+            if active:
+                _level(active, dense, lockstep, progress)
 
 
-@dataclass
+@dataclasses.dataclass
 class Experiment:
     """Several seeds of one config: their runs and their tidy results."""
 
-    runs: list[Run] = field(default_factory=list)
+    runs: list[Run] = dataclasses.field(default_factory=list)
 
     def frame(self) -> pd.DataFrame:
         """One row per seed x level x metric source."""

@@ -49,16 +49,10 @@ def prune(scores: dict[str, torch.Tensor], mask: Mask, rate: float, scope: str =
     alive = int(sum(int(mask[n].sum()) for n in names))
     n_prune = int(round(rate * alive))
     keep = torch.ones_like(flat, dtype=torch.bool)
-    if n_prune > 0:
-        # Stable sort: equal scores are pruned in index order, so the result is deterministic.
-        order = torch.sort(flat, stable=True).indices
-        keep[order[:n_prune]] = False
-    out, start = {}, 0
-    for n in names:
-        size = mask[n].numel()
-        out[n] = keep[start:start + size].view_as(mask[n]) & mask[n]
-        start += size
-    return out
+    # Stable sort: equal scores are pruned in index order, so the result is deterministic.
+    keep[torch.sort(flat, stable=True).indices[:n_prune]] = False
+    parts = keep.split([mask[n].numel() for n in names])
+    return {n: part.view_as(mask[n]) & mask[n] for n, part in zip(names, parts)}
 
 
 def magnitude_scores(model: nn.Module, mask: Mask) -> dict[str, torch.Tensor]:

@@ -4,11 +4,10 @@ per epoch, to stop a diverged run (:class:`DivergedError`) before anything of it
 
 from __future__ import annotations
 
-import contextlib
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import torch
 from torch import nn
@@ -89,31 +88,27 @@ class TrainResult:
     per_example_loss: torch.Tensor  # final training loss of each example (CPU), with its training label
 
 
-def autocast(cfg: TrainConfig, device: torch.device) -> contextlib.AbstractContextManager:
-    """bfloat16 autocast when ``cfg.precision == "bf16"``, else nothing."""
-    if cfg.precision == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def autocast(cfg: TrainConfig, device: torch.device) -> torch.autocast:
+    """bfloat16 autocast when ``cfg.precision == "bf16"``, else a disabled one (nothing changes)."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
 
 
-class CompiledOrEager(nn.Module):
-    """``torch.compile(model)`` that falls back to the eager model, with one warning, if compiling or running
-    the compiled graph fails; parameters are the model's own, so masks and the optimizer see no difference."""
+class CompiledOrEager:
+    """``torch.compile(fn)`` that falls back to ``fn`` itself, with one warning, if compiling or running the
+    compiled graph fails; a model's parameters are its own either way, so masks and the optimizer see no difference."""
 
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-        self.compiled: Callable | None = torch.compile(model)
+    def __init__(self, fn: Callable, failed: str = "torch.compile failed", then: str = "training eagerly"):
+        self.fn, self.failed, self.then = fn, failed, then
+        self.compiled: Callable | None = torch.compile(fn)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, *args):
         if self.compiled is not None:
             try:
-                return self.compiled(x)
+                return self.compiled(*args)
             except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-                warnings.warn(f"torch.compile failed ({type(e).__name__}: {str(e)[:200]}); training eagerly",
-                              RuntimeWarning)
+                warnings.warn(f"{self.failed} ({type(e).__name__}: {str(e)[:200]}); {self.then}", RuntimeWarning)
                 self.compiled = None
-        return self.model(x)
+        return self.fn(*args)
 
 
 class DivergedError(RuntimeError):
@@ -141,23 +136,23 @@ def masked_sgd(params: list[torch.Tensor], grads: list[torch.Tensor], bufs: list
 
 class MaskedStep:
     """:func:`masked_sgd` on a list of parameters, eager or compiled (falling back to eager with a warning);
-    compiled, the learning rate is a device tensor filled in place, so the schedule never recompiles or syncs."""
+    compiled, the learning rate is a device tensor filled in place, so the schedule never recompiles or syncs.
+    ``mask``: a model's :data:`Mask`, or (index in the parameter list, mask) pairs."""
 
     def __init__(self, model_or_params: nn.Module | Sequence[torch.Tensor], cfg: TrainConfig,
                  mask: Mask | Sequence[tuple[int, torch.Tensor]] | None = None):
         if isinstance(model_or_params, nn.Module):
-            self.params = list(model_or_params.parameters())
             index = {n: i for i, (n, _) in enumerate(model_or_params.named_parameters())}
-            pairs = [(index[n], m) for n, m in (mask or {}).items()]
-        else:
-            self.params, pairs = list(model_or_params), list(mask or [])
+            model_or_params, mask = model_or_params.parameters(), [(index[n], m) for n, m in (mask or {}).items()]
+        self.params, pairs = list(model_or_params), list(mask or [])
         self.masked = tuple(i for i, _ in pairs)
         self.masks = [m.to(device=self.params[i].device, dtype=self.params[i].dtype) for i, m in pairs]
         self.cfg = cfg
         self.bufs = [torch.zeros_like(p) for p in self.params]
         self.lr: torch.Tensor | float = (torch.tensor(float(cfg.lr), device=self.params[0].device) if cfg.compile
                                          else cfg.lr)
-        self.update: Callable = torch.compile(masked_sgd) if cfg.compile else masked_sgd
+        self.update: Callable = CompiledOrEager(masked_sgd, "torch.compile of the optimizer step failed",
+                                                       "stepping eagerly") if cfg.compile else masked_sgd
 
     def set_lr(self, lr: float) -> None:
         if isinstance(self.lr, torch.Tensor):
@@ -172,17 +167,8 @@ class MaskedStep:
     def __call__(self, grads: Sequence[torch.Tensor] | None = None) -> None:
         cfg = self.cfg
         grads = [p.grad for p in self.params] if grads is None else list(grads)
-        args = (self.params, grads, self.bufs, self.masks, self.masked, self.lr,
-                cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)
-        try:
-            self.update(*args)
-        except Exception as e:  # noqa: BLE001 - any compiler failure means: run eagerly
-            if self.update is masked_sgd:
-                raise
-            warnings.warn(f"torch.compile of the optimizer step failed ({type(e).__name__}: {str(e)[:200]}); "
-                          "stepping eagerly", RuntimeWarning)
-            self.update = masked_sgd
-            masked_sgd(*args)
+        self.update(self.params, grads, self.bufs, self.masks, self.masked, self.lr,
+                    cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)
 
 
 class Learner(Protocol):
@@ -242,9 +228,8 @@ def batches(data: Data, cfg: TrainConfig, epoch: int, orders: Sequence[torch.Gen
 
 def record(epoch: int, lr: float, minibatch_loss: float, metrics: dict[str, dict[str, float]]) -> dict[str, float]:
     """One evaluation's history record: epoch, lr, mean minibatch loss, every source's loss/accuracy."""
-    out = {"epoch": epoch, "lr": lr, "minibatch_loss": minibatch_loss}
-    out.update({f"{src}_{k}": v for src, m in metrics.items() for k, v in m.items()})
-    return out
+    return {"epoch": epoch, "lr": lr, "minibatch_loss": minibatch_loss,
+            **{f"{src}_{k}": v for src, m in metrics.items() for k, v in m.items()}}
 
 
 def _check_finite(losses: torch.Tensor, models: Sequence[nn.Module], epoch: int, where: str, lr: float) -> None:
@@ -256,10 +241,9 @@ def _check_finite(losses: torch.Tensor, models: Sequence[nn.Module], epoch: int,
                             f"nothing of it was stored; lower train.lr (now {lr:g}) and run again")
 
 
-def fit(learner: Learner, data: Data, cfg: TrainConfig, *, seeds: Sequence[int], stream: int = 0,
-        start_epoch: int = 0, constant_lr: float | None = None,
-        on_epoch_end: Callable[[int, int, nn.Module], None] | None = None, progress: bool = True,
-        desc: str = "train") -> list[TrainResult]:
+def fit(learner: Learner, data: Data, cfg: TrainConfig, *, seeds: Sequence[int], stream: int = 0, start_epoch: int = 0,
+        constant_lr: float | None = None, on_epoch_end: Callable[[int, int, nn.Module], None] | None = None,
+        progress: bool = True, desc: str = "train") -> list[TrainResult]:
     """Train K models from ``start_epoch`` to ``cfg.epochs``, model k with the streams of ``seeds[k]`` at level
     ``stream``; ``constant_lr`` replaces the schedule (fine-tuning). ``on_epoch_end(k, epochs_done, model)``
     runs before training and after each epoch; the last epoch is always evaluated."""
@@ -295,11 +279,9 @@ def fit(learner: Learner, data: Data, cfg: TrainConfig, *, seeds: Sequence[int],
     return [TrainResult(histories[k], *(finals[k] or evaluate(m, data))) for k, m in enumerate(models)]
 
 
-def train(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, stream: int = 0, mask: Mask | None = None,
-          start_epoch: int = 0, constant_lr: float | None = None,
-          on_epoch_end: Callable[[int, nn.Module], None] | None = None, progress: bool = True,
-          desc: str = "train") -> TrainResult:
-    """Train one ``model`` in place (see :func:`fit`); ``on_epoch_end(epoch, model)``."""
+def train(model: nn.Module, data: Data, cfg: TrainConfig, *, seed: int, mask: Mask | None = None,
+          on_epoch_end: Callable[[int, nn.Module], None] | None = None, **kwargs: Any) -> TrainResult:
+    """Train one ``model`` in place; ``on_epoch_end(epoch, model)``, and the other keywords (``stream``,
+    ``start_epoch``, ``constant_lr``, ``progress``, ``desc``) as :func:`fit` takes them."""
     callback = None if on_epoch_end is None else (lambda k, epoch, m: on_epoch_end(epoch, m))
-    return fit(Single(model, cfg, mask), data, cfg, seeds=[seed], stream=stream, start_epoch=start_epoch,
-               constant_lr=constant_lr, on_epoch_end=callback, progress=progress, desc=desc)[0]
+    return fit(Single(model, cfg, mask), data, cfg, seeds=[seed], on_epoch_end=callback, **kwargs)[0]
