@@ -69,13 +69,11 @@ def tasks(study: Study, needs: Sequence[Need], lockstep: bool) -> dict[Task, lis
     for need in needs:
         same.setdefault(tuple(study.run_paths(need, study.seeds[0])), []).append(need)
     twin = {}
-    for group in same.values():
-        trainer = group[0]
-        if len(group) > 1:  # e.g. figure 4's imp to noise_levels is figure 1's imp, grown
-            trainer = max(group, key=lambda n: last_level(study.config(n.protocol, n.changes)))
-            # it trains for every figure of the group: their notebooks wait for it
-            trainer = dataclasses.replace(trainer, figures=tuple(dict.fromkeys(f for n in group for f in n.figures)))
-        twin.update(dict.fromkeys(group, trainer))
+    for group in same.values():  # e.g. figure 4's imp to noise_levels is figure 1's imp, grown
+        trainer = max(group, key=lambda n: last_level(study.config(n.protocol, n.changes)))
+        # it trains for every figure of the group: their notebooks wait for it
+        figures = tuple(dict.fromkeys(f for n in group for f in n.figures))
+        twin.update(dict.fromkeys(group, dataclasses.replace(trainer, figures=figures)))
     groups = [tuple(study.seeds)] if lockstep else [(s,) for s in study.seeds]
     return {Task(twin[need], seeds): list(dict.fromkeys(Task(twin[d], seeds) for d in depends_on(study, need)))
             for need in needs if twin[need] == need for seeds in groups}
@@ -87,9 +85,8 @@ def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str
     tasks it builds on; ``threads``: torch threads, so that workers x threads = cores."""
     name = Task(need, tuple(seeds)).name
     record: dict[str, Any] = {"task": name, "need": need.label(), "seeds": list(seeds), "trained": [], "reused": []}
-    blocked = [a for a in after if a["status"] != "ok"]
-    if blocked:
-        first = blocked[0]
+    first = next((a for a in after if a["status"] != "ok"), None)
+    if first:
         return {**record, "status": "skipped", "message": f"builds on {first['task']}, which {first['status']}"}
     tic = time.perf_counter()
     try:
@@ -158,11 +155,6 @@ class Cluster:
     threads: int | None  # torch threads per worker; None: leave torch's default
     gpus: bool
     dashboard: str | None = None  # its link (and a note if the port asked for was taken); None: no dashboard
-
-    def describe(self) -> str:
-        n = "its" if self.workers is None else str(self.workers)
-        per = f", {self.threads} torch thread(s) each" if self.threads else ""
-        return f"{self.kind} cluster, {n} worker(s){' (one GPU each)' if self.gpus else ''}{per}"
 
 
 def dashboard_address(value: str | None) -> str | None:
@@ -447,17 +439,12 @@ class Summary:
         return out + [f"  skipped {s['task']}: {s['message']}" for s in self.skipped]
 
 
-def _stored(run: Run, before: float | None = None) -> int:
-    """How many levels ``run`` has stored (``before``: had stored by that time); none for a run its task will find
-    corrupt, and report."""
+def _stored(run: Run) -> int:
+    """How many levels ``run`` has stored; none for a run its task will find corrupt, and report."""
     try:
-        levels = run.finished_levels()
-        if before is not None:
-            return next((k for k in levels if (run.path / f"level_{k:03d}.json").stat().st_mtime >= before),
-                        len(levels))
+        return len(run.finished_levels())
     except (CorruptResultError, FileNotFoundError):
         return 0
-    return len(levels)
 
 
 class Trainings:
@@ -466,24 +453,14 @@ class Trainings:
     takes the levels it left untrained out of the total."""
 
     def __init__(self, study: Study, graph: Mapping[Task, Sequence[Task]]):
-        self.study, self.graph = study, graph
-        self.start = time.time()  # a level stored since is one this compute trains, however late its run is known
-        self.runs: dict[Task, list[Run]] = {}  # each task whose runs are known: those runs
-        self.todo: dict[str, list[int]] = {}  # run directory -> its levels to train, as first counted
-        self.stored: dict[str, int] = {}  # run directory -> how many of those are stored now
-        self.ended: set[Task] = set()
-        self._learn(graph)
-
-    def _learn(self, candidates: Iterable[Task]) -> None:
-        for task in candidates:
-            runs = [Run(cfg, self.study.root) for seed in task.seeds for cfg in self.study.runs(task.need, seed)]
-            self.runs[task] = runs
-            for run in runs:
-                if str(run.path) not in self.todo:
-                    have, cfg = _stored(run, before=self.start), run.cfg
-                    self.todo[str(run.path)] = [k for k in range(have, last_level(cfg) + 1)
-                                                if plan(cfg, k).reuse != "dense"]
-                    self.stored[str(run.path)] = 0
+        self.graph, self.ended = graph, set()
+        self.runs = {task: [Run(cfg, study.root) for seed in task.seeds for cfg in study.runs(task.need, seed)]
+                     for task in graph}
+        # run directory -> its levels to train (counted before any task starts), and how many of those are stored now
+        self.todo = {str(run.path): [k for k in range(_stored(run), last_level(run.cfg) + 1)
+                                     if plan(run.cfg, k).reuse != "dense"]
+                     for runs in self.runs.values() for run in runs}
+        self.stored = dict.fromkeys(self.todo, 0)
 
     def _count(self, runs: Iterable[Run]) -> None:
         for run in runs:
@@ -499,7 +476,7 @@ class Trainings:
     def end(self, task: Task) -> None:
         """``task`` has ended: count its levels."""
         self.ended.add(task)
-        self._count(self.runs.get(task, []))
+        self._count(self.runs[task])
 
     @property
     def done(self) -> int:
@@ -526,11 +503,10 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     import dask
     import distributed  # noqa: F401 -- loads its config defaults, before one is set below
 
-    root = Path(study.root) if study.root is not None else default_root()
-    study = dataclasses.replace(study, root=root.resolve(), progress=False)
+    root = (Path(study.root) if study.root is not None else default_root()).resolve()
     wanted = study.expand(figures, needs)
     opened = (contextlib.nullcontext(_given(client)) if client is not None
-              else open_cluster(cluster, workers, study.params, slurm, study.root, dashboard))
+              else open_cluster(cluster, workers, study.params, slurm, root, dashboard))
     # The scheduler's settings, so they hold for clusters opened here. Told that tasks take long, it spreads tasks
     # that become ready together over idle workers instead of queueing them on the worker holding the (tiny) record
     # they build on.
@@ -539,15 +515,15 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
           opened as c):
         tic = time.perf_counter()
         # How seeds train, decided once for the cluster's device: the study as the workers will build it.
-        study = dataclasses.replace(study, device="cuda" if c.gpus else "cpu")
+        study = dataclasses.replace(study, root=root, progress=False, device="cuda" if c.gpus else "cpu")
         lockstep = study.execution == "lockstep"
         graph = tasks(study, wanted, lockstep)
         count = Trainings(study, graph)
         # On a CPU every run trains on CPU_THREADS threads, whatever torch's setting on the worker (results do not
         # depend on the number of workers).
-        threads = "" if c.gpus else f"; each run trains on {CPU_THREADS} CPU thread{'s' * (CPU_THREADS > 1)}"
-        out(f"computing {len(graph)} tasks ({count.total} levels to train) on a "
-            f"{dataclasses.replace(c, threads=None).describe()}{threads}; seeds "
+        per = " (one GPU each)" if c.gpus else f"; each run trains on {CPU_THREADS} CPU thread{'s' * (CPU_THREADS > 1)}"
+        out(f"computing {len(graph)} tasks ({count.total} levels to train) on a {c.kind} cluster, "
+            f"{'its' if c.workers is None else c.workers} worker(s){per}; seeds "
             f"{'in lockstep' if lockstep else 'one by one'}; store {study.root}")
         if c.dashboard:
             out(f"dashboard: {c.dashboard}")

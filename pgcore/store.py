@@ -362,14 +362,9 @@ class Run:
         if from_level is not None and from_level < 0:
             raise ValueError(f"from_level must be a level >= 0, got {from_level}")
         problems = self.verify()
-        starts = [p.level for p in problems if p.level is not None]
-        if from_level is not None:
-            starts.append(from_level)
-        start = min(starts, default=None)
+        start = min((k for k in [from_level, *(p.level for p in problems)] if k is not None), default=None)
         config_bad = any(p.level is None for p in problems)
-        doomed: list[Path] = []
-        if start is not None or config_bad:
-            doomed.append(self.path / "done.json")
+        doomed = [self.path / "done.json"] if start is not None or config_bad else []
         if config_bad:
             doomed.append(self.path / "config.json")
         if start is not None:
@@ -445,14 +440,6 @@ def own_code(config: Any) -> dict[str, str]:
     return named
 
 
-def _may_import(names: Iterable[str], asked: bool | None) -> bool:
-    """Whether a run naming ``names`` may be read: asked (None: the environment), or (None) every module already
-    imported in this process, by the parameter file or notebook that made the study, so nothing new runs."""
-    if asked is None:
-        return import_own_code_asked() or all(name.split(":")[0] in sys.modules for name in names)
-    return asked
-
-
 def find_run(ref: str | Path, root: str | Path | None = None, import_own_code: bool | None = None) -> Run:
     """The one run ``ref`` names (:func:`find_run_dirs`); an error listing them if it names several."""
     runs = find_runs(ref, root, import_own_code)
@@ -497,7 +484,11 @@ def _open_dir(run_dir: Path, import_own_code: bool | None = None) -> Run:
     check_run_dir(run_dir)
     stored = read_json(run_dir / "config.json")
     named = own_code(stored["config"])
-    if named and not _may_import(named.values(), import_own_code):
+    # Asked (None: by the environment), or every module it names already imported in this process, by the parameter
+    # file or notebook that made the study, so nothing new runs.
+    if import_own_code is None:
+        import_own_code = import_own_code_asked() or all(name.split(":")[0] in sys.modules for name in named.values())
+    if named and not import_own_code:
         code = " and ".join(f"{section} {name!r}" for section, name in named.items())
         raise OwnCodeNotImportedError(f"{run_dir}: own code, not imported ({code})",
                                       f"a store's files never make pgcore import code: set {IMPORT_OWN_CODE}=1 to "
