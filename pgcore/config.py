@@ -14,11 +14,10 @@ import inspect
 import json
 import math
 import re
-import types
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import yaml
 
@@ -28,7 +27,6 @@ __all__ = ["is_import_path", "import_path", "source_digest", "ConfigError", "Imp
 
 DATASETS = ("mnist1d", "mnist5k", "mnist", "cifar10", "cifar100", "svhn")
 MODELS = ("mlp", "cnn1d", "lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
-EXECUTIONS = ("sequential", "lockstep")
 
 # Every protocol (what each does at a level: pgcore.plans): the protocol whose run it builds on, whether it has
 # pruning levels, the pruning settings that enter its hash, and the pruning methods it accepts. The number of levels
@@ -49,11 +47,8 @@ PROTOCOLS: dict[str, dict[str, Any]] = {
 
 # Parameters a model's framework leaves dense by default (``prune.ignore: null`` picks this).
 # OpenLTH prunes ResNets' output layer (``fc.weight``) but not VGG's or LeNet's.
-DENSE_BY_DEFAULT: dict[str, tuple[str, ...]] = {
-    "lenet_300_100": ("fc3.weight",),
-    "vgg11": ("fc.weight",),
-    "vgg16": ("fc.weight",),
-}
+DENSE_BY_DEFAULT: dict[str, tuple[str, ...]] = {"lenet_300_100": ("fc3.weight",), "vgg11": ("fc.weight",),
+                                                 "vgg16": ("fc.weight",)}
 
 # A researcher's own model or dataset is named by import path, ``"mypkg.nets:WideLeNet"``: a model is called as
 # ``f(input_shape, num_classes, **width/depth if set)`` and returns an nn.Module; a dataset is called as
@@ -76,8 +71,7 @@ def import_path(name: str) -> Any:
         raise ImportPathError(name, f"cannot import {name!r} ({type(e).__name__}: {e}); the module must be "
                                     f"importable as any Python module, installed or on PYTHONPATH (one in the "
                                     f"current directory: `PYTHONPATH=. pgcore ...`), and define {attr}") from None
-    if not callable(obj):
-        raise ConfigError(f"{name!r} is not callable; name a function or class")
+    _check(callable(obj), f"{name!r} is not callable; name a function or class")
     return obj
 
 
@@ -105,67 +99,106 @@ class ImportPathError(ConfigError):
         super().__init__(message)
 
 
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+# Each setting's allowed values live on its field (``metadata``), read by :func:`validate`.
+def _one_of(*choices: str) -> Any:
+    """A setting that is one of ``choices``, the first by default."""
+    return field(default=choices[0], metadata={"choices": choices})
+
+
+def _rule(default: Any, test: Callable[[Any, Any], bool], kind: str, why: str = "") -> Any:
+    """A setting whose value ``v`` passes ``test(v, c)`` (``c``: the whole :class:`RunConfig`); else the error says
+    it must be ``kind`` (formatted with ``c``), then ``why``."""
+    return field(default=default, metadata={"test": test, "kind": kind, "why": why})
+
+
+def _count(default: int, least: int) -> Any:
+    """An integer setting of at least ``least``."""
+    kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+    return _rule(default, lambda v, c: _is_int(v) and v >= least, kind)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     name: str = "mnist1d"
-    num_samples: int = 5000  # MNIST-1D only: examples generated in total (80% train, 20% test)
+    num_samples: int = _count(5000, least=50)  # MNIST-1D only: examples generated in total (80% train, 20% test)
     data_seed: int = 42  # MNIST-1D generator seed (42 is the published dataset) and val-split seed
-    val_fraction: float = 0.0  # carved from train, for choosing the best sparsity honestly
-    noisy_fraction: float = 0.0  # fraction of training labels replaced by a different class
+    # carved from train, for choosing the best sparsity honestly
+    val_fraction: float = _rule(0.0, lambda v, c: 0 <= v < 1, "in [0, 1)")
+    # fraction of training labels replaced by a different class
+    noisy_fraction: float = _rule(0.0, lambda v, c: 0 <= v < 1, "in [0, 1)", ": noisy labels are measured against "
+                                  "the clean ones, and at 1.0 no training label is clean")
     noise_seed: int = 0  # the noisy set is fixed by this seed, the same for every training seed
     augment: bool | None = None  # None: random crop + flip for image datasets, nothing for MNIST-1D
     data_dir: str = "data"  # where torchvision datasets live (not part of the hash)
     download: bool = False  # fetch missing torchvision files (needs a network; not part of the hash)
-    exclude: tuple[int, ...] = ()  # training examples left out (indices into the training split, after the val split)
+    # training examples left out (indices into the training split, after the val split)
+    exclude: tuple[int, ...] = _rule((), lambda v, c: all(_is_int(i) and i >= 0 for i in v) and len(set(v)) == len(v),
+                                     "distinct non-negative training-example indices")
     # Top-improved examples (protocol ``tie``): left out are the ``leave_out_fraction`` of training examples whose
     # loss improved most from the source IMP run's level 0 to ``leave_out_level`` ("top-improved"), or as many random
     # ones ("random", the same for every level).
-    leave_out: str = ""
-    leave_out_fraction: float = 0.0
-    leave_out_level: int = 0
+    leave_out: str = _one_of("", "top-improved", "random")
+    leave_out_fraction: float = _rule(0.0, lambda v, c: not c.data.leave_out or 0 < v < 1, "in (0, 1)")
+    leave_out_level: int = _rule(
+        0, lambda v, c: c.data.leave_out != "top-improved" or (_is_int(v) and 1 <= v <= c.prune.levels),
+        "an IMP level in 1..prune.levels={c.prune.levels}")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "mlp"
-    width: int | None = None  # hidden units (mlp), channels (cnn1d), first-stage width (resnet)
-    depth: int | None = None  # hidden layers (mlp) or conv layers (cnn1d)
+    # hidden units (mlp), channels (cnn1d), first-stage width (resnet)
+    width: int | None = _rule(None, lambda v, c: v is None or (_is_int(v) and v >= 1), "a positive integer or null")
+    # hidden layers (mlp) or conv layers (cnn1d)
+    depth: int | None = _rule(None, lambda v, c: v is None or (_is_int(v) and v >= 1), "a positive integer or null")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 40
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
+    epochs: int = _count(40, least=1)
+    batch_size: int = _count(128, least=1)
+    lr: float = _rule(0.1, lambda v, c: math.isfinite(v) and v > 0, "a finite positive number")
+    momentum: float = _rule(0.9, lambda v, c: 0 <= v < 1, "in [0, 1)")
     nesterov: bool = False
-    weight_decay: float = 5e-4
-    schedule: str = "cosine"  # cosine | step | constant
-    milestones: tuple[int, ...] = ()  # epochs where a step schedule multiplies lr by gamma
-    gamma: float = 0.1
-    warmup_epochs: float = 0.0  # linear warm-up from 0, counted in epochs
-    eval_every: int = 1  # evaluate every this many epochs (the last epoch is always evaluated)
-    precision: str = "fp32"  # fp32 | bf16 (autocast; GPU speed, slightly different numbers)
-    compile: bool = False  # torch.compile the model and the masked update (falls back to eager, with a warning)
+    weight_decay: float = _rule(5e-4, lambda v, c: math.isfinite(v) and v >= 0, "a finite number >= 0")
+    schedule: str = _one_of("cosine", "step", "constant")
+    # epochs where a step schedule multiplies lr by gamma
+    milestones: tuple[int, ...] = _rule((), lambda v, c: all(_is_int(e) and 0 < e < c.train.epochs for e in v),
+                                        "epochs strictly between 0 and train.epochs={c.train.epochs}")
+    gamma: float = _rule(0.1, lambda v, c: math.isfinite(v) and v > 0, "a finite positive number")
+    # linear warm-up from 0, counted in epochs
+    warmup_epochs: float = _rule(0.0, lambda v, c: 0 <= v <= c.train.epochs, "in [0, epochs]")
+    eval_every: int = _count(1, least=1)  # evaluate every this many epochs (the last epoch is always evaluated)
+    precision: str = _one_of("fp32", "bf16")  # autocast bf16: GPU speed, slightly different numbers
+    # torch.compile the model and the masked update (falls back to eager, with a warning)
+    compile: bool = _rule(False, lambda v, c: isinstance(v, bool), "true or false")
 
 
 @dataclass(frozen=True)
 class PruneConfig:
-    levels: int = 20  # pruning levels after the dense run; level k has sparsity 1 - (1-rate)^k
-    rate: float = 0.2  # fraction of the remaining prunable weights removed per level
+    levels: int = _count(20, least=0)  # pruning levels after the dense run; level k has sparsity 1 - (1-rate)^k
+    rate: float = _rule(0.2, lambda v, c: 0 < v < 1, "in (0, 1)",
+                        ": the fraction of the remaining prunable weights removed per level")
     method: str = "magnitude"  # magnitude | random (imp, reinit); snip too for pai
-    scope: str = "global"  # global | layerwise
-    retrain: str = "lrr"  # lrr (learning-rate rewinding) | rewind (weight rewinding) | finetune
-    rewind_epoch: int = 0  # weight rewinding: epoch whose weights the survivors are reset to
+    scope: str = _one_of("global", "layerwise")
+    retrain: str = _one_of("lrr", "rewind", "finetune")  # learning-rate rewinding, weight rewinding, fine-tuning
+    # weight rewinding: epoch whose weights the survivors are reset to
+    rewind_epoch: int = _rule(0, lambda v, c: _is_int(v) and 0 <= v < c.train.epochs,
+                              "in [0, train.epochs={c.train.epochs})")
     prunable: tuple[str, ...] = ("conv", "linear")  # module kinds whose weights are pruned
     ignore: tuple[str, ...] | None = None  # parameter names never pruned; None: the model's own rule (DENSE_BY_DEFAULT)
 
 
 @dataclass(frozen=True)
 class RunConfig:
-    protocol: str = "imp"
-    seed: int = 0
-    execution: str = "sequential"  # sequential | lockstep (K seeds as one vectorized model; other float rounding)
+    protocol: str = _one_of(*PROTOCOLS)
+    seed: int = _count(0, least=0)
+    # sequential | lockstep (K seeds as one vectorized model; other float rounding)
+    execution: str = _one_of("sequential", "lockstep")
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -183,16 +216,14 @@ class RunConfig:
     def science_dict(self) -> dict[str, Any]:
         """The fields that can change a result (not paths, nor pruning settings the protocol never reads)."""
         d = self.to_dict()
-        d["data"].pop("data_dir")
-        d["data"].pop("download")
+        del d["data"]["data_dir"], d["data"]["download"]
         # Settings absent when at their default, so hashes from before they existed still hold.
-        for section, key, default in (("data", "exclude", []), ("train", "precision", "fp32"),
-                                      ("train", "compile", False), ("data", "leave_out", ""),
-                                      ("data", "leave_out_fraction", 0.0), ("data", "leave_out_level", 0)):
-            if d[section][key] == default:
-                d[section].pop(key)
-        if self.execution == "sequential":
-            d.pop("execution")
+        for part, key, default in ((d["data"], "exclude", []), (d["train"], "precision", "fp32"),
+                                   (d["train"], "compile", False), (d["data"], "leave_out", ""),
+                                   (d["data"], "leave_out_fraction", 0.0), (d["data"], "leave_out_level", 0),
+                                   (d, "execution", "sequential")):
+            if part[key] == default:
+                del part[key]
         if self.data.leave_out == "random":  # the same random examples at every level: one run serves them all
             d["data"].pop("leave_out_level", None)
         # Only the pruning settings the protocol reads (never the number of levels).
@@ -219,47 +250,54 @@ class RunConfig:
 SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "prune": PruneConfig}
 
 
+def _did_you_mean(word: Any, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(word), list(options), n=1)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
 def _unknown(key: str, known: list[str], where: str) -> ConfigError:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
-    return ConfigError(f"unknown key '{key}' in {where}.{hint} Known keys: {', '.join(sorted(known))}.")
+    return ConfigError(f"unknown key '{key}' in {where}.{_did_you_mean(key, known)} Known keys: "
+                       f"{', '.join(sorted(known))}.")
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """``value`` as field type ``tp``; a number may be given as a string (YAML reads ``1e-3`` as one)."""
-    if typing.get_origin(tp) in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
+    """``value`` as field type ``tp``; a number may be given as a string (YAML reads ``1e-3`` as one), a section
+    (a dataclass) as a mapping."""
+    if type(None) in typing.get_args(tp):  # ``X | None``
+        if value is None:
             return None
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+        tp = typing.get_args(tp)[0]
+    if dataclasses.is_dataclass(tp):
+        _check(isinstance(value, Mapping), f"section '{where}' must be a mapping of keys to values, e.g. "
+                                           f"'{where}: {{...}}', got {value!r}")
+        return tp(**_fields(tp, value, f"{where}."))
     if typing.get_origin(tp) is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
+        _check(isinstance(value, (list, tuple)), f"{where} must be a list, got {value!r}")
         return tuple(_coerce(v, typing.get_args(tp)[0], f"{where}[{i}]") for i, v in enumerate(value))
     if tp in (bool, str):
-        if not isinstance(value, tp):
-            raise ConfigError(f"{where} must be {'true or false' if tp is bool else 'a string'}, got {value!r}")
+        _check(isinstance(value, tp), f"{where} must be {'true or false' if tp is bool else 'a string'}, got {value!r}")
         return value
     number = value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
     if isinstance(value, str):
-        for parse in (float, int):  # int last: "5" is the int 5
-            with contextlib.suppress(ValueError):
-                number = parse(value)  # both ignore surrounding whitespace
+        with contextlib.suppress(ValueError):  # both ignore surrounding whitespace
+            number = float(value)
+            number = int(value)  # "5" is the int 5
     if tp is float and number is not None:
         # An int stays an int, so configs written as ``lr: 1`` keep their hash.
         return number
     if tp is int and number is not None and float(number).is_integer():
         return int(number)
-    kind = "an integer" if tp is int else "a number"
-    raise ConfigError(f"{where} must be {kind}, got {value!r}")
+    raise ConfigError(f"{where} must be {'an integer' if tp is int else 'a number'}, got {value!r}")
 
 
-def _fields(cls: type, values: Mapping[str, Any], where: str, keys_of: str | None = None) -> dict[str, Any]:
-    """``values`` coerced to the types of ``cls``'s fields; an unknown key names ``keys_of`` (or ``where``)."""
+def _fields(cls: type, values: Mapping[str, Any], prefix: str, keys_of: str | None = None) -> dict[str, Any]:
+    """``values`` coerced to the types of ``cls``'s fields, each named ``prefix`` + its key; an unknown key names
+    ``keys_of`` (or the prefix)."""
     hints = typing.get_type_hints(cls)
     for key in values:
         if key not in hints:
-            raise _unknown(str(key), list(hints), keys_of or where)
-    return {key: _coerce(v, hints[key], f"{where}.{key}") for key, v in values.items()}
+            raise _unknown(str(key), list(hints), keys_of or prefix.rstrip("."))
+    return {key: _coerce(v, hints[key], f"{prefix}{key}") for key, v in values.items()}
 
 
 # What a study assumes for an experiment key its parameter file leaves out (noise_levels: prune.levels).
@@ -267,8 +305,6 @@ STUDY_DEFAULTS = {"profile": "smoke", "progress": True, "lockstep": "auto", "dev
                   "noise_fractions": [], "noise_levels": None, "stretched_levels": None, "pai_methods": [],
                   "tie_fraction": 0.1, "tie_levels": "all", "recipes": None, "weaker_recipe": None}
 PAI_METHODS = ("snip", "magnitude", "random")
-CLUSTER_KEYS = {"partition": str, "account": str, "walltime": str, "cores": int, "memory": str, "gpus": int,
-                "jobs": int}
 _NULLABLE = ("variants", "recipes", "stretched_levels", "noise_levels", "device", "cluster", "store_dir",
              "figures_dir", "weaker_recipe")  # null: not used
 # papermill passes these as strings
@@ -283,7 +319,7 @@ def check_study(params: Mapping[str, Any]) -> dict[str, Any]:
             out[key] = parse_yaml(out[key], f"parameter {key}={out[key]!r} does not read as YAML")
     for key, check in _STUDY_CHECKS.items():
         if key in out and not (out[key] is None and key in _NULLABLE):
-            check(out[key], out)
+            check(key, out[key], out)
     return out
 
 
@@ -295,12 +331,12 @@ def _fraction(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and 0 < x < 1
 
 
-def _rule(test: Callable[[Any], bool], msg: str) -> Callable[[Any, Mapping], None]:
-    """A check that ``test(value)`` holds; ``msg`` names the value given as ``{v!r}``."""
-    return lambda v, _: _check(test(v), msg.format(v=v))
+def _must(test: Callable[[Any], bool], kind: str) -> Callable[[str, Any, Mapping], None]:
+    """A check that ``test(value)`` holds, else ``<key> must be <kind>, got <value>``."""
+    return lambda key, v, _: _check(test(v), f"{key} must be {kind}, got {v!r}")
 
 
-def _check_seeds(v: Any, _: Mapping) -> None:
+def _check_seeds(key: str, v: Any, _: Mapping) -> None:
     _check(isinstance(v, (list, tuple)) and len(v) > 0 and all(map(_nonneg_int, v)),
            f"seeds must be a non-empty list of non-negative integers, e.g. seeds: [0, 1], got {v!r}")
     twice = sorted({s for s in v if list(v).count(s) > 1})
@@ -308,106 +344,90 @@ def _check_seeds(v: Any, _: Mapping) -> None:
                       f"list it once")
 
 
-def _section_changes(key: str, cls: type, section: str, example: str) -> Callable[[Any, Mapping], None]:
-    """A check of ``key``: a mapping of names to changes of ``section``'s settings (``cls``)."""
-    def check(v: Any, _: Mapping) -> None:
+def _section_changes(section: str, example: str) -> Callable[[str, Any, Mapping], None]:
+    """A check of a mapping of names to changes of ``section``'s settings."""
+    def check(key: str, v: Any, _: Mapping) -> None:
         _check(isinstance(v, Mapping), f"{key} must map a name to {section}.* settings, {example}; got {v!r}")
         for name, changes in v.items():
             _check(isinstance(changes, Mapping) and len(changes) > 0,
                    f"{key}.{name} must map {section}.* keys to values, {example}; got {changes!r}")
-            _fields(cls, changes, f"{key}.{name}", f"{key}.{name} (keys of the {section} section)")
+            _fields(SECTIONS[section], changes, f"{key}.{name}.", f"{key}.{name} (keys of the {section} section)")
     return check
 
 
-def _check_pai_methods(v: Any, _: Mapping) -> None:
+def _check_pai_methods(key: str, v: Any, _: Mapping) -> None:
     _check(isinstance(v, (list, tuple)), f"pai_methods must be a list from {', '.join(PAI_METHODS)}, got {v!r}")
     for m in v:
         _choice(m, PAI_METHODS, "pai_methods entry")
 
 
-def _check_tie_levels(v: Any, _: Mapping) -> None:
-    """Positive levels (whether IMP reaches them is checked where figure 7's runs are built, so a run or another
-    figure's subset is not refused for a key it does not use)."""
-    ok = v == "all" or (isinstance(v, (list, tuple)) and len(v) > 0 and all(_is_int(k) and k >= 1 for k in v))
-    _check(ok, f"tie_levels must be 'all' or a list of pruning levels from 1 to prune.levels, e.g. [2, 5], got {v!r}")
+# Each cluster setting's test and what its error says it must be (null: the scheduler's default).
+_STRING, _POSITIVE = (lambda v: isinstance(v, str), "a string"), (lambda v: _is_int(v) and v >= 1, "an integer >= 1")
+CLUSTER_KEYS = {"partition": _STRING, "account": _STRING,
+                "walltime": (_STRING[0], "quoted, e.g. '04:00:00' (YAML reads an unquoted 04:00:00 as a number)"),
+                "cores": _POSITIVE, "memory": _STRING, "gpus": (_nonneg_int, "an integer >= 0"), "jobs": _POSITIVE}
 
 
-def _check_cluster(v: Any, _: Mapping) -> None:
+def _check_cluster(key: str, v: Any, _: Mapping) -> None:
     _check(isinstance(v, Mapping), f"cluster must be a mapping such as {{partition: gpu, walltime: '04:00:00'}}, "
                                    f"got {v!r}")
-    for key, value in v.items():
-        if key not in CLUSTER_KEYS:
-            raise ConfigError(f"unknown key cluster.{key}; known: {', '.join(CLUSTER_KEYS)}")
-        least = 0 if key == "gpus" else 1
-        if CLUSTER_KEYS[key] is int:
-            _check(value is None or (_is_int(value) and value >= least),
-                   f"cluster.{key} must be an integer >= {least}, got {value!r}")
-        else:
-            kind = ("quoted, e.g. '04:00:00' (YAML reads an unquoted 04:00:00 as a number)" if key == "walltime"
-                    else "a string")
-            _check(value is None or isinstance(value, str), f"cluster.{key} must be {kind}, got {value!r}")
+    for name, value in v.items():
+        _check(name in CLUSTER_KEYS, f"unknown key cluster.{name}; known: {', '.join(CLUSTER_KEYS)}")
+        test, kind = CLUSTER_KEYS[name]
+        _check(value is None or test(value), f"cluster.{name} must be {kind}, got {value!r}")
 
 
-def _check_dir(name: str) -> Callable[[Any, Mapping], None]:
-    def check(v: Any, _: Mapping) -> None:
-        _check(isinstance(v, (str, Path)) and str(v) != "", f"{name} must be a directory path, got {v!r}")
-        _check(not Path(v).exists() or Path(v).is_dir(), f"{name} {v} is a file, not a directory; name a "
-                                                          f"directory (it is created if missing)")
-    return check
+def _check_dir(key: str, v: Any, _: Mapping) -> None:
+    _check(isinstance(v, (str, Path)) and str(v) != "", f"{key} must be a directory path, got {v!r}")
+    _check(not Path(v).exists() or Path(v).is_dir(), f"{key} {v} is a file, not a directory; name a directory (it is "
+                                                      f"created if missing)")
 
 
 # Every key of a parameter file that is not part of one run's config, and its check (first failure wins).
-_STUDY_CHECKS = {
+_STUDY_CHECKS: dict[str, Callable[[str, Any, Mapping], None]] = {
     "seeds": _check_seeds,
-    "noise_fractions": _rule(lambda v: isinstance(v, (list, tuple)) and all(map(_fraction, v)),
-                             "noise_fractions must be a list of label-noise fractions in (0, 1), e.g. [0.1, 0.2] "
-                             "(the clean run is always included), got {v!r}"),
-    "noise_levels": _rule(_nonneg_int, "noise_levels must be an integer >= 0, got {v!r}"),
-    "stretched_levels": _rule(_nonneg_int, "stretched_levels must be an integer >= 0, got {v!r}"),
-    "variants": _section_changes("variants", PruneConfig, "prune",
-                                 "e.g. variants: {rewind: {retrain: rewind, rewind_epoch: 2}}"),
-    "recipes": _section_changes("recipes", TrainConfig, "train",
+    "noise_fractions": _must(lambda v: isinstance(v, (list, tuple)) and all(map(_fraction, v)),
+                             "a list of label-noise fractions in (0, 1), e.g. [0.1, 0.2] (the clean run is always "
+                             "included)"),
+    "noise_levels": _must(_nonneg_int, "an integer >= 0"),
+    "stretched_levels": _must(_nonneg_int, "an integer >= 0"),
+    "variants": _section_changes("prune", "e.g. variants: {rewind: {retrain: rewind, rewind_epoch: 2}}"),
+    "recipes": _section_changes("train",
                                 "e.g. recipes: {paper: {momentum: 0.0, weight_decay: 0.0, schedule: constant}}"),
     "pai_methods": _check_pai_methods,
-    "tie_levels": _check_tie_levels,
-    "tie_fraction": _rule(_fraction, "tie_fraction must be a number in (0, 1), e.g. 0.1, got {v!r}"),
-    "lockstep": _rule(lambda v: isinstance(v, bool) or v == "auto", "lockstep must be true, false or auto, got {v!r}"),
-    "progress": _rule(lambda v: isinstance(v, bool), "progress must be true or false, got {v!r}"),
-    "device": _rule(lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
-                    "unknown device {v!r}; use auto, cpu, cuda or cuda:N"),
-    "profile": _rule(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) is not None
+    # Whether IMP reaches these levels is checked where figure 7's runs are built, so a run or another figure's
+    # subset is not refused for a key it does not use.
+    "tie_levels": _must(lambda v: v == "all" or (isinstance(v, (list, tuple)) and len(v) > 0
+                                                 and all(_is_int(k) and k >= 1 for k in v)),
+                        "'all' or a list of pruning levels from 1 to prune.levels, e.g. [2, 5]"),
+    "tie_fraction": _must(_fraction, "a number in (0, 1), e.g. 0.1"),
+    "lockstep": _must(lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
+    "progress": _must(lambda v: isinstance(v, bool), "true or false"),
+    "device": lambda key, v, _: _check(isinstance(v, str) and re.fullmatch(r"auto|cpu|cuda(:\d+)?", v) is not None,
+                                       f"unknown device {v!r}; use auto, cpu, cuda or cuda:N"),
+    "profile": _must(lambda v: isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.-]+", v) is not None
                      and v not in (".", ".."),
-                     "profile must be a plain name of letters, digits, '_', '.' and '-' (figures go to "
-                     "figures/<profile>/), got {v!r}"),
+                     "a plain name of letters, digits, '_', '.' and '-' (figures go to figures/<profile>/)"),
     "cluster": _check_cluster,
-    "weaker_recipe": lambda v, p: _check(v == "profile" or v in (p.get("recipes") or {}),
-                                         f"weaker_recipe names the recipe figure 9 expects pruning to gain more under: "
-                                         f"'profile' (the parameter file's own) or one of recipes, got {v!r}"),
-    "store_dir": _check_dir("store_dir"),
-    "figures_dir": _check_dir("figures_dir"),
+    "weaker_recipe": lambda key, v, p: _check(v == "profile" or v in (p.get("recipes") or {}),
+                                              f"weaker_recipe names the recipe figure 9 expects pruning to gain "
+                                              f"more under: 'profile' (the parameter file's own) or one of recipes, "
+                                              f"got {v!r}"),
+    "store_dir": _check_dir,
+    "figures_dir": _check_dir,
 }
 EXPERIMENT_KEYS = tuple(_STUDY_CHECKS)
 
 
 def from_dict(d: Mapping[str, Any], *, seed: int | None = None) -> RunConfig:
     """A validated :class:`RunConfig` from nested plain data; :data:`EXPERIMENT_KEYS` are ignored here."""
-    if not isinstance(d, Mapping):
-        raise ConfigError(f"a config must be a mapping of sections, got {type(d).__name__}")
-    top = {"protocol", "seed", "execution", *SECTIONS}
+    _check(isinstance(d, Mapping), f"a config must be a mapping of sections, got {type(d).__name__}")
+    top = [f.name for f in fields(RunConfig)]
     for key in d:
         if key not in top and key not in EXPERIMENT_KEYS:
-            raise _unknown(key, sorted(top | set(EXPERIMENT_KEYS)), "the config")
-    kwargs: dict[str, Any] = {}
-    for name, cls in SECTIONS.items():
-        values = {} if d.get(name) is None else d[name]
-        if not isinstance(values, Mapping):
-            raise ConfigError(f"section '{name}' must be a mapping of keys to values, e.g. "
-                              f"'{name}: {{...}}', got {values!r}")
-        kwargs[name] = cls(**_fields(cls, values, name))
-    kwargs["protocol"] = _coerce(d.get("protocol", "imp"), str, "protocol")
-    kwargs["seed"] = _coerce(d.get("seed", 0) if seed is None else seed, int, "seed")
-    kwargs["execution"] = _coerce(d.get("execution", "sequential"), str, "execution")
-    return RunConfig(**kwargs)
+            raise _unknown(key, [*top, *EXPERIMENT_KEYS], "the config")
+    given = {k: v for k, v in d.items() if k in top and not (k in SECTIONS and v is None)}  # a null section: defaults
+    return RunConfig(**_fields(RunConfig, given if seed is None else {**given, "seed": seed}, ""))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):
@@ -451,25 +471,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.object[e.start]:#04x} at offset "
                           f"{e.start}); save it as UTF-8") from None
     d = parse_yaml(text, f"config file {path} is not valid YAML")
-    if d is None:
-        raise ConfigError(f"config file {path} is empty; start from params/smoke.yaml")
-    if not isinstance(d, dict):
-        raise ConfigError(f"config file {path} must hold a mapping (section: values), not {type(d).__name__}")
-    if not any(name in d for name in SECTIONS):
-        raise ConfigError(f"config file {path} has none of the sections {', '.join(SECTIONS)}, so it would "
-                          f"train the defaults; start from params/smoke.yaml")
+    _check(d is not None, f"config file {path} is empty; start from params/smoke.yaml")
+    _check(isinstance(d, dict), f"config file {path} must hold a mapping (section: values), not {type(d).__name__}")
+    _check(any(name in d for name in SECTIONS), f"config file {path} has none of the sections {', '.join(SECTIONS)}, "
+                                                f"so it would train the defaults; start from params/smoke.yaml")
     return d
 
 
 def set_value(d: dict[str, Any], assignment: str) -> None:
     """Apply one ``key.sub=value`` override (value parsed as YAML) to nested plain data."""
-    if "=" not in assignment:
-        raise ConfigError(f"override '{assignment}' must look like section.key=value, e.g. train.epochs=10")
+    _check("=" in assignment, f"override '{assignment}' must look like section.key=value, e.g. train.epochs=10")
     key, raw = assignment.split("=", 1)
     key = key.strip()
-    if not raw.strip():  # YAML reads nothing as null: a forgotten value would silently become the default
-        raise ConfigError(f"override '{assignment}' has no value after '='; give one ({key}=<value>, or {key}=null "
-                          f"for none)")
+    # YAML reads nothing as null: a forgotten value would silently become the default
+    _check(bool(raw.strip()), f"override '{assignment}' has no value after '='; give one ({key}=<value>, or "
+                              f"{key}=null for none)")
     value = parse_yaml(raw, f"cannot parse value in override '{assignment}'")
     if key in SECTIONS and not isinstance(value, Mapping):
         raise ConfigError(f"override '{assignment}' would replace the whole {key} section with {value!r}; change "
@@ -490,8 +506,7 @@ def _put(d: dict[str, Any], key: str, value: Any, what: str) -> None:
     *sections, last = key.split(".")
     for section in sections:
         d = d.setdefault(section, {})
-        if not isinstance(d, dict):
-            raise ConfigError(f"override '{what}': '{section}' is not a section")
+        _check(isinstance(d, dict), f"override '{what}': '{section}' is not a section")
     d[last] = value
 
 
@@ -517,14 +532,34 @@ def _check(cond: bool, msg: str) -> None:
 
 def _choice(value: str, options: Any, what: str, also: str = "") -> None:
     if value not in options:
-        close = difflib.get_close_matches(str(value), list(options), n=1)
-        hint = f" Did you mean '{close[0]}'?" if close else ""
         also = f", {also}" if also else ""
-        raise ConfigError(f"unknown {what} '{value}'.{hint} Choose one of: {', '.join(options)}{also}.")
+        raise ConfigError(f"unknown {what} '{value}'.{_did_you_mean(value, options)} Choose one of: "
+                          f"{', '.join(options)}{also}.")
 
 
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+def validate(cfg: RunConfig) -> None:
+    """Raise :class:`ConfigError` for any value that would fail or mislead later (the first one found)."""
+    for name, known, what in ((cfg.data.name, DATASETS, "dataset"), (cfg.model.name, MODELS, "model")):
+        if is_import_path(name):
+            import_path(name)
+        else:
+            _choice(name, known, what, also="or your own as an import path, e.g. mypkg.nets:WideNet")
+    for prefix, part in (("", cfg), *((f"{s}.", getattr(cfg, s)) for s in SECTIONS)):
+        for f in fields(part):  # the allowed values on each field (_one_of, _rule)
+            value, rule = getattr(part, f.name), f.metadata
+            if "choices" in rule:
+                _choice(value, rule["choices"], prefix + f.name)
+            elif "test" in rule and not rule["test"](value, cfg):
+                shown = list(value) if isinstance(value, tuple) else value  # as YAML writes it
+                raise ConfigError(f"{prefix}{f.name} must be {rule['kind'].format(c=cfg)}, got {shown!r}{rule['why']}")
+    _choice(cfg.prune.method, PROTOCOLS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"),
+            f"prune.method for protocol {cfg.protocol}")
+    for module in cfg.prune.prunable:
+        _choice(module, ("conv", "linear"), "prune.prunable kind")
+    _check(len(cfg.prune.prunable) > 0, "prune.prunable must name at least one module kind (conv, linear)")
+    _check((cfg.protocol == "tie") == bool(cfg.data.leave_out),
+           "protocol tie leaves examples out (data.leave_out: top-improved or random), and only it does")
+    _validate_size(cfg.data)
 
 
 # Training examples before the validation split; MNIST-1D keeps 80% of num_samples for training.
@@ -532,87 +567,10 @@ TRAIN_SIZES = {"mnist5k": 4_000, "mnist": 60_000, "cifar10": 50_000, "cifar100":
 MIN_EXAMPLES_PER_CLASS = 10
 
 
-def validate(cfg: RunConfig) -> None:
-    """Raise :class:`ConfigError` for any value that would fail or mislead later (the first one found)."""
-    for check in (_validate_names, _validate_data, _validate_training, _validate_pruning, _validate_size):
-        check(cfg)
-
-
-def _validate_names(cfg: RunConfig) -> None:
-    """The protocol, dataset and model names, and the counts (seed, epochs, levels, ...)."""
-    d, m, t, p = cfg.data, cfg.model, cfg.train, cfg.prune
-    _choice(cfg.protocol, PROTOCOLS, "protocol")
-    for name, known, what in ((d.name, DATASETS, "dataset"), (m.name, MODELS, "model")):
-        if is_import_path(name):
-            import_path(name)
-        else:
-            _choice(name, known, what, also="or your own as an import path, e.g. mypkg.nets:WideNet")
-    for where, value, least in (("seed", cfg.seed, 0), ("data.num_samples", d.num_samples, 50),
-                                ("train.epochs", t.epochs, 1), ("train.batch_size", t.batch_size, 1),
-                                ("train.eval_every", t.eval_every, 1), ("prune.levels", p.levels, 0)):
-        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
-        _check(_is_int(value) and value >= least, f"{where} must be {kind}, got {value!r}")
-
-
-def _validate_data(cfg: RunConfig) -> None:
-    """Validation split, label noise and the training examples left out."""
-    d, p = cfg.data, cfg.prune
-    _check(0.0 <= d.val_fraction < 1.0, f"data.val_fraction must be in [0, 1), got {d.val_fraction!r}")
-    _check(0.0 <= d.noisy_fraction < 1.0,
-           f"data.noisy_fraction must be in [0, 1), got {d.noisy_fraction!r}: noisy labels are measured against "
-           f"the clean ones, and at 1.0 no training label is clean")
-    _check(all(_is_int(i) and i >= 0 for i in d.exclude) and len(set(d.exclude)) == len(d.exclude),
-           "data.exclude must list distinct non-negative training-example indices")
-    _choice(d.leave_out, ("", "top-improved", "random"), "data.leave_out")
-    _check((cfg.protocol == "tie") == bool(d.leave_out),
-           "protocol tie leaves examples out (data.leave_out: top-improved or random), and only it does")
-    _check(not d.leave_out or 0.0 < d.leave_out_fraction < 1.0,
-           f"data.leave_out_fraction must be in (0, 1), got {d.leave_out_fraction!r}")
-    _check(d.leave_out != "top-improved" or (_is_int(d.leave_out_level) and 1 <= d.leave_out_level <= p.levels),
-           f"data.leave_out_level must be an IMP level in 1..prune.levels={p.levels}, got {d.leave_out_level!r}")
-
-
-def _validate_training(cfg: RunConfig) -> None:
-    """The model's sizes and the training recipe."""
-    m, t = cfg.model, cfg.train
-    for name in ("width", "depth"):
-        v = getattr(m, name)
-        _check(v is None or (_is_int(v) and v >= 1), f"model.{name} must be a positive integer or null, got {v!r}")
-    _check(math.isfinite(t.lr) and t.lr > 0, f"train.lr must be a finite positive number, got {t.lr!r}")
-    _check(0.0 <= t.momentum < 1.0, f"train.momentum must be in [0, 1), got {t.momentum!r}")
-    _check(math.isfinite(t.weight_decay) and t.weight_decay >= 0,
-           f"train.weight_decay must be a finite number >= 0, got {t.weight_decay!r}")
-    _check(math.isfinite(t.gamma) and t.gamma > 0, f"train.gamma must be a finite positive number, got {t.gamma!r}")
-    _choice(t.schedule, ("cosine", "step", "constant"), "train.schedule")
-    _check(all(_is_int(e) and 0 < e < t.epochs for e in t.milestones),
-           f"train.milestones must be epochs strictly between 0 and train.epochs={t.epochs}, got {list(t.milestones)}")
-    _check(0.0 <= t.warmup_epochs <= t.epochs, f"train.warmup_epochs must be in [0, epochs], got {t.warmup_epochs!r}")
-    _choice(t.precision, ("fp32", "bf16"), "train.precision")
-    _check(isinstance(t.compile, bool), f"train.compile must be true or false, got {t.compile!r}")
-
-
-def _validate_pruning(cfg: RunConfig) -> None:
-    """The pruning settings (and the execution mode)."""
-    t, p = cfg.train, cfg.prune
-    _check(0.0 < p.rate < 1.0,
-           f"prune.rate (fraction of remaining weights pruned per level) must be in (0, 1), got {p.rate!r}")
-    _choice(p.method, PROTOCOLS[cfg.protocol]["methods"] or ("magnitude", "random", "snip"),
-            f"prune.method for protocol {cfg.protocol}")
-    _choice(cfg.execution, EXECUTIONS, "execution")
-    _choice(p.scope, ("global", "layerwise"), "prune.scope")
-    _choice(p.retrain, ("lrr", "rewind", "finetune"), "prune.retrain")
-    _check(_is_int(p.rewind_epoch) and 0 <= p.rewind_epoch < t.epochs,
-           f"prune.rewind_epoch must be in [0, train.epochs={t.epochs}), got {p.rewind_epoch!r}")
-    for kind in p.prunable:
-        _choice(kind, ("conv", "linear"), "prune.prunable kind")
-    _check(len(p.prunable) > 0, "prune.prunable must name at least one module kind (conv, linear)")
-
-
-def _validate_size(cfg: RunConfig) -> None:
+def _validate_size(d: DataConfig) -> None:
     """Enough training examples left after the validation split and exclusions."""
-    d = cfg.data
     total = int(d.num_samples * 0.8) if d.name == "mnist1d" else TRAIN_SIZES.get(d.name)  # None: the user's own
-    if total is not None:  # enough training examples left after the validation split and exclusions
+    if total is not None:
         n_val = int(round(d.val_fraction * total))
         left = total - n_val - len(d.exclude)
         least = MIN_EXAMPLES_PER_CLASS * (100 if d.name == "cifar100" else 10)
@@ -628,11 +586,9 @@ def check_overrides(changes: Any) -> dict[str, Any]:
         changes = parse_yaml(changes, f"overrides {changes!r} is not a valid mapping") or {}
     if not isinstance(changes, Mapping):
         raise ConfigError(f"overrides must map dotted keys to values, e.g. {{\"train.epochs\": 3}}, got {changes!r}")
-    known = {"protocol", "seed", *SECTIONS, *EXPERIMENT_KEYS, "profile", "store_dir", "figures_dir"}
+    known = {"protocol", "seed", *SECTIONS, *EXPERIMENT_KEYS}
     for key in changes:
-        if str(key).split(".")[0] not in known:
-            close = difflib.get_close_matches(str(key).split(".")[0], sorted(known), n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"overrides key '{key}' must start with a section or parameter name, e.g. "
-                              f"train.epochs{hint}")
+        head = str(key).split(".")[0]
+        _check(head in known, f"overrides key '{key}' must start with a section or parameter name, e.g. "
+                              f"train.epochs.{_did_you_mean(head, known)}")
     return dict(changes)

@@ -13,6 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy
 import torch
 
 from . import __version__
@@ -54,16 +55,14 @@ def project_dir() -> Path:
 
 def git_commit() -> str:
     """Commit of the pgcore checkout (``-dirty`` with uncommitted changes); ``unknown`` outside git."""
-    here = Path(__file__).resolve().parent
+    git = functools.partial(subprocess.run, cwd=Path(__file__).resolve().parent.parent, capture_output=True,
+                            text=True, timeout=10)
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=10)
-        if sha.returncode != 0:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "pgcore"],
-                               cwd=here.parent, capture_output=True, text=True, timeout=10)
-        return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+        sha = git(["git", "rev-parse", "HEAD"], check=True).stdout.strip()
+        dirty = git(["git", "status", "--porcelain", "--untracked-files=no", "--", "pgcore"]).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    return sha + ("-dirty" if dirty else "")
 
 
 def machine() -> dict[str, Any]:
@@ -78,16 +77,13 @@ def machine() -> dict[str, Any]:
 
 def provenance(device: torch.device | str | None = None) -> dict[str, Any]:
     """Code version and environment, recorded with every result."""
-    import numpy
-
     dev = torch.device(device) if device is not None else None
+    cuda = dev is not None and dev.type == "cuda"
     info = {"pgcore": __version__, "git_commit": git_commit(), "torch": torch.__version__, "numpy": numpy.__version__,
             "python": platform.python_version(), "platform": platform.platform(),
             "torch_threads": torch.get_num_threads(), "device": str(dev) if dev is not None else None,
-            "numerics": numerics_digest(), "machine": machine()}
-    if dev is not None and dev.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(dev)
+            "numerics": numerics_digest(), "machine": machine(),
+            "device_name": torch.cuda.get_device_name(dev) if cuda else platform.processor() or platform.machine()}
+    if cuda:
         info["cuda"] = torch.version.cuda
-    else:
-        info["device_name"] = platform.processor() or platform.machine()
     return info

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import graphlib
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -62,7 +62,7 @@ class Study:
 
     def __post_init__(self) -> None:
         self.params = {**STUDY_DEFAULTS, **{k: v for k, v in self.params.items() if v is not None}}
-        cfgs = [self._config("imp", (), s) for s in self.seeds]
+        cfgs = [self.config("imp", (), s) for s in self.seeds]  # sequential until decided here
         lockstep = choose_execution(cfgs, self.root, resolve_device(self.device), self.lockstep)
         self.execution = "lockstep" if lockstep else "sequential"
 
@@ -73,8 +73,7 @@ class Study:
         if "seeds" not in params:
             raise ConfigError("the parameters lack seeds, e.g. seeds: [0, 1]; see params/smoke.yaml")
         given = {**STUDY_DEFAULTS, **{k: v for k, v in params.items() if v is not None}}
-        kw = {"root": params.get("store_dir"), "device": given["device"], "progress": bool(given["progress"]),
-              "lockstep": given["lockstep"], **kwargs}
+        kw = {"root": params.get("store_dir"), **{k: given[k] for k in ("device", "progress", "lockstep")}, **kwargs}
         return cls(params=dict(params), seeds=list(params["seeds"]), **kw)
 
     @classmethod
@@ -100,15 +99,10 @@ class Study:
     def base(self) -> dict[str, Any]:
         return {k: v for k, v in self.params.items() if k in SECTIONS}
 
-    def _config(self, protocol: str, changes: Mapping[str, Any] | Iterable, seed: int) -> RunConfig:
-        d = override(self.base(), dict(changes))
-        d["protocol"] = protocol
-        return from_dict(d, seed=seed)
-
     def config(self, protocol: str, changes: Mapping[str, Any] | Iterable = (), seed: int | None = None) -> RunConfig:
         """One seed's config of ``protocol`` with dotted ``changes``, in the study's execution mode."""
-        seed = self.seeds[0] if seed is None else seed
-        return self._config(protocol, changes, seed).replace(execution=self.execution)
+        d = {**override(self.base(), dict(changes)), "protocol": protocol, "execution": self.execution}
+        return from_dict(d, seed=self.seeds[0] if seed is None else seed)
 
     def command(self, figures: Sequence[str] = ()) -> str:
         """The command that computes what this study's figures (or ``figures``) need."""
@@ -145,14 +139,9 @@ class Study:
         return {label: self.run(s.protocol, dict(s.changes), figure).frame()
                 for label, s in self.series(figure).items()}
 
-    @property
-    def levels(self) -> int:
-        """``prune.levels`` (or its default)."""
-        return self.config("imp").prune.levels
-
     def title(self, what: str, levels: int | None = None) -> str:
         """A figure's title: dataset / model, what it shows, and the profile, seeds and levels it holds."""
-        p, n = self.params, self.levels if levels is None else levels
+        p, n = self.params, self.config("imp").prune.levels if levels is None else levels
         return (f"{p['data']['name']} / {p['model']['name']}: {what} ({p['profile']}, {len(self.seeds)} seeds, "
                 f"{n} levels)")
 
@@ -175,8 +164,7 @@ class Study:
 
     def train(self, need: Need) -> None:
         """Train (or find) every seed's runs of ``need``, in this process."""
-        computing = Study(self.params, self.seeds, self.root, self.device, self.progress,
-                          self.execution == "lockstep", compute=True)
+        computing = replace(self, lockstep=self.execution == "lockstep", compute=True)  # as decided, not again
         computing.run(need.protocol, dict(need.changes))
 
     def expand(self, figures: Iterable[str] = tuple(FIGURES), needs: Iterable[Need] | None = None) -> list[Need]:
@@ -216,7 +204,7 @@ class Study:
         return df.drop(columns=["have", "want"])
 
     def _row(self, need: Need, seed: int) -> dict[str, Any]:
-        (cfg,) = self.runs(need, seed)
+        cfg = self.config(need.protocol, need.changes, seed)
         run, want = Run(cfg, self.root), last_level(cfg) + 1
         try:
             have = len(run.finished_levels())

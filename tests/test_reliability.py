@@ -354,7 +354,7 @@ def test_notebook_overrides_are_checked_and_applied(tiny_params, tmp_path):
     s = Study.from_notebook({"params": str(path), "overrides": '{"train.epochs": 3, "data.noisy_fraction": 0.1}'})
     assert s.config("imp").train.epochs == 3 and s.config("imp").data.noisy_fraction == 0.1
     assert check_overrides({"train.lr": "1e-3"}) == {"train.lr": "1e-3"}
-    with pytest.raises(ConfigError, match="overrides key 'trian.epochs' must start with a section.*did you mean 'train'"):
+    with pytest.raises(ConfigError, match="overrides key 'trian.epochs' must start with a section.*Did you mean 'train'"):
         Study.from_notebook({"params": str(path), "overrides": {"trian.epochs": 3}})
 
 
