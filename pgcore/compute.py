@@ -538,11 +538,13 @@ def _submit(c: Cluster, study: Study, graph: Mapping[Task, Sequence[Task]], lock
     """Submit every task with the futures it builds on, then each figure's notebook (with ``notebooks``) depending on
     that figure's tasks; returns the futures (by task, or by figure) and their keys' names."""
     futures: dict[Any, Any] = {}
-    for task, deps in graph.items():
+    # Priority by submission order (earlier figures' tasks first), not by Dask's submission-time groups, which a
+    # garbage-collection pause during submission can split so that a later figure's tasks rank with an earlier one's.
+    for i, (task, deps) in enumerate(graph.items()):
         futures[task] = c.client.submit(
             run_task, study.params, task.need, task.seeds, str(study.root), str(study.device), lockstep,
             c.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
-            retries=retries)
+            retries=retries, priority=-i)
     names = {f.key: t.name for t, f in futures.items()}
     for fig in (f for f in figures if notebooks and FIGURES[f].notebook):  # each as soon as its runs are done
         reads = [futures[t] for t in graph if fig in t.need.figures]
