@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 import yaml
 
 from .config import PROTOCOLS, ConfigError, check_study, from_dict, load_yaml, set_value
-from .plans import last_level
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -320,14 +319,15 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
-def reproduced(run: Any, top: int, scratch: Path) -> list[str]:
-    """What differs between ``run``'s stored levels 0..``top`` and the same levels computed now, by this code, in the
-    store ``scratch`` (metrics, training curves, checkpoint checksums); empty if nothing."""
+def reproduced(run: Any, levels: list[int], scratch: Path) -> list[str]:
+    """What differs between ``run``'s stored ``levels`` (its first ones) and the same levels computed now, by this
+    code, in the store ``scratch`` (metrics, training curves, checkpoint checksums); empty if nothing."""
     from dataclasses import replace
 
     from .protocols import run as run_protocol
 
-    cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=max(top, run.cfg.data.leave_out_level)))
+    top, at = levels[-1], tuple(k for k in run.cfg.prune.at_levels if k <= levels[-1])
+    cfg = run.cfg.replace(prune=replace(run.cfg.prune, levels=max(top, run.cfg.data.leave_out_level), at_levels=at))
     device = run.load_metrics(0).get("provenance", {}).get("device") or "auto"
     fresh = run_protocol(cfg, scratch, device, progress=False)
     fields = ("final", "history", "sparsity", "epochs_total", "checkpoint_sha256")
@@ -360,12 +360,14 @@ def cmd_accept(args: argparse.Namespace) -> int:
                       f"run is checked on its own)")
             elif args.check is not None and measured:  # the first measured seed's first levels, recomputed here
                 first = measured[0]
-                top = min(args.check, last_level(first.cfg), len(first.finished_levels()) - 1)  # no more than it stores
-                if diffs := reproduced(first, top, Path(scratch)):
+                levels = first.finished_levels()[: args.check + 1]  # no more than it stores
+                if diffs := reproduced(first, levels, Path(scratch)):
                     bad += 1
                     print(f"{exp}: not accepted: this code computes other numbers ({', '.join(diffs[:4])})")
                     continue
-                print(f"{exp}: level{'s 0-' if top else ' '}{top} of seed {first.cfg.seed} reproduced bit for bit")
+                top = levels[-1]
+                span = f"0-{top}" if levels == list(range(top + 1)) else ", ".join(map(str, levels))
+                print(f"{exp}: level{'s ' + span if top else ' 0'} of seed {first.cfg.seed} reproduced bit for bit")
             for run in stale:
                 print(f"{run.path}: accepted (computed by code with numerics digest {run.accept_numerics()})")
     return 1 if bad else 0

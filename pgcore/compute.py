@@ -30,7 +30,7 @@ import yaml
 from dask.system import CPU_COUNT  # the cores this process may use (affinity and cgroup limits)
 
 from .config import ConfigError, check_study
-from .plans import last_level, plan
+from .plans import levels_of, plan
 from .progress import bar, set_total
 from .protocols import CPU_THREADS
 from .store import CorruptResultError, Run, default_root, recording_writes
@@ -70,7 +70,7 @@ def tasks(study: Study, needs: Sequence[Need], lockstep: bool) -> dict[Task, lis
         same.setdefault(tuple(study.run_paths(need, study.seeds[0])), []).append(need)
     twin = {}
     for group in same.values():  # e.g. figure 4's imp to noise_levels is figure 1's imp, grown
-        trainer = max(group, key=lambda n: last_level(study.config(n.protocol, n.changes)))
+        trainer = max(group, key=lambda n: len(levels_of(study.config(n.protocol, n.changes))))
         # it trains for every figure of the group: their notebooks wait for it
         figures = tuple(dict.fromkeys(f for n in group for f in n.figures))
         twin.update(dict.fromkeys(group, dataclasses.replace(trainer, figures=figures)))
@@ -439,12 +439,12 @@ class Summary:
         return out + [f"  skipped {s['task']}: {s['message']}" for s in self.skipped]
 
 
-def _stored(run: Run) -> int:
-    """How many levels ``run`` has stored; none for a run its task will find corrupt, and report."""
+def _stored(run: Run) -> set[int]:
+    """The levels ``run`` has stored; none for a run its task will find corrupt, and report."""
     try:
-        return len(run.finished_levels())
+        return set(run.finished_levels())
     except (CorruptResultError, FileNotFoundError):
-        return 0
+        return set()
 
 
 class Trainings:
@@ -457,7 +457,7 @@ class Trainings:
         self.runs = {task: [Run(cfg, study.root) for seed in task.seeds for cfg in study.runs(task.need, seed)]
                      for task in graph}
         # run directory -> its levels to train (counted before any task starts), and how many of those are stored now
-        self.todo = {str(run.path): [k for k in range(_stored(run), last_level(run.cfg) + 1)
+        self.todo = {str(run.path): [k for k in sorted(set(levels_of(run.cfg)) - _stored(run))
                                      if plan(run.cfg, k).reuse != "dense"]
                      for runs in self.runs.values() for run in runs}
         self.stored = dict.fromkeys(self.todo, 0)
@@ -465,7 +465,7 @@ class Trainings:
     def _count(self, runs: Iterable[Run]) -> None:
         for run in runs:
             have = _stored(run)
-            self.stored[str(run.path)] = sum(k < have for k in self.todo[str(run.path)])
+            self.stored[str(run.path)] = sum(k in have for k in self.todo[str(run.path)])
 
     def poll(self) -> None:
         """Count the levels stored meanwhile by the tasks that may be running (those whose dependencies ended)."""

@@ -34,15 +34,15 @@ MODELS = ("mlp", "cnn1d", "lenet_300_100", "resnet20", "resnet32", "resnet56", "
 _PRUNE = ("rate", "method", "scope", "retrain", "rewind_epoch", "prunable", "ignore")
 _MASK = ("rate", "method", "scope", "prunable", "ignore")
 PROTOCOLS: dict[str, dict[str, Any]] = {
-    "imp": {"source": None, "levels": True, "prune": _PRUNE, "methods": ("magnitude", "random")},
-    "extended_dense": {"source": None, "levels": True, "prune": (), "methods": None},
-    "extended_stretched": {"source": None, "levels": True, "prune": (), "methods": None},
-    "train": {"source": None, "levels": False, "prune": (), "methods": None},
-    "reinit": {"source": "imp", "levels": True, "prune": _PRUNE, "methods": ("magnitude", "random")},
-    "extended_oneshot": {"source": "extended_dense", "levels": True, "prune": ("rate", "scope", "prunable", "ignore"),
+    "imp": {"source": None, "levels": "chain", "prune": _PRUNE, "methods": ("magnitude", "random")},
+    "extended_dense": {"source": None, "levels": "chain", "prune": (), "methods": None},
+    "extended_stretched": {"source": None, "levels": "each", "prune": (), "methods": None},
+    "train": {"source": None, "levels": None, "prune": (), "methods": None},
+    "reinit": {"source": "imp", "levels": "each", "prune": _PRUNE, "methods": ("magnitude", "random")},
+    "extended_oneshot": {"source": "extended_dense", "levels": "each", "prune": ("rate", "scope", "prunable", "ignore"),
                          "methods": None},
-    "pai": {"source": None, "levels": True, "prune": _MASK, "methods": ("snip", "magnitude", "random")},
-    "tie": {"source": "imp", "levels": False, "prune": _PRUNE, "methods": ("magnitude", "random")},
+    "pai": {"source": None, "levels": "each", "prune": _MASK, "methods": ("snip", "magnitude", "random")},
+    "tie": {"source": "imp", "levels": None, "prune": _PRUNE, "methods": ("magnitude", "random")},
 }
 
 # Parameters a model's framework leaves dense by default (``prune.ignore: null`` picks this).
@@ -191,6 +191,13 @@ class PruneConfig:
                               "in [0, train.epochs={c.train.epochs})")
     prunable: tuple[str, ...] = ("conv", "linear")  # module kinds whose weights are pruned
     ignore: tuple[str, ...] | None = None  # parameter names never pruned; None: the model's own rule (DENSE_BY_DEFAULT)
+    # The levels a protocol whose levels are independent ("each" in PROTOCOLS) trains besides level 0 (empty: every
+    # level to ``levels``). Like ``levels``, not part of a run's identity: a run stores any set of its levels.
+    at_levels: tuple[int, ...] = _rule(
+        (), lambda v, c: not v or (PROTOCOLS[c.protocol]["levels"] == "each" and list(v) == sorted(set(v))
+                                   and all(_is_int(k) and 1 <= k <= c.prune.levels for k in v)),
+        "empty, or increasing levels from 1 to prune.levels={c.prune.levels} of a protocol whose levels are "
+        "independent (reinit, pai, extended_oneshot, extended_stretched)")
 
 
 @dataclass(frozen=True)
@@ -303,12 +310,12 @@ def _fields(cls: type, values: Mapping[str, Any], prefix: str, keys_of: str | No
 # What a study assumes for an experiment key its parameter file leaves out (noise_levels: prune.levels).
 STUDY_DEFAULTS = {"profile": "smoke", "progress": True, "lockstep": "auto", "device": "auto", "variants": None,
                   "noise_fractions": [], "noise_levels": None, "stretched_levels": None, "pai_methods": [],
-                  "tie_fraction": 0.1, "tie_levels": "all", "recipes": None, "weaker_recipe": None}
+                  "tie_fraction": 0.1, "tie_levels": "all", "control_levels": "all", "recipes": None, "weaker_recipe": None}
 PAI_METHODS = ("snip", "magnitude", "random")
 _NULLABLE = ("variants", "recipes", "stretched_levels", "noise_levels", "device", "cluster", "store_dir",
              "figures_dir", "weaker_recipe")  # null: not used
 # papermill passes these as strings
-_PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "variants", "recipes", "cluster")
+_PARSED = ("seeds", "noise_fractions", "pai_methods", "tie_levels", "control_levels", "variants", "recipes", "cluster")
 
 
 def check_study(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -355,6 +362,11 @@ def _section_changes(section: str, example: str) -> Callable[[str, Any, Mapping]
     return check
 
 
+_levels_check = _must(lambda v: v == "all" or (isinstance(v, (list, tuple)) and len(v) > 0
+                                              and all(_is_int(k) and k >= 1 for k in v)),
+                      "'all' or a list of pruning levels from 1 to prune.levels, e.g. [2, 5]")
+
+
 def _check_pai_methods(key: str, v: Any, _: Mapping) -> None:
     _check(isinstance(v, (list, tuple)), f"pai_methods must be a list from {', '.join(PAI_METHODS)}, got {v!r}")
     for m in v:
@@ -397,9 +409,8 @@ _STUDY_CHECKS: dict[str, Callable[[str, Any, Mapping], None]] = {
     "pai_methods": _check_pai_methods,
     # Whether IMP reaches these levels is checked where figure 7's runs are built, so a run or another figure's
     # subset is not refused for a key it does not use.
-    "tie_levels": _must(lambda v: v == "all" or (isinstance(v, (list, tuple)) and len(v) > 0
-                                                 and all(_is_int(k) and k >= 1 for k in v)),
-                        "'all' or a list of pruning levels from 1 to prune.levels, e.g. [2, 5]"),
+    "tie_levels": _levels_check,
+    "control_levels": _levels_check,
     "tie_fraction": _must(_fraction, "a number in (0, 1), e.g. 0.1"),
     "lockstep": _must(lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
     "progress": _must(lambda v: isinstance(v, bool), "true or false"),

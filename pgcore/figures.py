@@ -91,27 +91,42 @@ def _fig3(p: Mapping[str, Any]) -> dict[str, Series]:
     return out
 
 
+def _control(protocol: str, p: Mapping[str, Any], changes: Mapping[str, Any] | None = None) -> Series:
+    """A control of figures 5 and 6 (its levels independent of each other) at ``control_levels``."""
+    at = () if p["control_levels"] == "all" else tuple(sorted(set(chosen_levels(p, "control_levels"))))
+    return series(protocol, {**(changes or {}), **({"prune.at_levels": at} if at else {})})
+
+
 def _fig5(p: Mapping[str, Any]) -> dict[str, Series]:
     out = {"IMP (magnitude, LRR)": series("imp"), "random pruning (LRR)": series("imp", {"prune.method": "random"}),
-           "IMP mask, reinitialized": series("reinit")}
-    return {**out, **{f"pruned at init ({m})": series("pai", {"prune.method": m}) for m in p["pai_methods"]}}
+           "IMP mask, reinitialized": _control("reinit", p)}
+    return {**out, **{f"pruned at init ({m})": _control("pai", p, {"prune.method": m}) for m in p["pai_methods"]}}
 
 
 def _fig6(p: Mapping[str, Any]) -> dict[str, Series]:
     out = {"IMP (both, iterative)": series("imp"), "extended dense (time only)": series("extended_dense"),
-           "reinit mask (size only)": series("reinit"),
-           "extended + one-shot prune (both; our reading)": series("extended_oneshot")}
-    return {**out, **{f"pruned at init, {m} (size only)": series("pai", {"prune.method": m}) for m in p["pai_methods"]}}
+           "reinit mask (size only)": _control("reinit", p),
+           "extended + one-shot prune (both; our reading)": _control("extended_oneshot", p)}
+    return {**out, **{f"pruned at init, {m} (size only)": _control("pai", p, {"prune.method": m})
+                      for m in p["pai_methods"]}}
+
+
+_READ_BY = {"tie_levels": "figure 7 reads", "control_levels": "figures 5 and 6 read"}
+
+
+def chosen_levels(p: Mapping[str, Any], key: str = "tie_levels") -> list[int]:
+    """The levels ``key`` (``tie_levels``: figure 7's; ``control_levels``: figures 5 and 6's controls) lists, ``all``
+    or a list, each one IMP reaches."""
+    out = list(range(1, _levels(p) + 1)) if p[key] == "all" else [int(k) for k in p[key]]
+    beyond = [k for k in out if k > _levels(p)]
+    if beyond:
+        raise ConfigError(f"{key} lists level {beyond[0]}, beyond prune.levels={_levels(p)}: {_READ_BY[key]} "
+                          f"IMP's levels 1 to {_levels(p)}")
+    return out
 
 
 def tie_levels(p: Mapping[str, Any]) -> list[int]:
-    """Figure 7's levels (``tie_levels``: ``all`` or a list), each one IMP reaches."""
-    out = list(range(1, _levels(p) + 1)) if p["tie_levels"] == "all" else [int(k) for k in p["tie_levels"]]
-    beyond = [k for k in out if k > _levels(p)]
-    if beyond:
-        raise ConfigError(f"tie_levels lists level {beyond[0]}, beyond prune.levels={_levels(p)}: figure 7 reads "
-                          f"IMP's levels 1 to {_levels(p)}")
-    return out
+    return chosen_levels(p, "tie_levels")
 
 
 def _fig7(p: Mapping[str, Any]) -> dict[str, Series]:

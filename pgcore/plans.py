@@ -10,7 +10,7 @@ from typing import Any
 from .config import PROTOCOLS, RunConfig
 
 __all__ = ["LevelPlan", "sparsity_at", "dense", "imp", "extended_dense", "extended_stretched", "reinit",
-           "extended_oneshot", "pai", "tie", "plan", "last_level", "source_config", "stretched"]
+           "extended_oneshot", "pai", "tie", "plan", "levels_of", "source_config", "stretched"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,8 +113,11 @@ def plan(cfg: RunConfig, level: int) -> LevelPlan:
     return PLANS[cfg.protocol](cfg, level)
 
 
-def last_level(cfg: RunConfig) -> int:
-    return cfg.prune.levels if PROTOCOLS[cfg.protocol]["levels"] else 0
+def levels_of(cfg: RunConfig) -> list[int]:
+    """The levels a run of ``cfg`` stores, in order: 0 to ``prune.levels``, or level 0 and ``prune.at_levels``."""
+    if not PROTOCOLS[cfg.protocol]["levels"]:
+        return [0]
+    return [0, *cfg.prune.at_levels] if cfg.prune.at_levels else list(range(cfg.prune.levels + 1))
 
 
 def source_config(cfg: RunConfig) -> RunConfig | None:
@@ -123,7 +126,7 @@ def source_config(cfg: RunConfig) -> RunConfig | None:
     if src is None:
         return None
     data = dataclasses.replace(cfg.data, leave_out="", leave_out_fraction=0.0, leave_out_level=0)
-    return dataclasses.replace(cfg, protocol=src, data=data)
+    return dataclasses.replace(cfg, protocol=src, data=data, prune=dataclasses.replace(cfg.prune, at_levels=()))
 
 
 def stretched(train: Any, epochs: int) -> Any:

@@ -19,7 +19,7 @@ from . import data as data_mod
 from . import models, pruning
 from .batched import train_many
 from .config import RunConfig, from_dict, is_import_path
-from .plans import LevelPlan, last_level, plan, source_config, stretched
+from .plans import LevelPlan, levels_of, plan, source_config, stretched
 from .progress import bar
 from .seeds import derive, generator
 from .provenance import provenance
@@ -142,11 +142,10 @@ class _Seed:
         self.model = init_model(cfg, data).to(dev)
         self.dense = pruning.dense_mask(self.model, cfg.prune.prunable, cfg.prune.ignore)
         self.mask, self.rewind_state = self.dense, None
-        done = store.finished_levels()  # contiguous from 0, or an error naming the missing level
-        self.next_level = len(done)
+        done = store.finished_levels()  # a chain's are contiguous from 0, or an error names the missing level
+        self.todo = [k for k in levels_of(cfg) if k not in done]  # the levels left, in order
         if done:  # resume from the last finished level
             self._load(store.load_checkpoint(done[-1], map_location=dev))
-        self.last_level = last_level(cfg)
         if self.finished:  # every level stored (e.g. after its config.json was repaired)
             store.mark_done()
 
@@ -157,7 +156,11 @@ class _Seed:
 
     @property
     def finished(self) -> bool:
-        return self.next_level > self.last_level
+        return not self.todo
+
+    @property
+    def next_level(self) -> int | None:
+        return self.todo[0] if self.todo else None
 
     def start(self, p: LevelPlan) -> None:
         """The model and mask the level trains: its starting weights and its mask, per the plan."""
@@ -209,7 +212,7 @@ class _Seed:
         self._advance()
 
     def _advance(self) -> None:
-        self.next_level += 1
+        self.todo.pop(0)
         if self.finished:
             self.store.mark_done()
 
@@ -313,7 +316,7 @@ def run_lockstep(cfgs: Sequence[RunConfig], root: str | Path | None = None, devi
         sources = run_lockstep([source_config(c) for c, _ in todo], root, dev, progress, data, lockstep)
     dense: dict[int, Run] = {}
     if plan(cfg0, 0).reuse == "dense" and any(not s.finished_levels() for _, s in todo):
-        dense_cfgs = [c.replace(protocol="train") for c, _ in todo]
+        dense_cfgs = [c.replace(protocol="train", prune=dataclasses.replace(c.prune, at_levels=())) for c, _ in todo]
         dense = {r.cfg.seed: r for r in run_lockstep(dense_cfgs, root, dev, progress, data, lockstep)}
     with contextlib.ExitStack() as held:
         held.enter_context(fixed_threads(dev))
@@ -331,10 +334,11 @@ def _execute(seeds: list[_Seed], dense: dict[int, Run], lockstep: bool, progress
     if any(s.data is not seeds[0].data for s in seeds):
         lockstep = False
     for group in [seeds] if lockstep and seeds else [[s] for s in seeds]:
-        first, last = min(s.next_level for s in group), max(s.last_level for s in group)
-        for level in bar(range(first, last + 1), desc=f"{group[0].cfg.protocol} seeds {[s.cfg.seed for s in group]}",
-                         disable=not progress, initial=first, total=last + 1):
-            active = [s for s in group if s.next_level == level and not s.finished]
+        levels, every = sorted({k for s in group for k in s.todo}), {k for s in group for k in levels_of(s.cfg)}
+        names = f"seed {group[0].cfg.seed}" if len(group) == 1 else f"seeds {[s.cfg.seed for s in group]}"
+        for level in bar(levels, desc=f"{group[0].cfg.protocol} {names}", disable=not progress,
+                         initial=len(every) - len(levels), total=len(every)):
+            active = [s for s in group if s.next_level == level]
             if active:
                 _level(active, dense, lockstep, progress)
 

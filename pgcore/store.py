@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from .config import PROTOCOLS, ConfigError, ImportPathError, RunConfig, from_dict, is_import_path
-from .plans import last_level
+from .plans import levels_of
 from .provenance import numerics_digest, project_dir, provenance
 
 __all__ = ["CorruptResultError", "StaleResultError", "MisfiledRunError", "OwnCodeNotImportedError", "NotARunError",
@@ -258,9 +258,10 @@ class Run:
         return sorted(int(m[1]) for m in found if m and m[2] == suffix)
 
     def finished_levels(self) -> list[int]:
-        """Levels whose metrics (and so checkpoint) are stored: always 0..k, else :class:`CorruptResultError`."""
+        """Levels whose metrics (and so checkpoint) are stored: 0..k for a chain of levels, else
+        :class:`CorruptResultError`; any set of them for a protocol whose levels are independent."""
         levels = self._stored()
-        if levels != list(range(len(levels))):
+        if PROTOCOLS[self.cfg.protocol]["levels"] != "each" and levels != list(range(len(levels))):
             gap = next(k for k in range(len(levels) + 1) if k not in levels)
             raise CorruptResultError(f"{self.path}: level {gap} is missing but level {levels[-1]} is stored",
                                      f"run `pgcore repair {self.path}` to drop levels {gap} to {levels[-1]}, "
@@ -328,8 +329,8 @@ class Run:
         _note_write(self.path)
 
     def is_done(self) -> bool:
-        """Whether config.json and levels 0..``last_level`` are stored (cheap: checkpoints are not read)."""
-        return self._config() is not None and len(self.finished_levels()) > last_level(self.cfg)
+        """Whether config.json and every level the config asks for are stored (cheap: checkpoints are not read)."""
+        return self._config() is not None and set(levels_of(self.cfg)) <= set(self.finished_levels())
 
     def verify(self) -> list[Problem]:
         """Everything wrong with the stored files: config.json, a missing level, bad metrics or checkpoints."""
@@ -339,7 +340,8 @@ class Run:
         except (CorruptResultError, OSError) as e:
             problems.append(Problem(None, getattr(e, "what", str(e))))
         levels = self._stored()
-        for k in range(max(levels, default=-1) + 1):
+        each = PROTOCOLS[self.cfg.protocol]["levels"] == "each"
+        for k in levels if each else range(max(levels, default=-1) + 1):
             if k not in levels:
                 problems.append(Problem(k, f"{self._level_paths(k)[0]} is missing but later levels are stored"))
                 continue
@@ -381,7 +383,7 @@ class Run:
 
     def _levels(self) -> list[int]:
         """The finished levels this config asks for (a run may have grown beyond it)."""
-        return self.finished_levels()[: last_level(self.cfg) + 1]
+        return [k for k in self.finished_levels() if k in levels_of(self.cfg)]
 
     def frame(self) -> pd.DataFrame:
         """One row per level x metric source of this run."""

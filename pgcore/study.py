@@ -3,7 +3,8 @@
 and the notebooks only read: a run missing from the store is one line naming the command that computes it.
 
 A parameter file holds a base config and what each figure varies around it: ``variants`` (figure 1, ``prune.*``),
-``noise_fractions`` and ``noise_levels`` (figure 4), ``stretched_levels`` (figure 3), ``pai_methods`` (figures 5, 6),
+``noise_fractions`` and ``noise_levels`` (figure 4), ``stretched_levels`` (figure 3), ``pai_methods`` and
+``control_levels`` (figures 5, 6: the levels their reinitialized, at-initialization and one-shot controls train),
 ``tie_fraction`` and ``tie_levels`` (figure 7), ``recipes`` and ``weaker_recipe`` (figure 9, ``train.*``)."""
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from .config import (SECTIONS, STUDY_DEFAULTS, ConfigError, RunConfig, check_overrides, check_study, from_dict,
                      load_yaml, override)
 from .figures import FIGURES, Series
-from .plans import last_level, plan, source_config
+from .plans import levels_of, plan, source_config
 from .protocols import Experiment, choose_execution, resolve_device, run_seeds
 from .provenance import project_dir
 from .store import CorruptResultError, Run, default_root
@@ -205,9 +206,9 @@ class Study:
 
     def _row(self, need: Need, seed: int) -> dict[str, Any]:
         cfg = self.config(need.protocol, need.changes, seed)
-        run, want = Run(cfg, self.root), last_level(cfg) + 1
+        run, want = Run(cfg, self.root), len(levels_of(cfg))
         try:
-            have = len(run.finished_levels())
+            have = len(set(run.finished_levels()) & set(levels_of(cfg)))
             state = "done" if run.is_done() and have >= want else ("partial" if have else "missing")
         except CorruptResultError:
             have, state = 0, "corrupt"
@@ -221,7 +222,7 @@ def depends_on(study: Study, need: Need) -> list[Need]:
     deps = []
     src = source_config(cfg)
     if src is not None:
-        kept = tuple((k, v) for k, v in need.changes if not k.startswith("data.leave_out"))
+        kept = tuple((k, v) for k, v in need.changes if not k.startswith("data.leave_out") and k != "prune.at_levels")
         deps.append(Need(src.protocol, kept))
     if plan(cfg, 0).reuse == "dense":
         deps.append(Need("train", tuple((k, v) for k, v in need.changes if not k.startswith("prune."))))

@@ -28,7 +28,7 @@ import yaml
 from pgcore import compute
 from pgcore.config import ConfigError, load_yaml
 from pgcore.explore import EXPLORABLE
-from pgcore.plans import last_level
+from pgcore.plans import levels_of
 from pgcore.store import Run
 from pgcore.figures import FIGURES
 from pgcore.study import Need, Study
@@ -119,7 +119,7 @@ def multilevel_runs(study: Study) -> dict[str, Path]:
     for task in compute.tasks(study, study.expand(), lockstep=False):
         if task.need.protocol != "tie":
             (cfg,) = study.runs(task.need, task.seeds[0])
-            if last_level(cfg) == 2:
+            if levels_of(cfg)[-1] == 2:
                 out[task.name] = Run(cfg, study.root).path
     return out
 

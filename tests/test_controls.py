@@ -168,3 +168,40 @@ def test_lockstep_tie_seeds_each_train_without_their_own_examples(tiny_params, t
     for r in tie.runs:
         kept = n_train - r.load_metrics(0)["left_out"]["count"]
         assert len(r.load_checkpoint(0)["per_example_loss"]) == kept
+
+
+def test_a_control_trains_only_the_levels_it_is_asked_for_and_grows_to_more(tiny_params, tmp_path):
+    """A protocol whose levels are independent stores any set of them: each the same numbers as in the full run."""
+    full = _run(tiny_params, "pai", tmp_path / "full")
+    some = run(from_dict(override(tiny_params, {"protocol": "pai", "prune.at_levels": [2]})), tmp_path, "cpu",
+               progress=False)
+    assert some.path.name == "seed0" and some.path.parent.name == full.path.parent.name  # the same run key
+    assert some.finished_levels() == [0, 2] and some.is_done() and not some.verify()
+    assert list(some.frame().level.unique()) == [0, 2]
+    assert some.load_metrics(2)["checkpoint_sha256"] == full.load_metrics(2)["checkpoint_sha256"]
+    every = Run(from_dict(override(tiny_params, {"protocol": "pai"})), tmp_path)
+    assert not every.is_done()
+    run(every.cfg, tmp_path, "cpu", progress=False)  # the missing levels only
+    assert every.finished_levels() == [0, 1, 2, 3] and every.load_metrics(2) == some.load_metrics(2)
+    assert every.load_metrics(1)["checkpoint_sha256"] == full.load_metrics(1)["checkpoint_sha256"]
+
+
+@pytest.mark.parametrize("protocol, at, match", [
+    ("imp", [2], "a protocol whose levels are independent"),
+    ("reinit", [4], "from 1 to prune.levels=3"),
+    ("reinit", [2, 1], "increasing levels"),
+])
+def test_a_level_subset_is_refused_where_it_cannot_hold(tiny_params, protocol, at, match):
+    with pytest.raises(ConfigError, match=match):
+        from_dict(override(tiny_params, {"protocol": protocol, "prune.at_levels": at}))
+
+
+def test_control_levels_give_figures_5_and_6_their_controls_at_those_levels_only(tiny_params, tmp_path):
+    study = Study.from_dict({**tiny_params, "seeds": [0], "pai_methods": ["snip"], "control_levels": [3, 1]},
+                            root=tmp_path)
+    plan = study.plan(["fig5", "fig6"])
+    controls = plan[plan.need.str.startswith(("reinit", "pai", "extended_oneshot"))]
+    assert len(controls) == 3 and (controls.levels == "0/3").all()  # level 0 and levels 1, 3
+    assert (plan[plan.need.str.startswith(("imp", "extended_dense"))].levels == "0/4").all()  # chains: every level
+    with pytest.raises(ConfigError, match="control_levels lists level 5, beyond prune.levels=3: figures 5 and 6"):
+        Study.from_dict({**tiny_params, "seeds": [0], "control_levels": [5]}, root=tmp_path).plan(["fig5"])

@@ -57,7 +57,7 @@ def test_plans_say_what_each_level_is(tiny_cfg):
     assert (st.weights, st.epochs, st.epochs_total) == ("init", 4 * T_, 4 * T_)
     oneshot = plans.plan(tiny_cfg.replace(protocol="extended_oneshot"), 2)
     assert (oneshot.weights, oneshot.source_level, oneshot.mask) == ("source", 1, "oneshot")
-    assert plans.last_level(tiny_cfg.replace(protocol="train")) == 0
+    assert plans.levels_of(tiny_cfg.replace(protocol="train")) == [0]
 
 
 def test_finetuning_trains_at_the_constant_final_learning_rate(tiny_params, tmp_path):
