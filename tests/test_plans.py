@@ -145,6 +145,16 @@ def test_accept_check_recomputes_first_levels_and_accepts_only_identical_numbers
         good.check_numerics()
 
 
+def test_accept_check_recomputes_the_stored_levels_of_a_level_subset(tiny_params, tmp_path, capsys):
+    store = tmp_path / "s"
+    some = run(from_dict(override(tiny_params, {"protocol": "pai", "prune.at_levels": [2, 3]})), store, "cpu",
+               progress=False)
+    _forge_old_digest(some.path)
+    rc, out, err = run_cli(capsys, "accept", str(some.path), "--check", "1")
+    assert rc == 0, err
+    assert "levels 0, 2 of seed 0 reproduced bit for bit" in out
+
+
 def test_accept_all_goes_past_a_run_cut_before_its_first_level(tiny_cfg, tmp_path, capsys):
     """A seed killed while training level 0 leaves config.json and no level: accept --check uses a seed that has
     levels, and accepts the empty one too (it holds no number to check)."""

@@ -28,6 +28,7 @@ def testremaining_axis_labels_down_to_the_sparsest_curve():
 
 # ---- every registered figure, drawn at smoke scale ------------------------------------------------------------
 
+import dataclasses  # noqa: E402
 import itertools  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -116,3 +117,17 @@ def test_every_sparsity_axis_uses_the_same_tick_labels(smoke_study):
                 by_range.setdefault((lo, hi), set()).add(tuple(t.get_text() for t in ax.get_xticklabels()))
         plt.close(made.fig)
     assert by_range and all(len(labels) == 1 for labels in by_range.values()), by_range
+
+
+@pytest.mark.parametrize("figure", ["fig5", "fig6"])
+def test_figures_5_and_6_draw_their_controls_at_a_level_subset(smoke_study, figure):
+    """The same store read with ``control_levels: [2]``: the controls' frames hold levels 0 and 2 only (nothing
+    trains: level 2 is stored), IMP's chains every level, and the figure is drawn and judged."""
+    study = dataclasses.replace(smoke_study, params={**smoke_study.params, "control_levels": [2]}, compute=False)
+    frames = study.frames(figure)
+    controls = [n for n in frames if any(w in n for w in ("reinit", "init", "one-shot"))]
+    assert controls and all(sorted(frames[n].level.unique()) == [0, 2] for n in controls)
+    assert sorted(frames[next(iter(frames))].level.unique()) == [0, 1, 2, 3]
+    made = FIGURES[figure].make(study.params, frames, study.title)
+    assert made.verdicts and overlaps(made.fig) == []
+    plt.close(made.fig)
