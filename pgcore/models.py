@@ -35,13 +35,11 @@ class CNN1D(nn.Module):
 
     def __init__(self, length: int, num_classes: int, channels: int = 64, depth: int = 3):
         super().__init__()
-        convs, c_in = [], 1
-        for i in range(depth):
-            k = 5 if i == 0 else 3
-            convs.append(nn.Conv1d(c_in, channels, k, stride=2, padding=k // 2))
-            c_in = channels
+        kernels = [5 if i == 0 else 3 for i in range(depth)]
+        self.convs = nn.ModuleList(nn.Conv1d(1 if i == 0 else channels, channels, k, stride=2, padding=k // 2)
+                                   for i, k in enumerate(kernels))
+        for k in kernels:  # each conv's output length
             length = (length + 2 * (k // 2) - k) // 2 + 1
-        self.convs = nn.ModuleList(convs)
         self.out = nn.Linear(channels * length, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -65,8 +63,7 @@ class _Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return F.relu(out + self.shortcut(x))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
 
 
 class CifarResNet(nn.Module):
@@ -88,15 +85,12 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(c_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn(self.conv(x)))
-        x = self.blocks(x)
+        x = self.blocks(F.relu(self.bn(self.conv(x))))
         return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
 
 
-_VGG = {
-    11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
-    16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512],
-}
+_VGG = {11: [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512],
+        16: [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]}
 
 
 class CifarVGG(nn.Module):
@@ -116,11 +110,7 @@ class CifarVGG(nn.Module):
         self.fc = nn.Linear(c_in, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.features(x)
-        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
-
-
-OPENLTH_INIT = ("lenet_300_100", "resnet20", "resnet32", "resnet56", "vgg11", "vgg16")
+        return self.fc(F.adaptive_avg_pool2d(self.features(x), 1).flatten(1))
 
 
 @torch.no_grad()
@@ -136,33 +126,29 @@ def openlth_init(model: nn.Module) -> nn.Module:
 
 
 def build(cfg: ModelConfig | str, input_shape: tuple[int, ...], num_classes: int, **overrides) -> nn.Module:
-    """Build a model (a :class:`ModelConfig` or a name) for ``input_shape`` (no batch dim); unset sizes: defaults."""
+    """Build a model (a :class:`ModelConfig` or a name) for ``input_shape`` (no batch dim); unset sizes: defaults.
+    The paper's models (LeNet-300-100, the ResNets and VGGs) are initialized as OpenLTH does (:func:`openlth_init`);
+    the MLP and the 1D CNN keep PyTorch's default initialization."""
     if isinstance(cfg, str):
         cfg = ModelConfig(name=cfg, **overrides)
-    if is_import_path(cfg.name):  # a researcher's own model (pgcore.config.import_path)
-        sizes = {k: v for k, v in (("width", cfg.width), ("depth", cfg.depth)) if v is not None}
-        return import_path(cfg.name)(input_shape, num_classes, **sizes)
-    model = _build(cfg, input_shape, num_classes)
-    return openlth_init(model) if cfg.name in OPENLTH_INIT else model
-
-
-def _build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
     name, w, d = cfg.name, cfg.width, cfg.depth
-    flat = math.prod(input_shape)
+    if is_import_path(name):  # a researcher's own model (pgcore.config.import_path)
+        sizes = {k: v for k, v in (("width", w), ("depth", d)) if v is not None}
+        return import_path(name)(input_shape, num_classes, **sizes)
     if name == "mlp":
-        return MLP(flat, num_classes, width=w or 512, depth=d or 2)
+        return MLP(math.prod(input_shape), num_classes, width=w or 512, depth=d or 2)
     if name == "cnn1d":
         if len(input_shape) != 1:
             raise ValueError(f"cnn1d needs 1D inputs, got shape {input_shape}")
         return CNN1D(input_shape[0], num_classes, channels=w or 64, depth=d or 3)
     if name == "lenet_300_100":
-        return LeNet300100(flat, num_classes)
+        return openlth_init(LeNet300100(math.prod(input_shape), num_classes))
     if len(input_shape) != 3:
         raise ValueError(f"{name} needs image inputs (C, H, W), got shape {input_shape}")
     if name.startswith("resnet"):
-        return CifarResNet(int(name[6:]), num_classes, width=w or 16, in_channels=input_shape[0])
+        return openlth_init(CifarResNet(int(name[6:]), num_classes, width=w or 16, in_channels=input_shape[0]))
     if name.startswith("vgg"):
-        return CifarVGG(int(name[3:]), num_classes, in_channels=input_shape[0], width=w or 64)
+        return openlth_init(CifarVGG(int(name[3:]), num_classes, in_channels=input_shape[0], width=w or 64))
     raise ValueError(f"unknown model '{name}'")
 
 

@@ -69,16 +69,12 @@ def _stats(loss: torch.Tensor, correct: torch.Tensor) -> dict[str, float]:
 def evaluate(model: nn.Module, data: Data) -> tuple[dict[str, dict[str, float]], torch.Tensor]:
     """Loss and accuracy on every metric source, and the per-example training losses; training examples are
     scored against the labels they were trained with, so ``train_noisy`` accuracy is memorization."""
-    tr_loss, tr_correct = per_example(model, data.x_train, data.y_train)
-    clean = ~data.noisy
-    metrics = {
-        "train": _stats(tr_loss, tr_correct),
-        "train_clean": _stats(tr_loss[clean], tr_correct[clean]),
-        "train_noisy": _stats(tr_loss[data.noisy], tr_correct[data.noisy]),
-        "val": _stats(*per_example(model, data.x_val, data.y_val)),
-        "test": _stats(*per_example(model, data.x_test, data.y_test)),
-    }
-    return metrics, tr_loss.detach().cpu()
+    loss, correct = per_example(model, data.x_train, data.y_train)
+    metrics = {"train": _stats(loss, correct), "train_clean": _stats(loss[~data.noisy], correct[~data.noisy]),
+               "train_noisy": _stats(loss[data.noisy], correct[data.noisy]),
+               "val": _stats(*per_example(model, data.x_val, data.y_val)),
+               "test": _stats(*per_example(model, data.x_test, data.y_test))}
+    return metrics, loss.detach().cpu()
 
 
 @dataclass
@@ -147,7 +143,7 @@ class MaskedStep:
         self.params, pairs = list(model_or_params), list(mask or [])
         self.masked = tuple(i for i, _ in pairs)
         self.masks = [m.to(device=self.params[i].device, dtype=self.params[i].dtype) for i, m in pairs]
-        self.cfg = cfg
+        self.settings = (cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)  # masked_sgd's last three
         self.bufs = [torch.zeros_like(p) for p in self.params]
         self.lr: torch.Tensor | float = (torch.tensor(float(cfg.lr), device=self.params[0].device) if cfg.compile
                                          else cfg.lr)
@@ -165,10 +161,8 @@ class MaskedStep:
             p.grad = None
 
     def __call__(self, grads: Sequence[torch.Tensor] | None = None) -> None:
-        cfg = self.cfg
         grads = [p.grad for p in self.params] if grads is None else list(grads)
-        self.update(self.params, grads, self.bufs, self.masks, self.masked, self.lr,
-                    cfg.momentum, cfg.weight_decay, cfg.nesterov and cfg.momentum > 0)
+        self.update(self.params, grads, self.bufs, self.masks, self.masked, self.lr, *self.settings)
 
 
 class Learner(Protocol):
