@@ -60,11 +60,9 @@ def level_curves(runs: Runs, level: int, sources: Sequence[str] = ("train", "tes
     """The training curves of ``level``: one row per seed x evaluated epoch x source (loss, accuracy, error)."""
     hist = pd.concat([r.history() for r in runs], ignore_index=True)
     hist = hist[hist.level == level]
-    rows = [hist[["seed", "level", "epoch"]].assign(source=s, loss=hist[f"{s}_loss"],
-                                                    accuracy=hist[f"{s}_accuracy"]) for s in sources]
-    out = pd.concat(rows, ignore_index=True)
-    out["error"] = 1.0 - out.accuracy
-    return out.sort_values(["seed", "source", "epoch"], ignore_index=True)
+    rows = [hist[["seed", "level", "epoch"]].assign(source=s, loss=hist[f"{s}_loss"], accuracy=hist[f"{s}_accuracy"],
+                                                    error=1.0 - hist[f"{s}_accuracy"]) for s in sources]
+    return pd.concat(rows, ignore_index=True).sort_values(["seed", "source", "epoch"], ignore_index=True)
 
 
 def loss_change(run: Run, level: int, base_level: int = 0) -> pd.DataFrame:
