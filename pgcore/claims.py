@@ -91,8 +91,7 @@ NO_GAIN, NOT_TESTED = "no gain to explain", "not tested"
 STATUSES = (REPRODUCED, NOT_REPRODUCED, NOT_SIGNIFICANT, NO_GAIN, NOT_TESTED)
 ALPHA = 0.05  # two-sided: 95% intervals, one-sided bounds and refuting tests at 97.5% / 2.5%
 
-# Margins: fractions of the dense model's own value of the quantity (the table in the module docstring), a tenth
-# each.
+# Margins: a tenth each of the dense model's own value of the quantity (the table in the module docstring).
 TEST_ERROR_MARGIN = TRAIN_LOSS_MARGIN = DEGRADATION_MARGIN = MEMORIZATION_MARGIN = GAIN_DIFFERENCE_MARGIN = 0.10
 EQUIVALENCE_MARGIN = TEST_ERROR_MARGIN  # the name the notebooks' prose cites for figures 3 and 6
 
@@ -232,8 +231,7 @@ class Verdict:
         out.update((k, own[k]) for k in ("evidence", "margin", "ruled_out_beyond", "equivalent_within",
                                          "p_equivalence", "effect_size") if k in own)
         if len(self.parts) > 1:
-            for p in self.parts:
-                out.update(p.numbers(f"{p.key}_"))
+            out.update({k: v for p in self.parts for k, v in p.numbers(f"{p.key}_").items()})
         return out
 
 
