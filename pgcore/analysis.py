@@ -75,7 +75,7 @@ def vs_dense(df: pd.DataFrame, metric: str = "loss", source: str = "train") -> p
 def matched_sparsity(df: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
     """``df`` (e.g. extended dense training) with each level's sparsity set to IMP's, to draw them together."""
     by_level = imp.groupby("level")["sparsity"].first()
-    return df[df.level.isin(by_level.index)].assign(sparsity=lambda out: out.level.map(by_level))
+    return df[df.level.isin(by_level.index)].assign(sparsity=lambda kept: kept.level.map(by_level))
 
 
 def quantization_step(values: np.ndarray) -> float:

@@ -393,8 +393,8 @@ def _gain(imp: pd.DataFrame, role: str = "premise") -> tuple[int, Part, bool]:
 
 
 def _chosen_by_validation(k: int, status: str) -> str:
-    """``status`` of a gain read at a pruned level, where validation chose level ``k``: validation did not choose a
-    pruned level (``k`` = 0), so no gain of the procedure is claimed (never ``reproduced``)."""
+    """The status of a gain read at a pruned level when validation chose level ``k``: where it chose the dense model
+    (``k`` = 0), the procedure claims no gain, so ``reproduced`` becomes ``not significant``."""
     return NOT_SIGNIFICANT if k == 0 and status == REPRODUCED else status
 
 
@@ -413,14 +413,13 @@ def _worse_than_imp(imp: pd.DataFrame, frames: dict[str, pd.DataFrame], level: i
     refuting tests are Holm-corrected across them. Returns the parts, the status of "every one is worse"
     (:func:`_all_hold`) and which are refuted, and how: "random beats IMP"; "reinit is not worse … (…)"."""
     parts = [_vs(_slug(name), name, "IMP", df, imp, imp, "higher", level, role) for name, df in frames.items()]
-    adjusted = holm(np.array([pt.at()["p_margin"] for pt in parts], dtype=float))
+    adjusted = holm([pt.at()["p_margin"] for pt in parts])
     parts = [replace(pt, status=_status_of(pt.at(), "higher", pt.at()["p"], ph),
                      note=f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" if np.isfinite(ph) else "")
              for pt, ph in zip(parts, adjusted)]
-    refuted = "; ".join(f"{p.name.rsplit(' − ', 1)[0]} "
-                        + ("beats IMP" if p.at()["hi"] < 0 else
-                           f"is not worse than IMP by more than the margin ({p.ruled_out})")
-                        for p in parts if p.status == NOT_REPRODUCED)
+    refuted = "; ".join(f"{name} beats IMP" if p.at()["hi"] < 0 else
+                        f"{name} is not worse than IMP by more than the margin ({p.ruled_out})"
+                        for name, p in zip(frames, parts) if p.status == NOT_REPRODUCED)
     return parts, _all_hold(parts), refuted
 
 
@@ -497,14 +496,12 @@ def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, readi
         status, why = REPRODUCED, ("extended training matches IMP within the margin and gains on the dense model: "
                                    "the training time alone gives the gain")
     elif match.status == NOT_REPRODUCED:
-        status, why = NOT_REPRODUCED, (
-            "pruning beats the same training time without pruning" if numbers["diff"] < 0 else
-            "extended training is significantly better than IMP: the training time alone gives more than pruning's "
-            "gain, so the two do not match")
+        status, why = NOT_REPRODUCED, ("pruning beats the same training time without pruning" if numbers["diff"] < 0
+                                       else "extended training is significantly better than IMP: the training time "
+                                       "alone gives more than pruning's gain, so the two do not match")
     elif match.status == REPRODUCED:
-        status, why = NOT_SIGNIFICANT, ("extended training matches IMP, but its own gain over the dense model is "
-                                        + ("ruled out beyond the margin" if own.status == NOT_REPRODUCED else
-                                           "not shown"))
+        status, why = NOT_SIGNIFICANT, "extended training matches IMP, but its own gain over the dense model is " + (
+            "ruled out beyond the margin" if own.status == NOT_REPRODUCED else "not shown")
     else:
         status, why = NOT_SIGNIFICANT, "neither a match within the margin nor a difference is shown"
     return Verdict(claim, status, f"{text}: {why}.", numbers, parts)
@@ -653,13 +650,12 @@ def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame], we
                        f"({', '.join(map(repr, recipes))}).", {"n": 0, "weaker": weaker})
     strong = next(name for name in recipes if name != weaker)
     (k_w, at_w, g_w), (k_s, at_s, g_s) = _gain_per_seed(recipes[weaker]), _gain_per_seed(recipes[strong])
-    gains = (g_w - g_s).dropna().reset_index()  # seed, diff
-    per_seed = _with_step(gains.assign(level=k_w, sparsity=_sparsity(recipes[weaker]).get(k_w, np.nan)),
+    difference = (g_w - g_s).dropna().reset_index()  # seed, diff
+    per_seed = _with_step(difference.assign(level=k_w, sparsity=_sparsity(recipes[weaker]).get(k_w, np.nan)),
                           pd.concat([df[df.source == "test"].error for df in recipes.values()]))
     margin = _margin(GAIN_DIFFERENCE_MARGIN, float(np.mean([_dense_mean(recipes[name]) for name in (weaker, strong)])))
-    main = _part("gain_difference", "weaker gain − stronger gain",
-                 f"test error gain: {weaker} (level {k_w}) − {strong} (level {k_s})", per_seed, margin, "lower",
-                 level=k_w)
+    main = _part("gain_difference", "weaker gain − stronger gain", f"test error gain: {weaker} (level {k_w}) − "
+                 f"{strong} (level {k_s})", per_seed, margin, "lower", level=k_w)
     context = tuple(_part(_slug(f"gain {name}"), f"IMP − dense, {name}", f"test error: IMP − dense ({name})",
                           _vs_own_dense(recipes[name]), margin_of(recipes[name]), "lower", level=at, role="context",
                           note="" if k else "validation picks the dense model; drawn at the best pruned level")
