@@ -35,11 +35,7 @@ def significance(diff_mean: float, diff_ci: float) -> str:
     excludes zero, ``same`` when it includes it, ``undetermined`` without one (fewer than two seeds)."""
     if np.isnan(diff_ci) or np.isnan(diff_mean):
         return "undetermined"
-    if diff_mean + diff_ci < 0:
-        return "lower"
-    if diff_mean - diff_ci > 0:
-        return "higher"
-    return "same"
+    return "lower" if diff_mean + diff_ci < 0 else "higher" if diff_mean - diff_ci > 0 else "same"
 
 
 def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> int:
@@ -54,10 +50,9 @@ def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") 
 
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
     """Per level, the paired difference ``a - b`` of ``metric`` on ``source``, its CI and :func:`significance`."""
-    cols = ["seed", "level", metric]
-    left = a[a.source == source][cols + ["sparsity", "epochs_total"]]
-    right = b[b.source == source][cols].rename(columns={metric: f"{metric}_b"})
-    m = left.merge(right, on=["seed", "level"])
+    left = a[a.source == source][["seed", "level", metric, "sparsity", "epochs_total"]]
+    right = b[b.source == source][["seed", "level", metric]]
+    m = left.merge(right, on=["seed", "level"], suffixes=("", "_b"))
     m["diff"] = m[metric] - m[f"{metric}_b"]
     out = m.groupby("level").agg(sparsity=("sparsity", "mean"), epochs_total=("epochs_total", "mean"),
                                  a=(metric, "mean"), b=(f"{metric}_b", "mean"),
@@ -80,17 +75,14 @@ def vs_dense(df: pd.DataFrame, metric: str = "loss", source: str = "train") -> p
 def matched_sparsity(df: pd.DataFrame, imp: pd.DataFrame) -> pd.DataFrame:
     """``df`` (e.g. extended dense training) with each level's sparsity set to IMP's, to draw them together."""
     by_level = imp.groupby("level")["sparsity"].first()
-    out = df[df.level.isin(by_level.index)].copy()
-    out["sparsity"] = out.level.map(by_level)
-    return out
+    return df[df.level.isin(by_level.index)].assign(sparsity=lambda kept: kept.level.map(by_level))
 
 
 def quantization_step(values: np.ndarray) -> float:
     """The step a quantity moves in, read off its values: the smallest positive gap between distinct values and zero,
     at nine decimals (a test error over 1,000 images moves in steps of 0.001); 0 when all are zero."""
     v = np.asarray(values, dtype=float)
-    v = np.union1d(np.round(v[np.isfinite(v)], 9), [0.0])
-    gaps = np.diff(v)
+    gaps = np.diff(np.union1d(np.round(v[np.isfinite(v)], 9), [0.0]))
     gaps = gaps[gaps > 5e-10]
     return float(gaps.min()) if len(gaps) else 0.0
 

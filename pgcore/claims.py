@@ -91,12 +91,8 @@ NO_GAIN, NOT_TESTED = "no gain to explain", "not tested"
 STATUSES = (REPRODUCED, NOT_REPRODUCED, NOT_SIGNIFICANT, NO_GAIN, NOT_TESTED)
 ALPHA = 0.05  # two-sided: 95% intervals, one-sided bounds and refuting tests at 97.5% / 2.5%
 
-# Margins: fractions of the dense model's own value of the quantity (the table in the module docstring).
-TEST_ERROR_MARGIN = 0.10
-TRAIN_LOSS_MARGIN = 0.10
-DEGRADATION_MARGIN = 0.10
-MEMORIZATION_MARGIN = 0.10
-GAIN_DIFFERENCE_MARGIN = 0.10
+# Margins: a tenth each of the dense model's own value of the quantity (the table in the module docstring).
+TEST_ERROR_MARGIN = TRAIN_LOSS_MARGIN = DEGRADATION_MARGIN = MEMORIZATION_MARGIN = GAIN_DIFFERENCE_MARGIN = 0.10
 EQUIVALENCE_MARGIN = TEST_ERROR_MARGIN  # the name the notebooks' prose cites for figures 3 and 6
 
 _COLUMNS = ["level", "sparsity", "mean", "ci", "lo", "hi", "n", "sd", "effect_size", "p", "p_margin",
@@ -172,13 +168,12 @@ class Part:
     @property
     def ruled_out(self) -> str:
         """What the data rule out, in words: the bound on the claim's side (and ±bound of a match)."""
-        r = self.at()
-        b = r["ruled_out_beyond"]
+        b = self.at()["ruled_out_beyond"]
         if not np.isfinite(b):
             return "nothing is ruled out (no interval)"
         if self.direction == "match":
             return (f"a difference beyond ±{self._fmt(b)} is ruled out (95%); equivalent within "
-                    f"±{self._fmt(r['equivalent_within'])} (90%)")
+                    f"±{self._fmt(self.at()['equivalent_within'])} (90%)")
         word = "drop" if self.direction == "lower" else "rise"
         if (b < 0) == (self.direction == "lower") and b != 0:
             return f"a {word} beyond {self._fmt(abs(b))} is ruled out"
@@ -236,8 +231,7 @@ class Verdict:
         out.update((k, own[k]) for k in ("evidence", "margin", "ruled_out_beyond", "equivalent_within",
                                          "p_equivalence", "effect_size") if k in own)
         if len(self.parts) > 1:
-            for p in self.parts:
-                out.update(p.numbers(f"{p.key}_"))
+            out.update({k: v for p in self.parts for k, v in p.numbers(f"{p.key}_").items()})
         return out
 
 
@@ -255,16 +249,14 @@ def _per_seed(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: s
               sparsity: pd.Series | None = None) -> pd.DataFrame:
     """``a - b`` of ``metric`` on ``source``, paired by seed and level: seed, level, sparsity, diff; ``attrs["step"]``
     is the step the compared values move in (:func:`pgcore.analysis.quantization_step`)."""
-    cols = ["seed", "level", metric]
     if not len(a) or not len(b):
         return _with_step(pd.DataFrame(columns=["seed", "level", "sparsity", "diff"]), [])
-    left = a[a.source == source][cols]
-    right = b[b.source == source][cols]
+    left, right = (df[df.source == source][["seed", "level", metric]] for df in (a, b))
     m = left.merge(right, on=["seed", "level"], suffixes=("", "_b"))
     m["diff"] = m[metric] - m[f"{metric}_b"]
     m["sparsity"] = m.level.map(_sparsity(a) if sparsity is None else sparsity)
-    return _with_step(m[["seed", "level", "sparsity", "diff"]].dropna(subset=["diff"]),
-                      np.concatenate([left[metric].to_numpy(float), right[metric].to_numpy(float)]))
+    per_seed = m[["seed", "level", "sparsity", "diff"]].dropna(subset=["diff"])
+    return _with_step(per_seed, pd.concat([left, right])[metric])
 
 
 def _with_step(per_seed: pd.DataFrame, values: Any) -> pd.DataFrame:
@@ -297,9 +289,7 @@ def margin_of(df: pd.DataFrame) -> float:
 
 def _tail(x: float, se: float, n: int) -> float:
     """P(T > x / se) for Student's t with n - 1 degrees of freedom; with se = 0 (all differences zero), certainty."""
-    if se > 0:
-        return float(stats.t.sf(x / se, n - 1))
-    return 0.0 if x > 0 else 1.0
+    return float(stats.t.sf(x / se, n - 1)) if se > 0 else (0.0 if x > 0 else 1.0)
 
 
 def _level_row(level: int, sparsity: float, diffs: np.ndarray, step: float, margin: float,
@@ -378,21 +368,18 @@ def _all_hold(parts: Sequence[Part]) -> str:
 
 # -- IMP's gain over the dense model (figure 1, and the premise of figures 3, 5, 6, 7) ---------------------------------
 
-def _best_pruned_level(df: pd.DataFrame) -> int:
-    """The pruned level (> 0) with the lowest mean validation error (test error without a validation split)."""
+def _read_at(df: pd.DataFrame) -> tuple[int, int, str]:
+    """The best level on validation, the level a gain over the dense model is read at and a note saying so. When
+    validation picks the dense model, the gain is read at the pruned level (> 0) with the lowest mean validation
+    error (test error without a validation split)."""
+    k = best_level(df)
+    if k > 0:
+        return k, k, ""
     val = df[(df.source == "val") & (df.level > 0)]
     source = "val" if len(val) and not val.error.isna().all() else "test"
     means = df[(df.source == source) & (df.level > 0)].groupby("level")["error"].mean()
-    return int(means.idxmin()) if len(means) else 0
-
-
-def _read_at(df: pd.DataFrame) -> tuple[int, int, str]:
-    """The best level on validation, the level a gain over the dense model is read at (the best pruned level on
-    validation when validation picks the dense model) and a note saying so."""
-    k = best_level(df)
-    at = k if k > 0 else _best_pruned_level(df)
-    note = "" if k > 0 else f"validation picks the dense model; read at the best pruned level on validation, {at}"
-    return k, at, note
+    at = int(means.idxmin()) if len(means) else 0
+    return k, at, f"validation picks the dense model; read at the best pruned level on validation, {at}"
 
 
 def _gain(imp: pd.DataFrame, role: str = "premise") -> tuple[int, Part, bool]:
@@ -401,9 +388,14 @@ def _gain(imp: pd.DataFrame, role: str = "premise") -> tuple[int, Part, bool]:
     k, at, note = _read_at(imp)
     part = _part("gain", "IMP − dense", "test error: IMP − dense", _vs_own_dense(imp), margin_of(imp), "lower",
                  level=at, role=role, note=note)
-    if k == 0 and part.status == REPRODUCED:  # validation did not choose it: no gain of the procedure to claim
-        part = replace(part, status=NOT_SIGNIFICANT)
+    part = replace(part, status=_chosen_by_validation(k, part.status))
     return k, part, k == 0 or part.status == NOT_REPRODUCED
+
+
+def _chosen_by_validation(k: int, status: str) -> str:
+    """The status of a gain read at a pruned level when validation chose level ``k``: where it chose the dense model
+    (``k`` = 0), the procedure claims no gain, so ``reproduced`` becomes ``not significant``."""
+    return NOT_SIGNIFICANT if k == 0 and status == REPRODUCED else status
 
 
 def _vs(key: str, a_name: str, b_name: str, a: pd.DataFrame, b: pd.DataFrame, imp: pd.DataFrame, direction: str,
@@ -415,17 +407,20 @@ def _vs(key: str, a_name: str, b_name: str, a: pd.DataFrame, b: pd.DataFrame, im
                  direction, level=level, role=role)
 
 
-def _worse_than_imp(imp: pd.DataFrame, frames: dict[str, pd.DataFrame], level: int, role: str = "main") -> list[Part]:
+def _worse_than_imp(imp: pd.DataFrame, frames: dict[str, pd.DataFrame], level: int,
+                    role: str = "main") -> tuple[list[Part], str, str]:
     """Each of ``frames`` − IMP at ``level``, predicted higher (worse): a claim any one of them refutes, so their
-    refuting tests are Holm-corrected across them."""
+    refuting tests are Holm-corrected across them. Returns the parts, the status of "every one is worse"
+    (:func:`_all_hold`) and which are refuted, and how: "random beats IMP"; "reinit is not worse … (…)"."""
     parts = [_vs(_slug(name), name, "IMP", df, imp, imp, "higher", level, role) for name, df in frames.items()]
-    adjusted = holm(np.array([pt.at()["p_margin"] for pt in parts], dtype=float))
-    out = []
-    for pt, ph in zip(parts, adjusted):
-        held = f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" if np.isfinite(ph) else ""
-        out.append(replace(pt, status=_status_of(pt.at(), pt.direction, pt.at()["p"], ph),
-                           note="; ".join(x for x in (pt.note, held) if x)))
-    return out
+    adjusted = holm([pt.at()["p_margin"] for pt in parts])
+    parts = [replace(pt, status=_status_of(pt.at(), "higher", pt.at()["p"], ph),
+                     note=f"refuting test Holm-corrected over {len(parts)}: p = {ph:.3f}" if np.isfinite(ph) else "")
+             for pt, ph in zip(parts, adjusted)]
+    refuted = "; ".join(f"{name} beats IMP" if p.at()["hi"] < 0 else
+                        f"{name} is not worse than IMP by more than the margin ({p.ruled_out})"
+                        for name, p in zip(frames, parts) if p.status == NOT_REPRODUCED)
+    return parts, _all_hold(parts), refuted
 
 
 def _no_gain(claim: str, gain: Part, k: int, parts: tuple[Part, ...], numbers: dict[str, Any]) -> Verdict:
@@ -433,14 +428,6 @@ def _no_gain(claim: str, gain: Part, k: int, parts: tuple[Part, ...], numbers: d
     why = ("validation picks the dense model, so IMP has no gain" if k == 0 else
            f"{gain.ruled_out} (margin ±{gain._fmt(gain.margin)})")
     return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain.", numbers, parts)
-
-
-def _refuted(parts: Sequence[Part]) -> str:
-    """Which "worse than IMP" parts are refuted, and how: "random beats IMP (…)"; "reinit is not worse … (…)"."""
-    return "; ".join(f"{p.name.rsplit(' − ', 1)[0]} "
-                     + ("beats IMP" if p.at()["hi"] < 0 else
-                        f"is not worse than IMP by more than the margin ({p.ruled_out})")
-                     for p in parts if p.status == NOT_REPRODUCED)
 
 
 # -- the claims --------------------------------------------------------------------------------------------------------
@@ -509,14 +496,12 @@ def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, readi
         status, why = REPRODUCED, ("extended training matches IMP within the margin and gains on the dense model: "
                                    "the training time alone gives the gain")
     elif match.status == NOT_REPRODUCED:
-        status, why = NOT_REPRODUCED, (
-            "pruning beats the same training time without pruning" if numbers["diff"] < 0 else
-            "extended training is significantly better than IMP: the training time alone gives more than pruning's "
-            "gain, so the two do not match")
+        status, why = NOT_REPRODUCED, ("pruning beats the same training time without pruning" if numbers["diff"] < 0
+                                       else "extended training is significantly better than IMP: the training time "
+                                       "alone gives more than pruning's gain, so the two do not match")
     elif match.status == REPRODUCED:
-        status, why = NOT_SIGNIFICANT, ("extended training matches IMP, but its own gain over the dense model is "
-                                        + ("ruled out beyond the margin" if own.status == NOT_REPRODUCED else
-                                           "not shown"))
+        status, why = NOT_SIGNIFICANT, "extended training matches IMP, but its own gain over the dense model is " + (
+            "ruled out beyond the margin" if own.status == NOT_REPRODUCED else "not shown")
     else:
         status, why = NOT_SIGNIFICANT, "neither a match within the margin nor a difference is shown"
     return Verdict(claim, status, f"{text}: {why}.", numbers, parts)
@@ -524,10 +509,9 @@ def training_time_explains_gain(imp: pd.DataFrame, extended: pd.DataFrame, readi
 
 def degradation(noisy: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
     """Per seed and level, the paper's degradation due to noise: test error with noise minus without."""
-    cols = ["seed", "level", "error"]
-    a = noisy[noisy.source == "test"][cols + ["sparsity"]]
-    b = clean[clean.source == "test"][cols].rename(columns={"error": "error_clean"})
-    m = a.merge(b, on=["seed", "level"])
+    a = noisy[noisy.source == "test"][["seed", "level", "error", "sparsity"]]
+    b = clean[clean.source == "test"][["seed", "level", "error"]]
+    m = a.merge(b, on=["seed", "level"], suffixes=("", "_clean"))
     return m.assign(degradation=m.error - m.error_clean)
 
 
@@ -538,25 +522,21 @@ def pruning_regularizes_noise(noisy: pd.DataFrame, clean: pd.DataFrame, fraction
     k, at, note = _read_at(noisy)
     d = degradation(noisy, clean)
     dense_deg, pruned_deg = (float(d[d.level == lv].degradation.mean()) for lv in (0, at))
-    deg = d.assign(source="test")[["seed", "level", "sparsity", "source", "degradation"]]
-    parts = (
-        _part("degradation", "pruned − dense", "degradation due to noise: pruned − dense",
-              _vs_own_dense(deg, "degradation"), _margin(DEGRADATION_MARGIN, dense_deg), "lower", level=at, note=note),
-        _part("memorization", "pruned − dense", "noisy labels memorized (accuracy): pruned − dense",
-              _vs_own_dense(noisy, "accuracy", "train_noisy"),
-              _margin(MEMORIZATION_MARGIN, _dense_mean(noisy, "accuracy", "train_noisy")), "lower", level=at),
-        _part("test_error", "pruned − dense", "test error under noise: pruned − dense", _vs_own_dense(noisy),
-              margin_of(noisy), "lower", level=at, role="context"),
-    )
-    deg_p, mem_p, err_p = parts
+    deg_p = _part("degradation", "pruned − dense", "degradation due to noise: pruned − dense",
+                  _vs_own_dense(d.assign(source="test"), "degradation"), _margin(DEGRADATION_MARGIN, dense_deg),
+                  "lower", level=at, note=note)
+    mem_p = _part("memorization", "pruned − dense", "noisy labels memorized (accuracy): pruned − dense",
+                  _vs_own_dense(noisy, "accuracy", "train_noisy"),
+                  _margin(MEMORIZATION_MARGIN, _dense_mean(noisy, "accuracy", "train_noisy")), "lower", level=at)
+    err_p = _part("test_error", "pruned − dense", "test error under noise: pruned − dense", _vs_own_dense(noisy),
+                  margin_of(noisy), "lower", level=at, role="context")
+    parts = (deg_p, mem_p, err_p)
     numbers = {"level": k, "sparsity": deg_p.at()["sparsity"], "degradation_dense": dense_deg,
                "degradation_pruned": pruned_deg, **deg_p.numbers(keys=_DIFF),
                **mem_p.numbers("memorization_", ("diff", "ci")), **err_p.numbers("test_error_", ("diff", "ci"))}
     if deg_p.status == NOT_TESTED:
         return Verdict(claim, NOT_TESTED, "no pruned level with and without noise was measured.", numbers, parts)
-    status = _all_hold(parts[:2])
-    if k == 0 and status == REPRODUCED:  # as for IMP's gain: validation did not choose a pruned level
-        status = NOT_SIGNIFICANT
+    status = _chosen_by_validation(k, _all_hold(parts[:2]))  # as for IMP's gain
     chosen = "chosen on validation" if k else "validation picks the dense model; best pruned level on validation"
     text = (f"{deg_p.effect}, {chosen} (degradation {pruned_deg:.4f} vs dense {dense_deg:.4f}): {deg_p.reads}; "
             f"{mem_p.effect}: {mem_p.reads}; {err_p.effect}: {err_p.evidence}.")
@@ -572,16 +552,15 @@ def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame])
     when one is shown not worse by more than the margin (Holm-corrected across the controls)."""
     claim = "Size reduction alone does not explain pruning"
     k, gain, absent = _gain(imp)
-    tested = _worse_than_imp(imp, controls, k)
+    tested, status, refuted = _worse_than_imp(imp, controls, k)
     parts = (*tested, gain)
     numbers = {"level": k, "n": max((int(p.at()["n"]) for p in tested), default=0)}
     if absent:
         return _no_gain(claim, gain, k, parts, numbers)
     if not tested:
         return Verdict(claim, NOT_TESTED, "no size-reduction control was given.", numbers, parts)
-    status = _all_hold(tested)
     why = {REPRODUCED: "every control is significantly worse than IMP",
-           NOT_REPRODUCED: _refuted(tested) + " (Holm-corrected across the controls)",
+           NOT_REPRODUCED: refuted + " (Holm-corrected across the controls)",
            NOT_TESTED: "a control was not run to IMP's best level",
            NOT_SIGNIFICANT: "not every control is resolved from IMP, and none is shown within the margin of it after "
                             "Holm's correction"}[status]
@@ -598,8 +577,8 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
     claim = "Training time and size reduction together reproduce pruning"
     k, gain, absent = _gain(imp)
     main = _vs("both", "both factors", "IMP", both, imp, imp, "match", k)
-    alone = _worse_than_imp(imp, {"time only": time_only, "size only": size_only}, k, role="secondary")
-    alone_status = _all_hold(alone)
+    alone, alone_status, refuted = _worse_than_imp(imp, {"time only": time_only, "size only": size_only}, k,
+                                                   role="secondary")
     parts = (main, *alone, gain)
     numbers = {"level": k, **main.numbers(keys=_MATCH), "alone_status": alone_status,
                **{c: v for p in alone for c, v in p.numbers(f"{p.key}_", ("diff", "ci")).items()}}
@@ -613,7 +592,7 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
                            "than IMP, beyond a match",
            NOT_SIGNIFICANT: "neither a match within the margin nor a difference is shown"}[main.status]
     alone_why = {REPRODUCED: "each is significantly worse than IMP",
-                 NOT_REPRODUCED: _refuted(alone) + " (Holm-corrected)",
+                 NOT_REPRODUCED: refuted + " (Holm-corrected)",
                  NOT_SIGNIFICANT: "not both resolved from IMP",
                  NOT_TESTED: "a single factor was not run to IMP's best level"}[alone_status]
     text = (f"{main.effect}: {main.reads}: {why}. Sub-verdict, each factor alone falls short: "
@@ -651,10 +630,11 @@ def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
     return Verdict(claim, part.status, text, numbers, (part, gain))
 
 
-def _gain_per_seed(imp: pd.DataFrame) -> tuple[int, pd.Series]:
-    """IMP's best level on validation and, per seed, its test error there minus the seed's dense model's."""
-    k = best_level(imp)
-    return k, _per_seed(imp, dense_at(imp, [k])).set_index("seed")["diff"].sort_index()
+def _gain_per_seed(imp: pd.DataFrame) -> tuple[int, int, pd.Series]:
+    """IMP's best level on validation, the level its gain is drawn at (:func:`_read_at`) and, per seed, its test
+    error at the best level minus the seed's dense model's."""
+    k, at, _ = _read_at(imp)
+    return k, at, _per_seed(imp, dense_at(imp, [k])).set_index("seed")["diff"].sort_index()
 
 
 def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame], weaker: str = "paper") -> Verdict:
@@ -669,20 +649,17 @@ def gain_shrinks_when_dense_is_trained_well(recipes: dict[str, pd.DataFrame], we
         return Verdict(claim, NOT_TESTED, f"the recipe declared weaker, {weaker!r}, is not among the recipes given "
                        f"({', '.join(map(repr, recipes))}).", {"n": 0, "weaker": weaker})
     strong = next(name for name in recipes if name != weaker)
-    (k_w, g_w), (k_s, g_s) = _gain_per_seed(recipes[weaker]), _gain_per_seed(recipes[strong])
-    diff = (g_w - g_s).dropna()
-    per_seed = pd.DataFrame({"seed": diff.index, "level": k_w, "sparsity": _sparsity(recipes[weaker]).get(k_w, np.nan),
-                             "diff": diff.to_numpy()})
-    per_seed = _with_step(per_seed, pd.concat([df[df.source == "test"].error for df in recipes.values()]))
+    (k_w, at_w, g_w), (k_s, at_s, g_s) = _gain_per_seed(recipes[weaker]), _gain_per_seed(recipes[strong])
+    difference = (g_w - g_s).dropna().reset_index()  # seed, diff
+    per_seed = _with_step(difference.assign(level=k_w, sparsity=_sparsity(recipes[weaker]).get(k_w, np.nan)),
+                          pd.concat([df[df.source == "test"].error for df in recipes.values()]))
     margin = _margin(GAIN_DIFFERENCE_MARGIN, float(np.mean([_dense_mean(recipes[name]) for name in (weaker, strong)])))
-    main = _part("gain_difference", "weaker gain − stronger gain",
-                 f"test error gain: {weaker} (level {k_w}) − {strong} (level {k_s})", per_seed, margin, "lower",
-                 level=k_w)
+    main = _part("gain_difference", "weaker gain − stronger gain", f"test error gain: {weaker} (level {k_w}) − "
+                 f"{strong} (level {k_s})", per_seed, margin, "lower", level=k_w)
     context = tuple(_part(_slug(f"gain {name}"), f"IMP − dense, {name}", f"test error: IMP − dense ({name})",
-                          _vs_own_dense(recipes[name]), margin_of(recipes[name]), "lower",
-                          level=lv or _best_pruned_level(recipes[name]), role="context",
-                          note="" if lv else "validation picks the dense model; drawn at the best pruned level")
-                    for name, lv in ((weaker, k_w), (strong, k_s)))
+                          _vs_own_dense(recipes[name]), margin_of(recipes[name]), "lower", level=at, role="context",
+                          note="" if k else "validation picks the dense model; drawn at the best pruned level")
+                    for name, k, at in ((weaker, k_w, at_w), (strong, k_s, at_s)))
     val = {name: _dense_mean(recipes[name], "error", "val") for name in (weaker, strong)}
     lower = {name: pruning_improves_training(recipes[name]).numbers["levels_lower"] for name in (weaker, strong)}
     numbers = {"weaker": weaker, "stronger": strong, "dense_val_weaker": val[weaker], "dense_val_stronger": val[strong],
