@@ -561,7 +561,7 @@ def size_alone_falls_short(imp: pd.DataFrame, controls: dict[str, pd.DataFrame])
         return Verdict(claim, NOT_TESTED, "no size-reduction control was given.", numbers, parts)
     why = {REPRODUCED: "every control is significantly worse than IMP",
            NOT_REPRODUCED: refuted + " (Holm-corrected across the controls)",
-           NOT_TESTED: "a control was not run to IMP's best level",
+           NOT_TESTED: "a control was not run at IMP's best level",
            NOT_SIGNIFICANT: "not every control is resolved from IMP, and none is shown within the margin of it after "
                             "Holm's correction"}[status]
     effects = "; ".join(f"{p.effect}: {p.evidence}" for p in tested)
@@ -585,7 +585,7 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
     if absent:
         return _no_gain(claim, gain, k, parts, numbers)
     if main.status == NOT_TESTED:
-        return Verdict(claim, NOT_TESTED, f"the combined procedure was not run to IMP's best level {k}.", numbers,
+        return Verdict(claim, NOT_TESTED, f"the combined procedure was not run at IMP's best level {k}.", numbers,
                        parts)
     why = {REPRODUCED: "the combination matches IMP within the margin",
            NOT_REPRODUCED: f"the combined procedure is significantly {'worse' if numbers['diff'] > 0 else 'better'} "
@@ -594,7 +594,7 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
     alone_why = {REPRODUCED: "each is significantly worse than IMP",
                  NOT_REPRODUCED: refuted + " (Holm-corrected)",
                  NOT_SIGNIFICANT: "not both resolved from IMP",
-                 NOT_TESTED: "a single factor was not run to IMP's best level"}[alone_status]
+                 NOT_TESTED: "a single factor was not run at IMP's best level"}[alone_status]
     text = (f"{main.effect}: {main.reads}: {why}. Sub-verdict, each factor alone falls short: "
             f"{'; '.join(f'{p.short} ({p.evidence})' for p in alone)}: {alone_status}, {alone_why}.")
     return Verdict(claim, main.status, text, numbers, parts)
