@@ -106,34 +106,43 @@ def dense_band(df: pd.DataFrame, ax: plt.Axes, metric: str = "error", source: st
 def paired_panel(ax: plt.Axes, verdict: Any) -> plt.Axes:
     """Draw what a verdict tests: for each of its parts (``verdict.parts``), the paired difference per level, mean and
     95% interval, against the weights remaining; the zero line; the ±margin band of a "match" part and the margin line
-    on the predicted side of a "lower"/"higher" part; the level each part is decided at ringed. Reads the parts by
+    on the predicted side of a "lower"/"higher" part, both named in the legend and always inside the y range; the level
+    each part is decided at ringed. Reads the parts by
     their attributes only (``name``, ``quantity``, ``margin``, ``direction``, ``level``, ``differences``)."""
     parts = list(verdict.parts)
     distinct = len({p.name for p in parts}) == len(parts)  # else the legend names each part's quantity
+    edges = [0.0]  # every y the panel must show: the intervals' ends and the margins
     for part, color in zip(parts, sns.color_palette("deep", max(len(parts), 1))):
         d = part.differences.sort_values("level")
         if not len(d):
             continue
         xs, mean = 100 * (1 - d.sparsity.to_numpy(dtype=float)), d["mean"].to_numpy(dtype=float)
+        ci = np.nan_to_num(d["ci"].to_numpy(dtype=float))
         label = (part.name if distinct else part.quantity) if len(parts) > 1 else None
-        ax.errorbar(xs, mean, yerr=np.nan_to_num(d["ci"].to_numpy(dtype=float)), fmt="o-", ms=3.5, lw=1.3, capsize=2,
-                    color=color, label=label)
+        ax.errorbar(xs, mean, yerr=ci, fmt="o-", ms=3.5, lw=1.3, capsize=2, color=color, label=label)
+        edges += [*(mean - ci), *(mean + ci)]
         at = (d.level == part.level).to_numpy()
         if at.any():
             ax.plot(xs[at], mean[at], "o", ms=10, mfc="none", mec="black", mew=1.2)
         if np.isfinite(part.margin) and part.margin > 0:
+            edges += [-part.margin, part.margin]
             if part.direction == "match":
-                ax.axhspan(-part.margin, part.margin, color=color, alpha=0.12, lw=0)
+                ax.axhspan(-part.margin, part.margin, color=color, alpha=0.12, lw=0, label="equivalence margin")
             else:
-                ax.axhline(-part.margin if part.direction == "lower" else part.margin, color=color, ls=":", lw=1)
+                ax.axhline(-part.margin if part.direction == "lower" else part.margin, color=color, ls=":", lw=1,
+                           label="margin")
     ax.axhline(0, color=PALETTE["dense"], lw=1, ls="--")
+    lo, hi = np.nanmin(edges), np.nanmax(edges)
+    ax.set_ylim(lo - 0.08 * (hi - lo or 1), hi + 0.08 * (hi - lo or 1))  # margins never on the frame
     remaining_axis(ax)
     quantities = {p.quantity for p in parts}
     units = {q.split(":")[0] for q in quantities}
     ax.set_ylabel(quantities.pop() if len(quantities) == 1 else
                   f"{units.pop()}, paired difference" if len(units) == 1 else "paired difference")
-    if len(parts) > 1:
-        ax.legend(frameon=False, fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    if labels:  # each part, then one entry per kind of margin drawn
+        keep = dict(sorted(zip(labels, handles), key=lambda lh: lh[0] in ("margin", "equivalence margin")))
+        ax.legend(keep.values(), keep.keys(), frameon=False, fontsize="small")
     return ax
 
 

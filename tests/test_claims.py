@@ -451,7 +451,10 @@ def test_paired_panel_draws_each_part_with_its_interval_and_margin():
     plots.paired_panel(ax, v)
     assert ax.get_xlabel() == "weights remaining (%)" and ax.xaxis_inverted()
     assert ax.get_ylabel() == "test error, paired difference"
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [p.name for p in v.parts]
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert names[:len(v.parts)] == [p.name for p in v.parts] and set(names[len(v.parts):]) <= {"equivalence margin",
+                                                                                                 "margin"}
+    assert "equivalence margin" in names
     band = [p for p in ax.patches if p.get_alpha() == pytest.approx(0.12)]
     assert len(band) == 1 and band[0].get_path().get_extents(band[0].get_transform()).height > 0
     ys = [ln.get_ydata() for ln in ax.lines]
@@ -460,6 +463,10 @@ def test_paired_panel_draws_each_part_with_its_interval_and_margin():
     assert np.allclose(main.get_xdata(), [100, 80, 64]) and np.allclose(main.get_ydata()[1], 0.0, atol=1e-12)
     plt.close(fig)
     fig, ax = plt.subplots()
-    plots.paired_panel(ax, claims.pruning_improves_test_error(tidy([0.05, 0.04, 0.045], sd=0.002)))
-    assert ax.get_ylabel() == "test error: IMP − dense" and ax.get_legend() is None
+    v = claims.pruning_improves_test_error(tidy([0.05, 0.04, 0.045], sd=0.002))
+    plots.paired_panel(ax, v)
+    assert ax.get_ylabel() == "test error: IMP − dense"
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["margin"]
+    lo, hi = ax.get_ylim()  # the margin line is drawn inside the panel, never on its frame
+    assert lo < -v.parts[0].margin - 0.01 * (hi - lo) and hi > 0
     plt.close(fig)
