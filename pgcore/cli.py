@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn
 
 import yaml
 
-from .config import PROTOCOLS, ConfigError, check_study, from_dict, load_yaml, set_value
+from .config import PROTOCOLS, ConfigError, at_least, check_study, from_dict, load_yaml, set_value
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,10 +157,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_compute(args: argparse.Namespace) -> int:
     from . import compute
 
-    if args.retries is not None and args.retries < 0:
-        raise ConfigError(f"--retries must be 0 or more, got {args.retries}")
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     dashboard = compute.dashboard_address(compute.DASHBOARD if args.dashboard is None else args.dashboard)
     study = _study(args)
     slurm = {k: getattr(args, k) for k in ("partition", "account", "walltime", "cores", "memory", "gpus")}
@@ -266,7 +262,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         else:
             problems = run.verify()
             fix = [f"fix: {run.explain(problems).fix}"] if problems else []
-            lines = [str(p) for p in problems] + fix + _stale(run)
+            lines = [p.message for p in problems] + fix + _stale(run)
         if lines:
             bad += 1
             print(f"{d}:\n" + "\n".join(f"  {line}" for line in lines))
@@ -282,8 +278,6 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from .store import (CorruptResultError, MisfiledRunError, RunInUseError, _open_dir,
                         check_run_dir, holding, import_own_code_asked)
 
-    if args.from_level is not None and args.from_level < 0:
-        raise ConfigError(f"--from-level must be a level >= 0, got {args.from_level}")
     dirs = _named_dirs(args.run, args.store)
     for d in dirs:  # every directory checked before anything is removed
         check_run_dir(d)
@@ -340,8 +334,6 @@ def cmd_accept(args: argparse.Namespace) -> int:
 
     if not args.run and not args.all:
         raise ConfigError("name the runs to accept (pgcore accept results/imp-<hash>) or all of the store with --all")
-    if args.check is not None and args.check < 0:
-        raise ConfigError(f"--check takes a number of levels >= 0, got {args.check}")
     # Every directory opened first: one that is not a pgcore run is refused before anything is accepted.
     runs, bad = [], 0
     for d in [d for ref in (args.run or [None]) for d in _named_dirs(ref, args.store)]:
@@ -496,9 +488,9 @@ def _compute_command(add: Add, study: argparse.ArgumentParser) -> None:
              "pgcore compute params/paper.yaml --cluster slurm --partition gpu --gpus 1"])
     c.add_argument("--cluster", default="local",
                    help="local (this machine's cores or GPUs, default), slurm, or a scheduler address tcp://host:8786")
-    c.add_argument("--workers", type=int, help="local: runs trained side by side (default one per core, or per GPU); "
-                                               "slurm: most jobs at once (default cluster.jobs, else 2)")
-    c.add_argument("--retries", type=int, help="reruns of a task whose worker died (default 3)")
+    c.add_argument("--workers", type=at_least(1), help="local: runs trained side by side (default one per core, or "
+                   "per GPU); slurm: most jobs at once (default cluster.jobs, else 2)")
+    c.add_argument("--retries", type=at_least(0), help="reruns of a task whose worker died (default 3)")
     c.add_argument("--no-progress", action="store_true", help="no progress bar")
     c.add_argument("--notebooks", metavar="DIR", help="also run each figure's notebook (papermill) as soon as its runs "
                                                       "are done, writing the executed notebooks into DIR")
@@ -529,7 +521,7 @@ def _store_commands(add: Add, store: argparse.ArgumentParser) -> None:
              ["pgcore repair results/imp-<hash>/seed0",
               "pgcore repair results/imp-<hash> --from-level 5  # also drop level 5 and later"])
     rp.add_argument("run", help="run or experiment directory, or a hash prefix")
-    rp.add_argument("--from-level", type=int, metavar="K", help="also drop level K (>= 0) and every later level")
+    rp.add_argument("--from-level", type=at_least(0), metavar="K", help="also drop level K and every later level")
     a = add("accept", cmd_accept, [store], "keep runs computed by code with other numerics (--check: if reproduced)",
             "Keep runs computed by code with other numerics: as they are, or only where this code recomputes their "
             "first levels bit for bit (--check). Exit status 1 if an experiment is not accepted.",
@@ -537,8 +529,8 @@ def _store_commands(add: Add, store: argparse.ArgumentParser) -> None:
              "pgcore accept results/imp-<hash>"])
     a.add_argument("run", nargs="*", help="runs or experiment directories, or hash prefixes")
     a.add_argument("--all", action="store_true", help="every run of the store computed by other numerics code")
-    a.add_argument("--check", type=int, metavar="LEVELS", help="accept an experiment only if this code recomputes "
-                   "levels 0..LEVELS of its first seed bit for bit (metrics, curves, checkpoints)")
+    a.add_argument("--check", type=at_least(0), metavar="LEVELS", help="accept an experiment only if this code "
+                   "recomputes levels 0..LEVELS of its first seed bit for bit (metrics, curves, checkpoints)")
 
 
 def _other_commands(add: Add, config: argparse.ArgumentParser, store: argparse.ArgumentParser) -> None:

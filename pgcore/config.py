@@ -543,7 +543,6 @@ def _check(cond: bool, msg: str) -> None:
 
 def _choice(value: str, options: Any, what: str, also: str = "") -> None:
     if value not in options:
-        also = f", {also}" if also else ""
         raise ConfigError(f"unknown {what} '{value}'.{_did_you_mean(value, options)} Choose one of: "
                           f"{', '.join(options)}{also}.")
 
@@ -554,7 +553,7 @@ def validate(cfg: RunConfig) -> None:
         if is_import_path(name):
             import_path(name)
         else:
-            _choice(name, known, what, also="or your own as an import path, e.g. mypkg.nets:WideNet")
+            _choice(name, known, what, also=", or your own as an import path, e.g. mypkg.nets:WideNet")
     for prefix, part in (("", cfg), *((f"{s}.", getattr(cfg, s)) for s in SECTIONS)):
         for f in fields(part):  # the allowed values on each field (_one_of, _rule)
             value, rule = getattr(part, f.name), f.metadata

@@ -125,16 +125,12 @@ def chosen_levels(p: Mapping[str, Any], key: str = "tie_levels") -> list[int]:
     return out
 
 
-def tie_levels(p: Mapping[str, Any]) -> list[int]:
-    return chosen_levels(p, "tie_levels")
-
-
 def _fig7(p: Mapping[str, Any]) -> dict[str, Series]:
     """IMP, and dense retrainings without its top-improved examples at each ``tie_levels`` level and without as many
     random ones (one run per seed serves every level)."""
     f = float(p["tie_fraction"])
     out = {"imp": series("imp")}
-    for k in tie_levels(p):
+    for k in chosen_levels(p):
         out[f"top-improved, level {k}"] = series("tie", {"data.leave_out": "top-improved",
                                                           "data.leave_out_fraction": f, "data.leave_out_level": k})
     out["random"] = series("tie", {"data.leave_out": "random", "data.leave_out_fraction": f})

@@ -130,9 +130,6 @@ class Problem:
     level: int | None
     message: str
 
-    def __str__(self) -> str:
-        return self.message
-
 
 _LEVEL_FILE = re.compile(r"level_(\d{3,})\.(json|pt)")
 _EXPERIMENT_DIR = re.compile(r"([a-z_]+)-[0-9a-f]{12}")
@@ -357,7 +354,7 @@ class Run:
         """The first problem and the command that fixes it, as one error."""
         first = min(problems, key=lambda p: -1 if p.level is None else p.level)
         more = f" (and {len(problems) - 1} more problem(s): `pgcore verify {self.path}`)" if len(problems) > 1 else ""
-        return CorruptResultError(str(first), self._fix(first.level) + more)
+        return CorruptResultError(first.message, self._fix(first.level) + more)
 
     def repair(self, from_level: int | None = None, dry_run: bool = False) -> list[Path]:
         """Remove (``dry_run``: list) what :meth:`verify` finds invalid (or ``from_level``) and every later level."""
@@ -416,14 +413,11 @@ def holding(run_dir: Path) -> Iterator[None]:
     it (a run is changed only by whoever holds its lock)."""
     lock = _lock(Path(run_dir), timeout=0)
     try:
-        lock.acquire()
-    except filelock.Timeout:
+        with lock:
+            yield
+    except filelock.Timeout:  # nothing run while it is held takes another lock
         raise RunInUseError(f"{run_dir} is in use: another process holds its lock {lock.lock_file} (it is training "
                             f"the run); run the command again once that process has finished or been stopped") from None
-    try:
-        yield
-    finally:
-        lock.release()
 
 
 def import_own_code_asked() -> bool:

@@ -34,11 +34,9 @@ class MissingRunsError(LookupError):
 
 
 @dataclass(frozen=True)
-class Need:
+class Need(Series):
     """Runs of one protocol (every seed) with dotted ``changes`` to the base config, and the figures reading them."""
 
-    protocol: str
-    changes: tuple[tuple[str, Any], ...] = ()
     figures: tuple[str, ...] = field(default=(), compare=False)
 
     def label(self) -> str:

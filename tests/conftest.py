@@ -33,7 +33,10 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
     """``pgcore <argv>`` in this process: exit status, stdout, stderr."""
     from pgcore import cli
 
-    rc = cli.main([str(a) for a in argv])
+    try:
+        rc = cli.main([str(a) for a in argv])
+    except SystemExit as e:  # argparse's one-line error
+        rc = e.code
     out, err = capsys.readouterr()
     return rc, out, err
 

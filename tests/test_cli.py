@@ -51,7 +51,7 @@ def test_help_lists_the_workflow_first_and_its_commands_parse():
 @pytest.mark.parametrize("argv, message", [
     (["plan"], "pgcore: error: the following arguments are required: config; see `pgcore plan --help`"),
     (["plna", "params/small.yaml"], "see `pgcore --help`"),
-    (["compute", "params/small.yaml", "--workers", "two"], "argument --workers: invalid int value: 'two'"),
+    (["compute", "params/small.yaml", "--workers", "two"], "argument --workers: must be an integer >= 1, got 'two'"),
 ])
 def test_an_argument_error_exits_2_with_one_line(argv, message):
     out = subprocess.run([*PGCORE, *argv], capture_output=True, text=True, cwd=REPO, timeout=120)

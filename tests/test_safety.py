@@ -141,7 +141,7 @@ def test_a_reference_naming_several_experiments_is_refused(store, capsys):
 def test_repair_refuses_a_negative_level(store, capsys):
     before = _files(store)
     rc, _, err = _pgcore(capsys, "repair", _imp(store), "--from-level", "-1")
-    assert rc == 2 and "--from-level must be a level >= 0, got -1" in _one_error_line(err)
+    assert rc == 2 and "argument --from-level: must be an integer >= 0, got -1" in _one_error_line(err)
     assert _files(store) == before
     with pytest.raises(ValueError, match="from_level must be a level >= 0"):
         find_runs(_imp(store))[0].repair(-1)
@@ -237,7 +237,7 @@ def test_a_store_that_is_a_file_is_refused(smoke, tmp_path, capsys, command):
     (["--set", "variants={a: {retrian: rewind}}"], "unknown key 'retrian' in variants.a"),
     (["--set", "cluster.cores=four"], "cluster.cores must be an integer >= 1, got 'four'"),
     (["--set", "profile=../../x"], "profile must be a plain name"),
-    (["--retries", "-1"], "--retries must be 0 or more, got -1"),
+    (["--retries", "-1"], "argument --retries: must be an integer >= 0, got -1"),
     (["--dashboard", "everywhere"], "--dashboard must be HOST:PORT"),
 ])
 def test_compute_checks_every_study_key_before_any_cluster_starts(smoke, tmp_path, capsys, monkeypatch, argv,
@@ -255,9 +255,9 @@ def test_papermill_string_seeds_are_parsed(tmp_path):
     from conftest import TINY
 
     study = Study.from_dict({**TINY, "seeds": "[0, 2]", "tie_levels": "[1, 3]"}, root=tmp_path)
-    from pgcore.figures import tie_levels
+    from pgcore.figures import chosen_levels
 
-    assert study.seeds == [0, 2] and tie_levels(study.params) == [1, 3]
+    assert study.seeds == [0, 2] and chosen_levels(study.params) == [1, 3]
     with pytest.raises(ConfigError, match="seeds lists 2 more than once"):
         Study.from_dict({**TINY, "seeds": "[2, 2]"})
 
