@@ -52,8 +52,9 @@ def rerun(params: str, cap: str, figures: list[str], prefix: str) -> pd.DataFram
 
 
 def verdict_rows(folder: Path, figures: list[str], kernels: str) -> pd.DataFrame:
-    frames = [pd.read_csv(p) for f in figures for p in sorted(folder.glob(f"{f}_*_verdicts.csv"))]
-    return pd.concat(frames, ignore_index=True).assign(kernels=kernels)
+    paths = [p for f in figures for p in sorted(folder.glob(f"{f}_*_verdicts.csv"))]
+    frames = [pd.read_csv(p).assign(kernels=kernels) for p in paths]  # one column added per file: no fragmenting
+    return pd.concat(frames, ignore_index=True)
 
 
 def main() -> None:
