@@ -15,7 +15,6 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 import uuid
@@ -94,7 +93,7 @@ def run_task(params: dict[str, Any], need: Need, seeds: Sequence[int], root: str
             torch.set_num_threads(threads)
         study = Study.from_dict({**params, "seeds": list(seeds)}, root=root, device=device, progress=False,
                                 lockstep=lockstep)
-        runs = [Run(cfg, root) for s in seeds for cfg in study.runs(need, s)]
+        runs = [Run(study.config(need.protocol, need.changes, s), root) for s in seeds]
         record["runs"] = [str(run.path) for run in runs]
         with recording_writes() as written:
             study.train(need)
@@ -333,13 +332,10 @@ def try_job_script(script: str) -> None:
     """Refuse a job script that SLURM would reject (unknown partition or account, a bad directive, more than a node
     has) with SLURM's own words, before any job is submitted: a rejected job would leave a study waiting for
     workers that never come."""
-    with tempfile.NamedTemporaryFile("w", prefix="pgcore-job-", suffix=".sh") as f:
-        f.write(script)
-        f.flush()
-        try:
-            proc = subprocess.run(["sbatch", "--test-only", f.name], capture_output=True, text=True, timeout=60)
-        except subprocess.TimeoutExpired:
-            raise ConfigError("sbatch --test-only did not answer in 60 s; is SLURM's controller up (sinfo)?") from None
+    try:  # sbatch reads the script from stdin when no file is named
+        proc = subprocess.run(["sbatch", "--test-only"], input=script, capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        raise ConfigError("sbatch --test-only did not answer in 60 s; is SLURM's controller up (sinfo)?") from None
     if proc.returncode != 0:
         said = [line.removeprefix("sbatch: error: ").strip() for line in proc.stderr.splitlines() if line.strip()]
         raise ConfigError(f"SLURM refuses the worker job: {'; '.join(dict.fromkeys(said)) or proc.returncode}; check "
@@ -454,8 +450,8 @@ class Trainings:
 
     def __init__(self, study: Study, graph: Mapping[Task, Sequence[Task]]):
         self.graph, self.ended = graph, set()
-        self.runs = {task: [Run(cfg, study.root) for seed in task.seeds for cfg in study.runs(task.need, seed)]
-                     for task in graph}
+        self.runs = {task: [Run(study.config(task.need.protocol, task.need.changes, seed), study.root)
+                            for seed in task.seeds] for task in graph}
         # run directory -> its levels to train (counted before any task starts), and how many of those are stored now
         self.todo = {str(run.path): [k for k in sorted(set(levels_of(run.cfg)) - _stored(run))
                                      if plan(run.cfg, k).reuse != "dense"]

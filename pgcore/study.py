@@ -153,13 +153,9 @@ class Study:
                 merged[n] = merged.get(n, ()) + (fig,)
         return [Need(n.protocol, n.changes, tuple(dict.fromkeys(f))) for n, f in merged.items()]
 
-    def runs(self, need: Need, seed: int) -> list[RunConfig]:
-        """The run config behind one need for one seed."""
-        return [self.config(need.protocol, need.changes, seed)]
-
     def run_paths(self, need: Need, seed: int) -> list[str]:
         """Where ``need``'s runs for ``seed`` are stored."""
-        return [str(Run(c, self.root).path) for c in self.runs(need, seed)]
+        return [str(Run(self.config(need.protocol, need.changes, seed), self.root).path)]
 
     def train(self, need: Need) -> None:
         """Train (or find) every seed's runs of ``need``, in this process."""

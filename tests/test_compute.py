@@ -118,7 +118,7 @@ def multilevel_runs(study: Study) -> dict[str, Path]:
     out = {}
     for task in compute.tasks(study, study.expand(), lockstep=False):
         if task.need.protocol != "tie":
-            (cfg,) = study.runs(task.need, task.seeds[0])
+            cfg = study.config(task.need.protocol, task.need.changes, task.seeds[0])
             if levels_of(cfg)[-1] == 2:
                 out[task.name] = Run(cfg, study.root).path
     return out
@@ -233,7 +233,7 @@ def test_failed_run_is_reported_and_the_rest_finish(params, cluster, tmp_path):
     root = tmp_path / "store"
     study = Study.from_dict(params, root=root, progress=False)
     need = next(n for n in study.needs(["fig1"]) if dict(n.changes).get("prune.retrain") == "finetune")
-    broken = Run(study.runs(need, 0)[0], root).path
+    broken = Run(study.config(need.protocol, need.changes, 0), root).path
     broken.mkdir(parents=True)
     (broken / "config.json").write_text("{not json")
     summary = compute.compute_study(study, cluster, figures=["fig1"], progress=False, out=lambda line: None)
