@@ -618,15 +618,15 @@ def improved_examples_matter(tie: pd.DataFrame, imp: pd.DataFrame) -> Verdict:
     part = _part("tie", "without top-improved − without random",
                  "test error: without top-improved − without random", per_seed, margin_of(imp), "higher", level=k)
     d = part.differences
-    significant = holm(d.p.to_numpy()) < ALPHA
-    numbers = {"level": k, "best_level": k_best, **part.numbers(keys=_DIFF),
-               "levels_higher": int((significant & (d["mean"] > 0)).sum()),
-               "levels_lower": int((significant & (d["mean"] < 0)).sum()), "levels": len(d)}
+    higher, lower = (int(((holm(d.p.to_numpy()) < ALPHA) & (sign * d["mean"] > 0)).sum()) for sign in (1, -1))
+    numbers = {"level": k, "best_level": k_best, **part.numbers(keys=_DIFF), "levels_higher": higher,
+               "levels_lower": lower, "levels": len(d)}
     if absent:
         return _no_gain(claim, gain, k_best, (part, gain), numbers)
     where = "" if k == k_best else f", the measured level nearest IMP's best level {k_best}"
-    text = (f"{part.effect}{where}: {part.reads}; over the {len(d)} levels measured, significantly higher at "
-            f"{numbers['levels_higher']}, lower at {numbers['levels_lower']} (Holm-corrected).")
+    found = " and ".join(f"{w} at {n}" for w, n in (("higher", higher), ("lower", lower)) if n)
+    scan = f"significantly {found} of" if found else "no significant difference at any of"
+    text = f"{part.effect}{where}: {part.reads}; {scan} the {len(d)} levels measured (Holm-corrected)."
     return Verdict(claim, part.status, text, numbers, (part, gain))
 
 

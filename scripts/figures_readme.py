@@ -275,9 +275,29 @@ def kernel_check(out: Path) -> list[str]:
             found = [e for e in effects(r.iloc[0].to_dict(), level_sparsity(out / f"{figure}.csv"))
                      if math.isfinite(e.diff)]
             label = (lambda e: f"{e.label} " if len(found) > 1 and e.label else "")
-            cells.append(", ".join([str(r.iloc[0].status), *(f"{label(e)}{e.value()}{e.where()}" for e in found)]))
+            cells.append(", ".join([verdict_word(r.iloc[0]), *(f"{label(e)}{e.value()}{e.where()}" for e in found)]))
         lines.append(f"| {figure} | {claim} | " + " | ".join(cells) + " |")
-    return lines
+    return lines + ["", differing(df)]
+
+
+def verdict_word(row: pd.Series) -> str:
+    """A kernel set's status, with its evidence class where the file has one: "not significant (inconclusive)"."""
+    evidence = row.get("evidence")
+    shown = isinstance(evidence, str) and row.status != "not tested"
+    return f"{row.status} ({evidence})" if shown else str(row.status)
+
+
+def differing(df: pd.DataFrame) -> str:
+    """The sentence naming every verdict whose status or evidence class differs between kernel sets."""
+    compared = [c for c in ("status", "evidence") if c in df]
+    differs = df.groupby(["figure", "claim"], sort=False)[compared].nunique().gt(1).any(axis=1)
+    if not differs.any():
+        return f"Every verdict's {' and '.join(compared)} is the same under every kernel set."
+    named = []
+    for figure, claim in differs[differs].index:
+        rows = df[(df.figure == figure) & (df.claim == claim)]
+        named.append(f"{figure} (*{claim}*: {', '.join(c for c in compared if rows[c].nunique() > 1)})")
+    return f"The {' or '.join(compared)} differs between kernel sets for {'; '.join(named)}."
 
 
 def figure_readme(profile: str, how: str, figs: list[Made]) -> str:
@@ -321,9 +341,12 @@ def figure_readme(profile: str, how: str, figs: list[Made]) -> str:
 
 
 def root_table(profile: str, figs: list[Made]) -> str:
+    kernels = ROOT / "figures" / profile / "isa_check.csv"
+    check = (f" The kernel check (`scripts/isa_check.py`, [docs/kernels.md](docs/kernels.md)): "
+             f"{differing(pd.read_csv(kernels))}" if kernels.exists() else "")
     return "\n".join([*table(figs, f"figures/{profile}/", 220, summaries=True), "",
                       rules_note(figs) + f" Every verdict's summary: [figures/{profile}/README.md]"
-                      f"(figures/{profile}/README.md)."])
+                      f"(figures/{profile}/README.md).{check}"])
 
 
 MARKERS = "<!-- verdicts:{} -->", "<!-- /verdicts:{} -->"

@@ -323,11 +323,14 @@ def test_both_factors_without_imp_gain_is_no_gain_to_explain():
 # -- figure 7 ----------------------------------------------------------------------------------------------------------
 
 def test_improved_examples_every_branch():
-    assert claims.improved_examples_matter(tie(0.07, 0.05, sd=0.002), IMP).status == "reproduced"
+    higher = claims.improved_examples_matter(tie(0.07, 0.05, sd=0.002), IMP)
+    assert higher.status == "reproduced" and "significantly higher at 2 of the 2 levels measured" in higher.summary
     tight = claims.improved_examples_matter(tie(0.0505, 0.05, sd=0.0005), IMP)
     bound = 0.0005 + T975 * 0.0005 / np.sqrt(5)
     assert tight.status == "not reproduced" and f"a rise beyond {bound:.5f} is ruled out" in tight.summary
-    assert claims.improved_examples_matter(tie(0.051, 0.05, sd=0.02), IMP).status == "not significant"
+    loose = claims.improved_examples_matter(tie(0.051, 0.05, sd=0.02), IMP)
+    assert loose.status == "not significant" and "at 0" not in loose.summary
+    assert "no significant difference at any of the 2 levels measured (Holm-corrected)" in loose.summary
     flat = tidy([0.05, 0.05, 0.06], val=[0.05, 0.045, 0.06], sd=0.0005)
     assert claims.improved_examples_matter(tie(0.07, 0.05, sd=0.002), flat).status == "no gain to explain"
 
