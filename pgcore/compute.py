@@ -507,8 +507,7 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     # that become ready together over idle workers instead of queueing them on the worker holding the (tiny) record
     # they build on.
     with (dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                           "distributed.scheduler.unknown-task-duration": TASK_DURATION}),
-          opened as c):
+                           "distributed.scheduler.unknown-task-duration": TASK_DURATION}), opened as c):
         tic = time.perf_counter()
         # How seeds train, decided once for the cluster's device: the study as the workers will build it.
         study = dataclasses.replace(study, root=root, progress=False, device="cuda" if c.gpus else "cpu")
@@ -564,6 +563,8 @@ def _collect(futures: Mapping[Any, Any], names: Mapping[str, str], task_of: Mapp
             batch = ended.next_batch(block=not progress)
             for future in batch:
                 records.append(_record(future, names))
+                if records[-1]["status"] == "failed":  # said at once, not only in the summary hours later
+                    b.write(Summary(records[-1:]).lines()[1])
                 if future.key in task_of:
                     count.end(task_of[future.key])
             if progress and not batch:

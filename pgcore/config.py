@@ -409,8 +409,7 @@ _STUDY_CHECKS: dict[str, Callable[[str, Any, Mapping], None]] = {
     "pai_methods": _check_pai_methods,
     # Whether IMP reaches these levels is checked where figure 7's runs are built, so a run or another figure's
     # subset is not refused for a key it does not use.
-    "tie_levels": _levels_check,
-    "control_levels": _levels_check,
+    "tie_levels": _levels_check, "control_levels": _levels_check,
     "tie_fraction": _must(_fraction, "a number in (0, 1), e.g. 0.1"),
     "lockstep": _must(lambda v: isinstance(v, bool) or v == "auto", "true, false or auto"),
     "progress": _must(lambda v: isinstance(v, bool), "true or false"),
@@ -424,8 +423,7 @@ _STUDY_CHECKS: dict[str, Callable[[str, Any, Mapping], None]] = {
                                               f"weaker_recipe names the recipe figure 9 expects pruning to gain "
                                               f"more under: 'profile' (the parameter file's own) or one of recipes, "
                                               f"got {v!r}"),
-    "store_dir": _check_dir,
-    "figures_dir": _check_dir,
+    "store_dir": _check_dir, "figures_dir": _check_dir,
 }
 EXPERIMENT_KEYS = tuple(_STUDY_CHECKS)
 

@@ -229,7 +229,7 @@ def test_every_notebook_reads_exactly_its_declared_runs_and_trains_nothing(clust
     assert snapshot(root) == before  # no run directory or level file added or rewritten
 
 
-def test_failed_run_is_reported_and_the_rest_finish(params, cluster, tmp_path):
+def test_failed_run_is_reported_and_the_rest_finish(params, cluster, tmp_path, capsys):
     root = tmp_path / "store"
     study = Study.from_dict(params, root=root, progress=False)
     need = next(n for n in study.needs(["fig1"]) if dict(n.changes).get("prune.retrain") == "finetune")
@@ -241,6 +241,8 @@ def test_failed_run_is_reported_and_the_rest_finish(params, cluster, tmp_path):
     failure = summary.failed[0]
     assert "CorruptResultError" in failure["message"] and str(broken) in failure["message"]
     assert failure["runs"] == [str(broken)]
+    said = capsys.readouterr().out.splitlines()  # at once, as the task ended: the line the summary repeats
+    assert summary.lines()[1] in said and said.index(summary.lines()[1]) == 0
     text = Path(failure["traceback"]).read_text()
     assert Path(failure["traceback"]).parent == root / "failures"
     assert "Traceback" in text and "changes: {'prune.retrain': 'finetune'}" in text and "prune:" in text
