@@ -30,6 +30,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from figures_readme import differing  # scripts/ is on the path when this file runs
 from pgcore.figures import FIGURES as TABLE
 
 FIGURES = tuple(f for f, entry in TABLE.items() if entry.make is not None)  # the figures that have verdicts
@@ -82,14 +83,9 @@ def main() -> None:
         table = pd.concat([old[~old.figure.isin(table.figure)], table], ignore_index=True) if "figure" in old else table
     table = table.sort_values(["figure", "claim", "kernels"], kind="stable")
     table.to_csv(path, index=False, float_format="%.6g")
-    print(table[["figure", "claim", "kernels", "status", "diff", "ci"]].to_string(index=False))
-    compared = [c for c in ("status", "evidence") if c in table]
-    differs = table.groupby(["figure", "claim"])[compared].nunique().gt(1).any(axis=1)
-    for figure, claim in differs[differs].index:  # each verdict whose status or evidence class differs
-        rows = table[(table.figure == figure) & (table.claim == claim)]
-        said = "; ".join(f"{r.kernels}: " + " / ".join(str(getattr(r, c)) for c in compared) for r in rows.itertuples())
-        print(f"differs between kernel sets: {figure}, {claim}: {said}")
-    print("verdicts (status and evidence) identical across instruction sets:", not bool(differs.any()))
+    shown = [c for c in ("figure", "claim", "kernels", "status", "evidence", "diff", "ci") if c in table]
+    print(table[shown].to_string(index=False))
+    print(differing(table))  # the sentence the figure READMEs print under their kernel table
 
 
 if __name__ == "__main__":
