@@ -294,8 +294,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
         try:
             with holding(d):  # never under a process that is training the run
                 # In an order that is safe to stop at any point.
-                doomed = run.repair(args.from_level, dry_run=True) if run else [d / "done.json", d / "config.json"]
-                doomed = [p for p in doomed if p.exists()]
+                doomed = run.to_repair(args.from_level) if run else [p for p in (d / "done.json", d / "config.json")
+                                                                     if p.exists()]
                 if not doomed:
                     print(f"{d}: nothing to repair")
                     continue

@@ -211,8 +211,13 @@ class Run:
         return stored
 
     def open(self, device: torch.device | str | None = None) -> None:
-        """Create the run directory and its config.json, or check an existing one (config, numerics digest)."""
+        """Create the run directory and its config.json, or check an existing one (config, numerics digest). Levels
+        stored without a config.json (it was deleted or repaired) are kept only if this code computed them."""
         if self._config() is None:
+            other = {self.load_metrics(k).get("provenance", {}).get("numerics") for k in self._stored()}
+            if other - {numerics_digest()}:
+                raise StaleResultError(f"{self.path} has no config.json and its levels were computed by other code "
+                                       f"(numerics digests {sorted(map(str, other))}); delete it to recompute them")
             write_json(self.path / "config.json", {"config": self.cfg.to_dict(), "science": self.cfg.science_dict(),
                                                    "hash": self.cfg.hash(), "numerics": numerics_digest(),
                                                    "provenance": provenance(device)})
@@ -356,8 +361,9 @@ class Run:
         more = f" (and {len(problems) - 1} more problem(s): `pgcore verify {self.path}`)" if len(problems) > 1 else ""
         return CorruptResultError(first.message, self._fix(first.level) + more)
 
-    def repair(self, from_level: int | None = None, dry_run: bool = False) -> list[Path]:
-        """Remove (``dry_run``: list) what :meth:`verify` finds invalid (or ``from_level``) and every later level."""
+    def to_repair(self, from_level: int | None = None) -> list[Path]:
+        """The files ``pgcore repair`` removes, in a safe order: what :meth:`verify` finds invalid (or
+        ``from_level``) and every later level."""
         if from_level is not None and from_level < 0:
             raise ValueError(f"from_level must be a level >= 0, got {from_level}")
         problems = self.verify()
@@ -371,12 +377,7 @@ class Run:
             # is still levels 0..k with every checkpoint its metrics vouch for.
             doomed += [self._level_paths(k)[0] for k in reversed(self._stored("json")) if k >= start]
             doomed += [self._level_paths(k)[1] for k in reversed(self._stored("pt")) if k >= start]
-        removed = [p for p in doomed if p.exists()]
-        if not dry_run:
-            with holding(self.path):
-                for p in removed:
-                    p.unlink(missing_ok=True)
-        return removed
+        return [p for p in doomed if p.exists()]
 
     def _levels(self) -> list[int]:
         """The finished levels this config asks for (a run may have grown beyond it)."""

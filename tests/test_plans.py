@@ -116,6 +116,23 @@ def test_stale_numerics_are_reported_and_can_be_accepted(tiny_cfg, tmp_path):
     assert json.loads(cfg_path.read_text())["accepted_from"] == ["000000000000"]
 
 
+def test_levels_left_without_config_json_are_adopted_only_if_this_code_computed_them(tiny_cfg, tmp_path):
+    r = run(tiny_cfg, tmp_path, "cpu", progress=False)
+    (r.path / "config.json").unlink()  # as `pgcore repair` leaves a run whose config.json was bad
+    js = r.path / "level_001.json"
+    record = json.loads(js.read_text())
+    record["provenance"]["numerics"] = "000000000000"
+    js.write_text(json.dumps(record))
+    with pytest.raises(StaleResultError, match=r"has no config.json and its levels were computed by other code "
+                                               r"\(numerics digests .*000000000000.*; delete "):
+        run_seeds(tiny_cfg, [0], root=tmp_path, device="cpu", progress=False)
+    assert not (r.path / "config.json").exists()  # nothing adopted
+    record["provenance"]["numerics"] = provenance.numerics_digest()
+    js.write_text(json.dumps(record))
+    assert run_seeds(tiny_cfg, [0], root=tmp_path, device="cpu", progress=False).runs[0].path == r.path
+    assert r.is_done() and json.loads((r.path / "config.json").read_text())["numerics"] == provenance.numerics_digest()
+
+
 def _forge_old_digest(run_dir):
     path = run_dir / "config.json"
     stored = json.loads(path.read_text())
