@@ -8,7 +8,7 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["EVIDENCE", "NoValidationError", "best_level", "ci95", "dense_at", "evidence", "holm", "matched_sparsity",
-           "paired_by_level", "paired_stats", "quantization_step", "significance", "summarize", "vs_dense"]
+           "paired_by_level", "paired_stats", "quantization_step", "summarize", "vs_dense"]
 
 
 def ci95(values: np.ndarray) -> float:
@@ -30,14 +30,6 @@ class NoValidationError(ValueError):
     """Choosing a level needs a validation split; choosing on test must be asked for."""
 
 
-def significance(diff_mean: float, diff_ci: float) -> str:
-    """The one rule for "significant": ``lower``/``higher`` when the 95% interval of a paired difference
-    excludes zero, ``same`` when it includes it, ``undetermined`` without one (fewer than two seeds)."""
-    if np.isnan(diff_ci) or np.isnan(diff_mean):
-        return "undetermined"
-    return "lower" if diff_mean + diff_ci < 0 else "higher" if diff_mean - diff_ci > 0 else "same"
-
-
 def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") -> int:
     """The level with the lowest mean ``metric`` on ``select_on`` (validation, so the choice is honest); raises
     :class:`NoValidationError` when ``select_on`` has no data (choosing on test must be asked for)."""
@@ -49,7 +41,8 @@ def best_level(df: pd.DataFrame, select_on: str = "val", metric: str = "error") 
 
 
 def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", source: str = "test") -> pd.DataFrame:
-    """Per level, the paired difference ``a - b`` of ``metric`` on ``source``, its CI and :func:`significance`."""
+    """Per level, the paired difference ``a - b`` of ``metric`` on ``source`` and its 95% half-width (``diff_ci``);
+    what a difference means is decided by :mod:`pgcore.claims`."""
     left = a[a.source == source][["seed", "level", metric, "sparsity", "epochs_total"]]
     right = b[b.source == source][["seed", "level", metric]]
     m = left.merge(right, on=["seed", "level"], suffixes=("", "_b"))
@@ -57,7 +50,6 @@ def paired_by_level(a: pd.DataFrame, b: pd.DataFrame, metric: str = "error", sou
     out = m.groupby("level").agg(sparsity=("sparsity", "mean"), epochs_total=("epochs_total", "mean"),
                                  a=(metric, "mean"), b=(f"{metric}_b", "mean"),
                                  diff=("diff", "mean"), diff_ci=("diff", ci95), n=("diff", "count")).reset_index()
-    out["verdict"] = [significance(d, c) for d, c in zip(out["diff"], out["diff_ci"])]
     return out
 
 

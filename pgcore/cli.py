@@ -12,6 +12,7 @@ import argparse
 import errno
 import itertools
 import os
+import signal
 import socket
 import sys
 import tempfile
@@ -593,6 +594,7 @@ def explain(e: BaseException, args: argparse.Namespace) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `kill`, `timeout`, a batch job's time limit: as Ctrl-C
     try:
         return args.func(args)
     except BrokenPipeError:  # output piped into `head`: nothing more to say

@@ -37,12 +37,6 @@ def test_choosing_on_test_must_be_asked_for_explicitly():
         analysis.best_level(df[df.source == "test"])
 
 
-@pytest.mark.parametrize("mean, ci, word", [(-0.02, 0.01, "lower"), (0.02, 0.01, "higher"), (-0.02, 0.03, "same"),
-                                            (0.01, 0.01, "same"), (-0.02, float("nan"), "undetermined")])
-def test_one_rule_for_significance(mean, ci, word):
-    assert analysis.significance(mean, ci) == word
-
-
 def test_paired_stats_is_the_student_t_interval_with_its_effect_and_p():
     from scipy import stats
 

@@ -62,7 +62,7 @@ def test_every_module_has_a_floor_and_imports_only_from_below():
 
 # The size budget: code lines only (not blank, comment or docstring lines), so that documentation costs nothing.
 # A ratchet at today's size (4,648 two trims ago, 4,255 before the last); the goal is 3,500: lower it as code goes, never raise it.
-MAX_CODE_LINES = 4190
+MAX_CODE_LINES = 4187
 MAX_FUNCTION_CODE_LINES = 40
 
 

@@ -124,10 +124,10 @@ def test_paired_by_level_and_vs_dense():
     a = _rows([[0.3, 0.2, 0.5], [0.31, 0.21, 0.5], [0.32, 0.22, 0.52]], [[0] * 3] * 3)
     b = _rows([[0.3, 0.3, 0.5], [0.31, 0.31, 0.49], [0.32, 0.32, 0.50]], [[0] * 3] * 3)
     out = analysis.paired_by_level(a, b).set_index("level")
-    assert out.loc[1, "diff"] == pytest.approx(-0.1) and out.loc[1, "verdict"] == "lower"
-    assert out.loc[0, "verdict"] == "same" and out.loc[0, "n"] == 3
+    assert out.loc[1, "diff"] == pytest.approx(-0.1) and out.loc[1, "diff"] + out.loc[1, "diff_ci"] < 0
+    assert out.loc[0, "diff"] == 0 and out.loc[0, "n"] == 3
     dense = analysis.vs_dense(a, "error", "test").set_index("level")
-    assert dense.loc[0, "diff"] == 0 and dense.loc[2, "verdict"] == "higher"
+    assert dense.loc[0, "diff"] == 0 and dense.loc[2, "diff"] - dense.loc[2, "diff_ci"] > 0
 
 
 def test_override_and_notebook_parameters(tiny_params, tmp_path, monkeypatch):

@@ -284,7 +284,9 @@ def test_no_network_gets_one_line(tmp_path):
     assert f"pgcore download cifar10 --data-dir {tmp_path / 'data'}" in line
 
 
-def test_ctrl_c_names_the_level_and_the_same_command_resumes(tmp_path, tiny_params, capsys):
+# Ctrl-C; SIGTERM from `kill`, `timeout` or a batch job's time limit ends the same way
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_names_the_level_and_the_same_command_resumes(tmp_path, tiny_params, capsys, signum):
     tiny_params["train"]["epochs"] = 20
     tiny_params["prune"]["levels"] = 30  # far longer than the wait below, even on a loaded machine
     params = _write_params(tmp_path / "long.yaml", tiny_params)
@@ -296,7 +298,7 @@ def test_ctrl_c_names_the_level_and_the_same_command_resumes(tmp_path, tiny_para
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     while not list(store.glob("imp-*/seed0/level_000.json")) and proc.poll() is None:
         time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     _, err = proc.communicate()
     line = _one_error_line(err)
     level = int(re.search(r"interrupted at level (\d+) of ", line)[1])
