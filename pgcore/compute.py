@@ -41,7 +41,6 @@ __all__ = ["Task", "tasks", "run_task", "Notebooks", "run_notebook", "Cluster", 
            "scheduler_cluster", "open_cluster", "close_cluster", "Summary", "Trainings", "compute_study"]
 
 RETRIES = 3  # times a task is rerun after its worker died (killed, out of memory, walltime)
-TASK_DURATION = "1h"  # what the scheduler assumes a task takes before it has timed one (it is a training)
 LOCALHOST = "127.0.0.1"  # where a local cluster's scheduler and workers listen: no other machine can reach them
 DASHBOARD = "127.0.0.1:8787"  # the scheduler's dashboard: this machine only, unless asked (--dashboard)
 SLURM_DEFAULTS = {"partition": None, "account": None, "walltime": "01:00:00", "cores": 1, "memory": "4GB",
@@ -494,8 +493,8 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
                   notebooks: Notebooks | None = None) -> Summary:
     """Compute every run ``study``'s figures need (or only ``needs`` and what they build on) on a Dask cluster:
     ``client`` (a :class:`Cluster` or a ``distributed.Client`` whose workers run one task at a time), or one opened
-    by name (:func:`open_cluster`) and closed at the end. Each task is submitted with the futures it builds on; the
-    progress bar counts the levels trained (:class:`Trainings`)."""
+    by name (:func:`open_cluster`) and closed at the end. Each task is submitted once what it builds on has ended and
+    a worker is free for it (:func:`_run`); the progress bar counts the levels trained (:class:`Trainings`)."""
     import dask
     import distributed  # noqa: F401 -- loads its config defaults, before one is set below
 
@@ -503,11 +502,8 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
     wanted = study.expand(figures, needs)
     opened = (contextlib.nullcontext(_given(client)) if client is not None
               else open_cluster(cluster, workers, study.params, slurm, root, dashboard))
-    # The scheduler's settings, so they hold for clusters opened here. Told that tasks take long, it spreads tasks
-    # that become ready together over idle workers instead of queueing them on the worker holding the (tiny) record
-    # they build on.
-    with (dask.config.set({"distributed.scheduler.allowed-failures": retries,
-                           "distributed.scheduler.unknown-task-duration": TASK_DURATION}), opened as c):
+    # The scheduler's setting, so that it holds for clusters opened here.
+    with dask.config.set({"distributed.scheduler.allowed-failures": retries}), opened as c:
         tic = time.perf_counter()
         # How seeds train, decided once for the cluster's device: the study as the workers will build it.
         study = dataclasses.replace(study, root=root, progress=False, device="cuda" if c.gpus else "cpu")
@@ -522,71 +518,63 @@ def compute_study(study: Study, client: Any = None, *, figures: Iterable[str] = 
             f"{'in lockstep' if lockstep else 'one by one'}; store {study.root}")
         if c.dashboard:
             out(f"dashboard: {c.dashboard}")
-        futures, names = _submit(c, study, graph, lockstep, retries, figures, notebooks)
-        task_of = {futures[t].key: t for t in graph}
-        records = _collect(futures, names, task_of, count, progress)
+        records = _run(c, study, graph, lockstep, retries, figures, notebooks, count, progress)
         return Summary(records, time.perf_counter() - tic, count.done, study)
 
 
-def _submit(c: Cluster, study: Study, graph: Mapping[Task, Sequence[Task]], lockstep: bool, retries: int,
-            figures: Iterable[str], notebooks: Notebooks | None) -> tuple[dict[Any, Any], dict[str, str]]:
-    """Submit every task with the futures it builds on, then each figure's notebook (with ``notebooks``) depending on
-    that figure's tasks; returns the futures (by task, or by figure) and their keys' names."""
-    futures: dict[Any, Any] = {}
-    # Priority by submission order (earlier figures' tasks first), not by Dask's submission-time groups, which a
-    # garbage-collection pause during submission can split so that a later figure's tasks rank with an earlier one's.
-    for i, (task, deps) in enumerate(graph.items()):
-        futures[task] = c.client.submit(
-            run_task, study.params, task.need, task.seeds, str(study.root), str(study.device), lockstep,
-            c.threads, [futures[d] for d in deps], key=f"{task.name}-{uuid.uuid4().hex[:8]}", pure=False,
-            retries=retries, priority=-i)
-    names = {f.key: t.name for t, f in futures.items()}
-    for fig in (f for f in figures if notebooks and FIGURES[f].notebook):  # each as soon as its runs are done
-        reads = [futures[t] for t in graph if fig in t.need.figures]
-        futures[fig] = c.client.submit(run_notebook, fig, notebooks, str(study.root), reads, pure=False, priority=10,
-                                       key=f"notebook-{fig}-{uuid.uuid4().hex[:8]}")  # before queued trainings
-        names[futures[fig].key] = f"notebook {fig}"
-    return futures, names
-
-
-def _collect(futures: Mapping[Any, Any], names: Mapping[str, str], task_of: Mapping[str, Task], count: Trainings,
-             progress: bool) -> list[dict[str, Any]]:
-    """Every future's record as it ends, the progress bar counting the levels stored meanwhile."""
+def _run(c: Cluster, study: Study, graph: Mapping[Task, Sequence[Task]], lockstep: bool, retries: int,
+         figures: Iterable[str], notebooks: Notebooks | None, count: Trainings, progress: bool) -> list[dict[str, Any]]:
+    """Every task's record. A task is submitted once the tasks it builds on have ended (their records are its
+    ``after``) and a worker is free for it, earlier figures' tasks first; each figure's notebook (with ``notebooks``)
+    once that figure's tasks have ended, before any waiting training. (Given the futures it builds on, Dask would queue
+    a task on the worker holding their results, and its work stealing leaves a queued long task there while another
+    worker sits idle.) The progress bar counts the levels stored meanwhile."""
     from distributed import as_completed
 
-    records = []
+    waiting: dict[Any, Sequence[Task]] = {f: [t for t in graph if f in t.need.figures]
+                                          for f in figures if notebooks and FIGURES[f].notebook}
+    waiting.update(graph)
+    ended: dict[Any, dict[str, Any]] = {}
+    running: dict[Any, Any] = {}  # future -> its task, or its figure
+    finished = as_completed()
     # smoothing=0: the time left from the mean rate so far, steady where levels take about as long as each other
     with bar(total=count.total, desc="levels", unit="level", disable=not progress, dynamic_ncols=True,
              smoothing=0) as b:
-        ended = as_completed(list(futures.values()))
-        while not ended.is_empty():
-            batch = ended.next_batch(block=not progress)
+        while waiting or running:
+            free = (c.workers or len(c.client.scheduler_info()["workers"]) or 1) - len(running)
+            for job in [j for j, deps in waiting.items() if all(d in ended for d in deps)][:max(free, 0)]:
+                after, name = [ended[d] for d in waiting.pop(job)], getattr(job, "name", f"notebook-{job}")
+                call = ((run_task, study.params, job.need, job.seeds, str(study.root), str(study.device), lockstep,
+                         c.threads) if isinstance(job, Task) else (run_notebook, job, notebooks, str(study.root)))
+                future = c.client.submit(*call, after, key=f"{name}-{uuid.uuid4().hex[:8]}", pure=False,
+                                         retries=retries)
+                running[future] = job
+                finished.add(future)
+            batch = finished.next_batch(block=not progress)
             for future in batch:
-                records.append(_record(future, names))
-                if records[-1]["status"] == "failed":  # said at once, not only in the summary hours later
-                    b.write(Summary(records[-1:]).lines()[1])
-                if future.key in task_of:
-                    count.end(task_of[future.key])
+                job = running.pop(future)
+                ended[job] = _record(future, getattr(job, "name", f"notebook {job}"))
+                if ended[job]["status"] == "failed":  # said at once, not only in the summary hours later
+                    b.write(Summary([ended[job]]).lines()[1])
+                if isinstance(job, Task):
+                    count.end(job)
             if progress and not batch:
                 time.sleep(POLL_S)
                 count.poll()
             if b.total != count.total:
                 set_total(b, count.total)
             b.update(count.done - b.n)
-    return records
+    return list(ended.values())
 
 
-def _record(future: Any, names: Mapping[str, str]) -> dict[str, Any]:
+def _record(future: Any, name: str) -> dict[str, Any]:
     """A finished task's record; a task lost with its workers (more deaths than retries) is a failure, and the tasks
-    that waited for it are skipped."""
+    that build on it are skipped."""
     if future.status == "finished":
         return future.result()
-    record = {"task": names[future.key], "status": "failed", "trained": [], "reused": []}
+    record = {"task": name, "status": "failed", "trained": [], "reused": []}
     if future.status == "cancelled":
         return {**record, "message": "cancelled: the scheduler lost it (cluster shut down?); run the same command "
                                      "to go on"}
     e = future.exception()
-    cause = getattr(e, "task", None)
-    if cause is not None and cause != future.key:
-        return {**record, "status": "skipped", "message": f"builds on {names.get(cause, cause)}, whose workers died"}
     return {**record, "message": f"{type(e).__name__}: {e}"}

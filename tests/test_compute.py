@@ -251,6 +251,38 @@ def test_failed_run_is_reported_and_the_rest_finish(params, cluster, tmp_path, c
     assert len(summary.trained) == len(left) - 1
 
 
+class Crowding(threading.Thread):
+    """The most tasks the scheduler held on one worker at once, and whether every worker was busy at once."""
+
+    def __init__(self, cluster: compute.Cluster):
+        super().__init__(daemon=True)
+        self.client, self.stop, self.most, self.all_busy = cluster.client, threading.Event(), 0, False
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            held = [len(keys) for keys in self.client.processing().values()]
+            self.most = max([self.most, *held])
+            self.all_busy |= len(held) > 1 and min(held) > 0
+            time.sleep(0.005)
+
+
+def test_a_ready_task_starts_on_an_idle_worker_not_queued_behind_a_busy_one(params, cluster, tmp_path):
+    """Several tasks build on one seed's dense run. Handed to Dask with that run's future, they were queued on the
+    worker holding its record, and the last ones waited there while the other worker sat idle (work stealing left
+    them). Each is now submitted when a worker is free for it."""
+    study = Study.from_dict(params, root=tmp_path, progress=False)
+    crowding = Crowding(cluster)
+    crowding.start()
+    try:
+        summary = compute.compute_study(study, cluster, figures=["fig1"], progress=False, out=lambda line: None)
+    finally:
+        crowding.stop.set()
+        crowding.join()
+    assert not summary.failed and not summary.skipped
+    assert crowding.most == 1, f"a worker held {crowding.most} tasks at once"
+    assert crowding.all_busy
+
+
 def test_tasks_wait_for_what_they_build_on(params):
     study = Study.from_dict(params, progress=False)
     graph = compute.tasks(study, study.expand(), lockstep=False)
