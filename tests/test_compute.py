@@ -270,7 +270,9 @@ def test_a_ready_task_starts_on_an_idle_worker_not_queued_behind_a_busy_one(para
     """Several tasks build on one seed's dense run. Handed to Dask with that run's future, they were queued on the
     worker holding its record, and the last ones waited there while the other worker sat idle (work stealing left
     them). Each is now submitted when a worker is free for it."""
-    study = Study.from_dict(params, root=tmp_path, progress=False)
+    small = copy.deepcopy(params)
+    small["seeds"], small["prune"]["levels"] = [0], 1
+    study = Study.from_dict(small, root=tmp_path, progress=False)
     crowding = Crowding(cluster)
     crowding.start()
     try:
