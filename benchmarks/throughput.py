@@ -254,6 +254,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--epochs", type=at_least(1), default=2, help="timed epochs per measurement (after one warm-up)")
+    ap.add_argument("--mnist1d-epochs", type=at_least(1), default=None,
+                    help="timed epochs for mlp and cnn1d (default 10 x --epochs: an MNIST-1D epoch is 4,000 examples)")
     ap.add_argument("--cifar-n", type=at_least(1), default=None,
                     help="CIFAR-shaped images (default 50000 on GPU, 2560 on CPU)")
     ap.add_argument("--workers", type=at_least(0), default=min(4, os.cpu_count() or 1),
@@ -319,7 +321,7 @@ def main() -> None:
             torch.manual_seed(0)
             base_model = build().to(dev)
             mask = _half_mask(base_model)
-            e = args.epochs * 10  # an MNIST-1D epoch is 4,000 examples: time enough of them
+            e = args.mnist1d_epochs or args.epochs * 10  # an MNIST-1D epoch is 4,000 examples: time enough of them
             variants = variants_of(build, base_model, loader, data, mask, dev, e, cfg, k, not args.no_compile)
             compare(workload, variants, data.name)
 

@@ -15,7 +15,7 @@ def _run(*args: str) -> None:
 
 def test_throughput_writes_every_variant(tmp_path):
     out = tmp_path / "throughput.csv"
-    _run("benchmarks/throughput.py", "--only", "mlp", "--epochs", "1", "--repeats", "1", "--models", "2",
+    _run("benchmarks/throughput.py", "--only", "mlp", "--mnist1d-epochs", "1", "--repeats", "1", "--models", "2",
          "--no-compile", "--device", "cpu", "--out", str(out))
     rows = list(csv.DictReader(out.open()))
     assert [r["variant"] for r in rows] == ["baseline", "pgcore", "pgcore bf16", "pgcore x2"]
