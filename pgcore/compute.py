@@ -13,8 +13,10 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 import uuid
@@ -233,7 +235,15 @@ def local_cluster(workers: int | None = None, dashboard: str | None = DASHBOARD,
         make = partial(LocalCluster, n_workers=n, threads_per_worker=1, processes=True,
                        dashboard_address=options["dashboard_address"], scheduler_kwargs=options,
                        silence_logs=logging.ERROR)
-    client, link = _start(make, dashboard)
+    # Started with Ctrl-C ignored, the worker processes leave it to this one, which shuts them down (they would print
+    # their own tracebacks: dask/distributed#1925).
+    main = threading.current_thread() is threading.main_thread()  # the only thread that may set a handler
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+    try:
+        client, link = _start(make, dashboard)
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
     return Cluster(client, "local", n, threads or max(1, CPU_COUNT // n), bool(gpus), link)
 
 
@@ -561,8 +571,7 @@ def _run(c: Cluster, study: Study, graph: Mapping[Task, Sequence[Task]], lockste
             if progress and not batch:
                 time.sleep(POLL_S)
                 count.poll()
-            if b.total != count.total:
-                set_total(b, count.total)
+            set_total(b, count.total)
             b.update(count.done - b.n)
     return list(ended.values())
 
@@ -574,7 +583,6 @@ def _record(future: Any, name: str) -> dict[str, Any]:
         return future.result()
     record = {"task": name, "status": "failed", "trained": [], "reused": []}
     if future.status == "cancelled":
-        return {**record, "message": "cancelled: the scheduler lost it (cluster shut down?); run the same command "
-                                     "to go on"}
+        return {**record, "message": "cancelled: the scheduler lost it (cluster shut down?); run it again to go on"}
     e = future.exception()
     return {**record, "message": f"{type(e).__name__}: {e}"}

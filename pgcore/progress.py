@@ -5,6 +5,7 @@ run headless by papermill or nbval (whose saved outputs cannot show widgets): th
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from typing import Any, Iterable
 
@@ -15,6 +16,9 @@ __all__ = ["widget_front_end", "bar", "set_total"]
 with warnings.catch_warnings():  # tqdm's "experimental" notice, and its warning when ipywidgets is missing
     warnings.simplefilter("ignore")
     from tqdm.autonotebook import tqdm as _auto  # the widget bar in a Jupyter kernel with ipywidgets, else std
+# Bars are drawn by one process: a thread lock, not tqdm's default multiprocessing one, which a worker process ended in
+# the middle of a task leaves behind (the resource tracker's "leaked semaphore" warning after Ctrl-C).
+std.tqdm.set_lock(threading.RLock())
 
 
 def widget_front_end() -> bool:

@@ -308,6 +308,25 @@ def test_ctrl_c_names_the_level_and_the_same_command_resumes(tmp_path, tiny_para
     assert find_runs(_imp_run(store))[0].is_done()
 
 
+@pytest.mark.cluster
+def test_ctrl_c_in_a_terminal_ends_compute_with_one_line(tmp_path, tiny_params):
+    """A terminal sends Ctrl-C to the whole process group: the local cluster's worker processes leave it to pgcore,
+    which shuts them down, instead of printing their own tracebacks."""
+    tiny_params["train"]["epochs"], tiny_params["prune"]["levels"] = 20, 30
+    params = _write_params(tmp_path / "long.yaml", tiny_params)
+    store = tmp_path / "store"
+    proc = subprocess.Popen([*PGCORE, "compute", str(params), "--store", str(store), "--figures", "fig1", "--workers",
+                             "2", "--dashboard", "none", "--no-progress"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    while not list(store.glob("*/seed0/level_001.json")) and proc.poll() is None:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate()
+    assert proc.returncode == 130
+    assert "interrupted; finished work is kept" in _one_error_line(err)
+
+
 # -- sharing a store, showing every seed, progress ------------------------------------------
 
 def test_result_files_follow_the_umask(tmp_path, params_file, capsys):
