@@ -96,7 +96,7 @@ def _curves_panel(ax: plt.Axes, runs: Runs, level: int) -> None:
                 label=f"{source}, seed {s}")
     ax.set(xlabel="epoch of this level", ylabel="error",
            title="training curves (dense in grey)" if level else "training curves")
-    ax.legend(frameon=False, fontsize="x-small", ncol=2)
+    ax.legend(framealpha=0.85, fontsize="x-small", ncol=2)
 
 
 def _change_panel(ax: plt.Axes, run: Run, level: int) -> None:
