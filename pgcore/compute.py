@@ -553,17 +553,16 @@ def _run(c: Cluster, study: Study, graph: Mapping[Task, Sequence[Task]], lockste
         while waiting or running:
             free = (c.workers or len(c.client.scheduler_info()["workers"]) or 1) - len(running)
             for job in [j for j, deps in waiting.items() if all(d in ended for d in deps)][:max(free, 0)]:
-                after, name = [ended[d] for d in waiting.pop(job)], getattr(job, "name", f"notebook-{job}")
+                after, name = [ended[d] for d in waiting.pop(job)], getattr(job, "name", f"notebook {job}")
                 call = ((run_task, study.params, job.need, job.seeds, str(study.root), str(study.device), lockstep,
                          c.threads) if isinstance(job, Task) else (run_notebook, job, notebooks, str(study.root)))
-                future = c.client.submit(*call, after, key=f"{name}-{uuid.uuid4().hex[:8]}", pure=False,
-                                         retries=retries)
-                running[future] = job
-                finished.add(future)
+                f = c.client.submit(*call, after, key=f"{name}-{uuid.uuid4().hex[:8]}", pure=False, retries=retries)
+                running[f] = job
+                finished.add(f)
             batch = finished.next_batch(block=not progress)
             for future in batch:
                 job = running.pop(future)
-                ended[job] = _record(future, getattr(job, "name", f"notebook {job}"))
+                ended[job] = _record(future, future.key.rsplit("-", 1)[0])  # the task's name, or "notebook <figure>"
                 if ended[job]["status"] == "failed":  # said at once, not only in the summary hours later
                     b.write(Summary([ended[job]]).lines()[1])
                 if isinstance(job, Task):

@@ -169,7 +169,7 @@ def _draw(ax: plt.Axes, frames: Mapping[str, pd.DataFrame], palette: Sequence[st
         style = {"color": plots.PALETTE.get(palette[i]), **(styles or {}).get(label, {})}
         plots.curve(d, ax, metric, source, label=label, **style, **common)
     if legend:
-        ax.legend(framealpha=0.85, fontsize="small")
+        ax.legend(**plots.LEGEND)
     if metric == "loss":
         plots.log_axis(ax)
 
@@ -302,7 +302,7 @@ def _make_fig9(p: Mapping[str, Any], frames: dict[str, pd.DataFrame], title: Tit
         plots.remaining_axis(ax)
         ax.set_ylabel(f"pruned − dense {what} (paired)")
         ax.set_title(f"IMP's change in {what}, per recipe (below 0: a gain)")
-        ax.legend(framealpha=0.85, fontsize="small")
+        ax.legend(**plots.LEGEND)
     notes = [f"this profile lists {len(frames) - 1} other recipe(s); the claim compares exactly two."]
     return Made(fig, frames, verdicts, [] if verdicts else notes)
 

@@ -27,6 +27,7 @@ def style() -> None:
                   rc={"figure.dpi": 100, "savefig.dpi": 150, "savefig.bbox": "tight"})
 
 
+LEGEND = {"framealpha": 0.85, "fontsize": "small"}  # framed: a legend may lie across a curve
 NICE_REMAINING = (100, 50, 20, 10, 5, 2, 1, 0.5, 0.2, 0.1, 0.05, 0.02, 0.01)
 
 
@@ -72,7 +73,7 @@ def pruning_curve(df: pd.DataFrame, ax: plt.Axes | None = None, metric: str = "e
     best = s[(s.source == source) & (s.level == best_level(df, select_on, metric))].iloc[0]
     ax.plot(100 * (1 - best.sparsity), best["mean"], "*", color="black", ms=13,
             label=f"best on {select_on}: {best.sparsity:.1%} sparse")
-    ax.legend(framealpha=0.85, fontsize="small")
+    ax.legend(**LEGEND)
     return ax
 
 
@@ -142,7 +143,7 @@ def paired_panel(ax: plt.Axes, verdict: Any) -> plt.Axes:
     handles, labels = ax.get_legend_handles_labels()
     if labels:  # each part, then one entry per kind of margin drawn
         keep = dict(sorted(zip(labels, handles), key=lambda lh: lh[0] in ("margin", "equivalence margin")))
-        ax.legend(keep.values(), keep.keys(), framealpha=0.85, fontsize="small")
+        ax.legend(keep.values(), keep.keys(), **LEGEND)
     return ax
 
 
