@@ -208,8 +208,9 @@ class Verdict:
 
     @property
     def main(self) -> Part | None:
-        """The deciding comparison (the first ``main`` part), if any."""
-        return next((p for p in self.parts if p.role == "main"), None)
+        """The deciding comparison, if any: IMP's own gain (the ``premise``) when there is no gain to explain, else
+        the first ``main`` part."""
+        return next((p for p in self.parts if p.role == ("premise" if self.status == NO_GAIN else "main")), None)
 
     def markdown(self) -> str:
         """One line: the claim and its status in bold, then the summary."""
@@ -424,10 +425,12 @@ def _worse_than_imp(imp: pd.DataFrame, frames: dict[str, pd.DataFrame], level: i
 
 
 def _no_gain(claim: str, gain: Part, k: int, parts: tuple[Part, ...], numbers: dict[str, Any]) -> Verdict:
-    """The verdict of an explanation when IMP has no gain to explain (``k``: IMP's best level on validation)."""
-    why = ("validation picks the dense model, so IMP has no gain" if k == 0 else
-           f"{gain.ruled_out} (margin ±{gain._fmt(gain.margin)})")
-    return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain.", numbers, parts)
+    """The verdict of an explanation when IMP has no gain to explain (``k``: IMP's best level on validation). The
+    gain decides, so its level, difference, interval and seeds lead the row (its evidence, bound and effect size
+    follow by :attr:`Verdict.main`); the explanation's own numbers stay in its parts' columns."""
+    why = f"{gain.ruled_out} (margin ±{gain._fmt(gain.margin)})" if k else "validation picks the dense model"
+    own = {c: v for c, v in dict(numbers, level=gain.level, **gain.numbers(keys=_DIFF)).items() if c != "p_equivalence"}
+    return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain.", own, parts)
 
 
 # -- the claims --------------------------------------------------------------------------------------------------------

@@ -195,6 +195,25 @@ def test_no_gain_of_imp_means_no_gain_to_explain():
     assert dense_best.status == "no gain to explain" and "validation picks the dense model" in dense_best.summary
 
 
+def test_a_verdict_without_gain_to_explain_leads_its_row_with_the_gain():
+    """The gain decides, so the row's level, difference, interval, evidence, bound and effect size are IMP − dense's
+    (as the summary's), not the explanation's, which stay in their parts' columns."""
+    flat = tidy([0.05, 0.05, 0.06], val=[0.05, 0.045, 0.06], sd=0.0005)  # validation picks 1; gain ruled out
+    verdicts = [claims.training_time_explains_gain(flat, tidy([0.05, 0.03, 0.03], sd=0.001)),
+                claims.size_alone_falls_short(flat, {"random": WORSE}),
+                claims.both_factors_reproduce_pruning(flat, BOTH_MATCH, WORSE, WORSE),
+                claims.improved_examples_matter(tie(0.07, 0.05, sd=0.002), flat)]
+    bound = -0.0005 * T975 / np.sqrt(5)  # the gain is 0 ± that: a drop beyond it is ruled out
+    for v in verdicts:
+        row = v.row()
+        assert v.status == "no gain to explain" and v.main.key == "gain", v.claim
+        assert row["diff"] == pytest.approx(0, abs=1e-12) and row["ci"] == pytest.approx(-bound), v.claim
+        assert row["ruled_out_beyond"] == pytest.approx(bound) and row["effect_size"] == pytest.approx(0, abs=1e-9)
+        assert row["level"] == 1 and row["evidence"] == "inside the margin" and "p_equivalence" not in row
+        assert f"a drop beyond {-bound:.5f} is ruled out" in v.summary
+    assert verdicts[0].row()["match_diff"] == pytest.approx(0.02)  # the explanation's own numbers stay
+
+
 def test_extended_training_not_run_to_imps_level_is_not_tested():
     v = claims.training_time_explains_gain(IMP, tidy([0.05]))
     assert v.status == "not tested" and "not run to IMP's best level 1" in v.summary
@@ -385,7 +404,8 @@ def test_identical_differences_get_an_interval_and_no_nan():
     assert v.status == "not reproduced" and v.main.evidence == "significant, within the margin"
     no_nan(v)
     same = claims.both_factors_reproduce_pruning(imp, imp, imp, imp)  # every difference exactly zero
-    assert same.main.at()["ci"] == pytest.approx(r["ci"]) and same.main.at()["p_equivalence"] < 0.05
+    both = next(p for p in same.parts if p.key == "both").at()
+    assert both["ci"] == pytest.approx(r["ci"]) and both["p_equivalence"] < 0.05
     # a one-image gain is inside the margin: IMP's gain is shown absent, and nothing is NaN on the way
     assert same.status == "no gain to explain" and same.numbers["alone_status"] == "not reproduced"
     no_nan(same)
