@@ -427,10 +427,13 @@ def _worse_than_imp(imp: pd.DataFrame, frames: dict[str, pd.DataFrame], level: i
 def _no_gain(claim: str, gain: Part, k: int, parts: tuple[Part, ...], numbers: dict[str, Any]) -> Verdict:
     """The verdict of an explanation when IMP has no gain to explain (``k``: IMP's best level on validation). The
     gain decides, so its level, difference, interval and seeds lead the row (its evidence, bound and effect size
-    follow by :attr:`Verdict.main`); the explanation's own numbers stay in its parts' columns."""
+    follow by :attr:`Verdict.main`); the explanation's own numbers stay in its parts' columns, and the summary ends
+    with them, measured but not judged."""
     why = f"{gain.ruled_out} (margin ±{gain._fmt(gain.margin)})" if k else "validation picks the dense model"
     own = {c: v for c, v in dict(numbers, level=gain.level, **gain.numbers(keys=_DIFF)).items() if c != "p_equivalence"}
-    return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain.", own, parts)
+    seen = "; ".join(f"{p.short} ({p.evidence})" for p in parts if p.role != "premise")
+    return Verdict(claim, NO_GAIN, f"{gain.effect}: {gain.evidence}; {why}: no gain to explain. Measured, not "
+                   f"judged: {seen}.", own, parts)
 
 
 # -- the claims --------------------------------------------------------------------------------------------------------
@@ -594,8 +597,7 @@ def both_factors_reproduce_pruning(imp: pd.DataFrame, both: pd.DataFrame, time_o
            NOT_REPRODUCED: f"the combined procedure is significantly {'worse' if numbers['diff'] > 0 else 'better'} "
                            "than IMP, beyond a match",
            NOT_SIGNIFICANT: "neither a match within the margin nor a difference is shown"}[main.status]
-    alone_why = {REPRODUCED: "each is significantly worse than IMP",
-                 NOT_REPRODUCED: refuted + " (Holm-corrected)",
+    alone_why = {REPRODUCED: "each is significantly worse than IMP", NOT_REPRODUCED: refuted + " (Holm-corrected)",
                  NOT_SIGNIFICANT: "not both resolved from IMP",
                  NOT_TESTED: "a single factor was not run at IMP's best level"}[alone_status]
     text = (f"{main.effect}: {main.reads}: {why}. Sub-verdict, each factor alone falls short: "

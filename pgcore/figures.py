@@ -332,7 +332,6 @@ FIGURES: dict[str, Figure] = {
     "explore": Figure("08_explore", None, lambda p: {"imp": series("imp")},
                       caption="One stored study, level by level (interactive; reads the store)"),
     "fig9": Figure("09_recipe", "fig9_recipe", lambda p: {"profile": series("imp"), **_variants(p, "recipes", "train")},
-                   _make_fig9,
-                   "Not in the paper: IMP's gain over dense under two training recipes: does pruning gain more where "
-                   "the dense model is less well trained?"),
+                   _make_fig9, "Not in the paper: IMP's gain over dense under two training recipes: does pruning "
+                   "gain more where the dense model is less well trained?"),
 }

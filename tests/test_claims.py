@@ -212,6 +212,8 @@ def test_a_verdict_without_gain_to_explain_leads_its_row_with_the_gain():
         assert row["level"] == 1 and row["evidence"] == "inside the margin" and "p_equivalence" not in row
         assert f"a drop beyond {-bound:.5f} is ruled out" in v.summary
     assert verdicts[0].row()["match_diff"] == pytest.approx(0.02)  # the explanation's own numbers stay
+    assert "no gain to explain. Measured, not judged: without top-improved − without random +0.02" in verdicts[3].summary
+    assert "Measured, not judged: IMP − extended dense +0.02" in verdicts[0].summary
 
 
 def test_extended_training_not_run_to_imps_level_is_not_tested():
